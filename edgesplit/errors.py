@@ -1,0 +1,77 @@
+"""Domain exceptions of edgesplit.
+
+The core raises these; each service maps them once to an HTTP status (the ``status`` attribute) in its
+exception handlers. Messages say what was wrong and what was expected.
+"""
+
+from __future__ import annotations
+
+
+class EdgesplitError(Exception):
+    """Base class. ``status`` is the HTTP status a service answers with."""
+
+    status: int = 500
+
+
+class InvalidInput(EdgesplitError):
+    """A request or tensor does not match what was expected (HTTP 400/422)."""
+
+    status = 422
+
+
+class InvalidSpec(EdgesplitError):
+    """A model spec is malformed or inconsistent (HTTP 422)."""
+
+    status = 422
+
+
+class ModelNotFound(EdgesplitError):
+    """No deployed or built-in model has that name (HTTP 404)."""
+
+    status = 404
+
+
+class InvalidPlan(EdgesplitError):
+    """A split or plan request is impossible, e.g. 0 servers (HTTP 422)."""
+
+    status = 422
+
+
+class QueueFull(EdgesplitError):
+    """The model's queue is at its maximum length (HTTP 429 + Retry-After)."""
+
+    status = 429
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class TaskNotFound(EdgesplitError):
+    """No task has that id, or its result expired (HTTP 404)."""
+
+    status = 404
+
+
+class TaskExpired(EdgesplitError):
+    """A task's timeout ran out before it finished (HTTP 504 on synchronous calls)."""
+
+    status = 504
+
+
+class Conflict(EdgesplitError):
+    """The request conflicts with the current state, e.g. a reused idempotency key (HTTP 409)."""
+
+    status = 409
+
+
+class CapacityExceeded(EdgesplitError):
+    """Quotas above an executor's thread capacity (HTTP 409)."""
+
+    status = 409
+
+
+class Unavailable(EdgesplitError):
+    """A dependency (Redis, executors) does not answer (HTTP 503)."""
+
+    status = 503
