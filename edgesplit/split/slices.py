@@ -153,6 +153,13 @@ def crop_input(x: torch.Tensor, sl: Slice) -> torch.Tensor:
     return x
 
 
+def _conv(module: nn.Sequential, index: int) -> nn.Conv2d:
+    conv = module[index]
+    if not isinstance(conv, nn.Conv2d):
+        raise InvalidPlan(f"layer {index} of the module is {type(conv).__name__}, expected Conv2d")
+    return conv
+
+
 def _pad_rows(x: torch.Tensor, top: int, bottom: int, value: float) -> torch.Tensor:
     if top == 0 and bottom == 0:
         return x
@@ -195,16 +202,22 @@ def compute_slice(module: nn.Sequential, spec: ModelSpec, sl: Slice, x: torch.Te
         layer = spec.layers[sl.start]
         assert isinstance(layer, Conv2d)
         e, l = sl.kernel_rows
-        w = module[sl.start].weight[:, :, e:l]
+        w = _conv(module, sl.start).weight[:, :, e:l]
         return apply_window(module[sl.start], layer, x, *sl.pad, weight=w, bias=None)
     return _compute_channels(module, spec, sl, x)
 
 
 def _compute_rows(module: nn.Sequential, spec: ModelSpec, sl: Slice, x: torch.Tensor) -> torch.Tensor:
     needs = group_needs(spec, sl.start, sl.stop, sl.out_rows)
+    shapes = spec.shapes()
     for j, i in enumerate(range(sl.start, sl.stop)):
         layer = spec.layers[i]
-        if is_window(layer):
+        rows_out = needs[j + 1].rows if j + 1 < len(needs) else sl.out_rows
+        if rows_out[1] <= rows_out[0]:
+            # a band that lies wholly in a later layer's padding: nothing real to compute here
+            c, _, w = shapes[i + 1]
+            x = x.new_zeros((x.shape[0], c, 0, w))
+        elif is_window(layer):
             x = apply_window(module[i], layer, x, needs[j].pad_top, needs[j].pad_bottom)  # type: ignore[arg-type]
         else:
             x = module[i](x)
@@ -219,7 +232,7 @@ def _compute_channels(module: nn.Sequential, spec: ModelSpec, sl: Slice, x: torc
         layer = spec.layers[i]
         top, bottom = needs[j].pad_top, needs[j].pad_bottom
         if isinstance(layer, Conv2d):
-            conv = module[i]
+            conv = _conv(module, i)
             bias = None if conv.bias is None else conv.bias[c0:c1]
             x = apply_window(conv, layer, x, top, bottom, weight=conv.weight[c0:c1], bias=bias)
         elif is_window(layer):
@@ -241,7 +254,7 @@ def merge(module: nn.Sequential, spec: ModelSpec, slices: Sequence[Slice],
     sl = slices[0]
     parts = [o for s, o in zip(slices, outputs, strict=True) if not s.empty]
     y = torch.stack(parts).sum(dim=0)
-    conv = module[sl.start]
+    conv = _conv(module, sl.start)
     if conv.bias is not None:
         y = y + conv.bias.view(1, -1, 1, 1)
     for i in range(sl.start + 1, sl.stop):
