@@ -23,7 +23,7 @@ demo: setup
 	$(BIN)/edgesplit demo
 
 lint: setup
-	$(BIN)/ruff check edgesplit services tests loadtest
+	$(BIN)/ruff check .
 	$(BIN)/mypy
 
 test: setup lint
