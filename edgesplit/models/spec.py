@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -135,7 +136,12 @@ class ModelSpec:
 
     def shapes(self) -> list[Shape]:
         """Map shape before each edge layer and after the last: len = n_edge + 1."""
-        return _edge_shapes(self.input, self.edge_layers)
+        return list(self._shapes)
+
+    @cached_property
+    def _shapes(self) -> tuple[Shape, ...]:
+        # specs are immutable, and planners ask for shapes in their inner loops
+        return tuple(_edge_shapes(self.input, self.edge_layers))
 
     @property
     def feature_shape(self) -> Shape:

@@ -1,0 +1,233 @@
+"""Cluster description: edge servers, the cloud, their links (DESIGN.md sections 3 and 4).
+
+A ``Server`` is one edge executor as the planner sees it: ``threads`` is the resource zone the
+model gets on it (K_m of the paper), ``flops_per_thread`` the computing rate of one thread (eta_m,
+FLOPS), ``link_bps`` the rate between it and the controller co1 (ra_m, bits/s) and ``overhead_s``
+a fixed cost per request (serialisation, HTTP, scheduling). The ``Cloud`` holds the fully
+connected layers: ``flops`` is k_c of eq. (2), ``link_bps`` the edge-cloud rate ra_c of eq. (4).
+
+Named scenarios:
+
+* ``paper``: section 5.1 of the paper. 8 servers x 20 threads x 80 GFLOPS/thread, edge links drawn
+  uniformly in 605-635 Gb/s, the edge-cloud link in 105-125 Mb/s, no per-request overhead.
+* ``edge-1g``: the same, with 1 Gb/s edge links and 0.2 ms per request (servers and cloud), as on
+  an ordinary wired LAN.
+
+The paper does not give the cloud's FLOPS. ``PAPER_CLOUD_FLOPS`` is calibrated from its fig. 7:
+DADS on AlexNet with one edge thread takes about 17 ms while No Split takes about 38 ms. With our
+model No Split is (2.994 GFLOP of convs + 0.0868 GFLOP of FC) / 80 GFLOPS = 38.5 ms, which matches;
+at one 80 GFLOPS thread every DADS cut inside the convs ships a large map (conv1's output is 1.92
+Mbit, 16.7 ms at 115 Mb/s), so DADS's best cut sends the 32x32x3 float32 input (98,304 bits) to the
+cloud and runs everything there: 17 ms = 98,304 b / 115 Mb/s (the link's mid-range, 0.855 ms) +
+3.0812 GFLOP / k_c, hence k_c = 3.0812e9 / 16.145e-3 s = 1.908e11 FLOPS (about 2.4 edge threads).
+``tests/unit/test_plan_dads.py`` recomputes the 17 ms.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
+
+from edgesplit.errors import InvalidInput, InvalidPlan
+
+PAPER_FLOPS_PER_THREAD = 80e9
+PAPER_THREADS = 20
+PAPER_SERVERS = 8
+PAPER_EDGE_LINK_BPS = (605e9, 635e9)
+PAPER_CLOUD_LINK_BPS = (105e6, 125e6)
+PAPER_CLOUD_FLOPS = 1.908e11
+EDGE_1G_LINK_BPS = 1e9
+EDGE_1G_OVERHEAD_S = 0.2e-3
+DEFAULT_FLOPS_PER_THREAD = PAPER_FLOPS_PER_THREAD
+DEFAULT_LINK_BPS = 1e9
+SCENARIOS: tuple[str, ...] = ("paper", "edge-1g")
+
+
+@dataclass(frozen=True)
+class Server:
+    """An edge server: zone threads K_m, FLOPS per thread eta_m, link to co1 ra_m (bits/s).
+
+    ``flops_known`` is False when the cluster file did not give the FLOPS (a real executor not yet
+    measured); ``flops_per_thread`` then holds ``DEFAULT_FLOPS_PER_THREAD``.
+    """
+
+    name: str
+    threads: int
+    flops_per_thread: float
+    link_bps: float
+    url: str | None = None
+    overhead_s: float = 0.0
+    flops_known: bool = True
+
+    def __post_init__(self) -> None:
+        if self.threads < 1:
+            raise InvalidPlan(f"server {self.name}: threads must be at least 1, got {self.threads}")
+        if self.flops_per_thread <= 0 or self.link_bps <= 0 or self.overhead_s < 0:
+            raise InvalidPlan(f"server {self.name}: flops_per_thread and link_bps must be > 0 and "
+                              f"overhead_s >= 0")
+
+    @property
+    def flops(self) -> float:
+        """Computing rate of the whole zone, FLOPS."""
+        return self.threads * self.flops_per_thread
+
+
+@dataclass(frozen=True)
+class Cloud:
+    """The cloud running the fully connected layers: k_c (FLOPS) and the edge-cloud rate ra_c (bits/s)."""
+
+    flops: float
+    link_bps: float
+    url: str | None = None
+    overhead_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.flops <= 0 or self.link_bps <= 0 or self.overhead_s < 0:
+            raise InvalidPlan("cloud: flops and link_bps must be > 0 and overhead_s >= 0")
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Edge servers (index = position), the cloud, and the deployed model names."""
+
+    servers: tuple[Server, ...]
+    cloud: Cloud
+    models: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if not self.servers:
+            raise InvalidPlan("a cluster needs at least 1 edge server, got 0")
+        names = [s.name for s in self.servers]
+        if len(set(names)) != len(names):
+            raise InvalidPlan(f"server names must be unique, got {names}")
+
+    def index(self, server: int | str) -> int:
+        """Index of a server given by index or name; InvalidPlan if there is none."""
+        if isinstance(server, int):
+            if not 0 <= server < len(self.servers):
+                raise InvalidPlan(f"server index {server} is not in [0, {len(self.servers)})")
+            return server
+        for i, s in enumerate(self.servers):
+            if s.name == server:
+                return i
+        raise InvalidPlan(f"no server named {server!r}; servers are {[s.name for s in self.servers]}")
+
+    def take(self, count: int) -> Cluster:
+        """The same cluster with only its first ``count`` servers."""
+        if count < 1:
+            raise InvalidPlan(f"the number of servers must be at least 1, got {count}")
+        if count > len(self.servers):
+            raise InvalidPlan(f"asked for {count} servers, the cluster has {len(self.servers)}")
+        return Cluster(self.servers[:count], self.cloud, self.models)
+
+
+def scenario(name: str, seed: int = 0, servers: int = PAPER_SERVERS,
+             models: Sequence[str] = ("alexnet-paper", "vgg16-paper")) -> Cluster:
+    """A named scenario (``paper`` or ``edge-1g``, see the module docstring); links drawn with ``seed``."""
+    if name not in SCENARIOS:
+        raise InvalidInput(f"unknown scenario {name!r}; expected one of {', '.join(SCENARIOS)} or a "
+                           "cluster YAML file")
+    if servers < 1:
+        raise InvalidPlan(f"the number of servers must be at least 1, got {servers}")
+    rng = random.Random(seed)
+    edge_links = [rng.uniform(*PAPER_EDGE_LINK_BPS) for _ in range(servers)]
+    cloud_link = rng.uniform(*PAPER_CLOUD_LINK_BPS)
+    overhead = 0.0
+    if name == "edge-1g":
+        edge_links = [EDGE_1G_LINK_BPS] * servers
+        overhead = EDGE_1G_OVERHEAD_S
+    nodes = tuple(Server(f"ex{m}", PAPER_THREADS, PAPER_FLOPS_PER_THREAD, link, overhead_s=overhead)
+                  for m, link in enumerate(edge_links))
+    return Cluster(nodes, Cloud(PAPER_CLOUD_FLOPS, cloud_link, overhead_s=overhead), tuple(models))
+
+
+def resolve_cluster(name_or_path: str, seed: int = 0, servers: int | None = None) -> Cluster:
+    """A named scenario, or a cluster YAML file; ``servers`` keeps only the first ``servers`` of it."""
+    if name_or_path in SCENARIOS:
+        return scenario(name_or_path, seed, PAPER_SERVERS if servers is None else servers)
+    if not Path(name_or_path).is_file():
+        raise InvalidInput(f"unknown scenario {name_or_path!r}: not one of {', '.join(SCENARIOS)} "
+                           "and no such cluster file")
+    cluster = load_cluster(name_or_path)
+    return cluster if servers is None else cluster.take(servers)
+
+
+class _ExecutorModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = None
+    url: str | None = None
+    threads: PositiveInt
+    flops_per_thread: PositiveFloat | None = None
+    link_bps: PositiveFloat = DEFAULT_LINK_BPS
+    overhead_s: float = Field(default=0.0, ge=0)
+
+
+class _CloudModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: str | None = None
+    flops: PositiveFloat = PAPER_CLOUD_FLOPS
+    link_bps: PositiveFloat = DEFAULT_LINK_BPS
+    overhead_s: float = Field(default=0.0, ge=0)
+
+
+class _ClusterModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    executors: list[_ExecutorModel] = Field(min_length=1)
+    cloud: _CloudModel = Field(default_factory=_CloudModel)
+    models: list[str] = Field(default_factory=list)
+
+
+def cluster_from_dict(raw: Mapping[str, Any], where: str = "cluster") -> Cluster:
+    """Parse a cluster description (the ``cluster.yaml`` layout); InvalidInput names the bad field."""
+    try:
+        parsed = _ClusterModel.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+        raise InvalidInput(f"{where}: {loc}: {err['msg']}") from e
+    servers = tuple(
+        Server(name=ex.name or f"ex{i}", threads=ex.threads,
+               flops_per_thread=ex.flops_per_thread or DEFAULT_FLOPS_PER_THREAD, link_bps=ex.link_bps,
+               url=ex.url, overhead_s=ex.overhead_s, flops_known=ex.flops_per_thread is not None)
+        for i, ex in enumerate(parsed.executors))
+    c = parsed.cloud
+    try:
+        return Cluster(servers, Cloud(c.flops, c.link_bps, c.url, c.overhead_s), tuple(parsed.models))
+    except InvalidPlan as e:
+        raise InvalidInput(f"{where}: {e}") from e
+
+
+def cluster_to_dict(cluster: Cluster) -> dict[str, Any]:
+    """The ``cluster.yaml`` layout of a cluster (inverse of ``cluster_from_dict``)."""
+    executors = [{"name": s.name, "url": s.url, "threads": s.threads,
+                  "flops_per_thread": s.flops_per_thread if s.flops_known else None,
+                  "link_bps": s.link_bps, "overhead_s": s.overhead_s} for s in cluster.servers]
+    c = cluster.cloud
+    return {"executors": executors,
+            "cloud": {"url": c.url, "flops": c.flops, "link_bps": c.link_bps, "overhead_s": c.overhead_s},
+            "models": list(cluster.models)}
+
+
+def load_cluster(path: str | Path) -> Cluster:
+    """Read a ``cluster.yaml``; InvalidInput with the file name for a missing, unreadable or bad file."""
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except FileNotFoundError as e:
+        raise InvalidInput(f"cluster file {p} does not exist") from e
+    except yaml.YAMLError as e:
+        raise InvalidInput(f"cluster file {p} is not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise InvalidInput(f"cluster file {p}: expected a mapping with 'executors', got {type(raw).__name__}")
+    return cluster_from_dict(raw, where=f"cluster file {p}")
+
+
+def dump_cluster(cluster: Cluster, path: str | Path) -> None:
+    """Write a cluster as ``cluster.yaml``."""
+    Path(path).write_text(yaml.safe_dump(cluster_to_dict(cluster), sort_keys=False))

@@ -1,0 +1,221 @@
+"""The paper's latency model, eq. (1)-(5), with strategy-aware transfer sizes and per-request overhead.
+
+Sizes are float32 tensors of batch 1. What a server receives and returns per strategy:
+
+* ``rows``: its input rows, halo included (map-edge padding is applied on the server, never
+  shipped); it returns its own output rows.
+* ``kernel-rows`` (paper section 3.3): its input rows ``[e, h-(b-l))``; it returns a full-size
+  partial sum of the conv (bias, activation and pooling run at the controller after the add).
+* ``channels``: the whole input (or its input channels for a group without conv); it returns its
+  output channels.
+
+A server's time in a stage is compute (eq. 1) + round trip (eq. 3) + its ``overhead_s`` (one request
+per stage); a stage takes the slowest server's time; a task takes the sum of its stages (eq. 5/6)
+plus the edge-cloud transfer (eq. 4), the cloud's request overhead and the cloud compute (eq. 2).
+Work at the controller (merges, kernel-rows' post layers) is neglected, as the paper does.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
+
+from edgesplit.models.spec import Conv2d, ModelSpec, Shape
+from edgesplit.plan.cluster import Cloud, Cluster
+from edgesplit.split import Slice, Strategy, group_needs, make_slices
+
+BYTES_PER_VALUE = 4
+
+
+def compute_time(flops: float, threads: float, flops_per_thread: float) -> float:
+    """Computing time on edge server m, eq. (1): x * size / (k * eta), with ``flops`` = x * size. Seconds."""
+    return flops / (threads * flops_per_thread)
+
+
+def cloud_compute_time(size_full: float, cloud_flops: float) -> float:
+    """Computing time of the fully connected layers on the cloud, eq. (2): size_full / k_c. Seconds."""
+    return size_full / cloud_flops
+
+
+def round_trip_time(out_bytes: float, merged_bytes: float, link_bps: float) -> float:
+    """Round trip between co1 and server m, eq. (3): (o_out + o_merged) / ra_m. Bytes in, seconds out.
+
+    ``merged_bytes`` is what co1 sends the server (the merged map of the previous stage, cropped to
+    what this server needs); ``out_bytes`` what the server returns.
+    """
+    return 8.0 * (out_bytes + merged_bytes) / link_bps
+
+
+def cloud_transfer_time(out_bytes: float, link_bps: float) -> float:
+    """Edge-to-cloud transfer, eq. (4): o_c / ra_c. Bytes in, seconds out."""
+    return 8.0 * out_bytes / link_bps
+
+
+def map_bytes(shape: Sequence[int]) -> int:
+    """Size of a float32 map of the given shape (batch 1), bytes."""
+    return BYTES_PER_VALUE * math.prod(shape)
+
+
+class SliceLoad(NamedTuple):
+    """Work of one slice: FLOPs computed on the server, bytes received and returned."""
+
+    flops: float
+    in_bytes: int
+    out_bytes: int
+
+
+def _slice_bytes(sl: Slice, shapes: Sequence[Shape]) -> tuple[int, int]:
+    """Bytes a slice receives and returns (what ``Slice.in_shape``/``out_shape`` give, batch 1),
+    from precomputed shapes: ``ModelSpec.shapes()`` is recomputed on every call."""
+    c_in, _, w_in = shapes[sl.start]
+    if sl.in_channels is not None:
+        c_in = sl.in_channels[1] - sl.in_channels[0]
+    in_bytes = BYTES_PER_VALUE * c_in * (sl.in_rows[1] - sl.in_rows[0]) * w_in
+    if sl.strategy == "kernel-rows":
+        return in_bytes, map_bytes(shapes[sl.start + 1])
+    c_out, _, w_out = shapes[sl.stop]
+    if sl.channels is not None:
+        c_out = sl.channels[1] - sl.channels[0]
+    return in_bytes, BYTES_PER_VALUE * c_out * (sl.out_rows[1] - sl.out_rows[0]) * w_out
+
+
+def slice_load(spec: ModelSpec, sl: Slice, flops: Sequence[float] | None = None,
+               shapes: Sequence[Shape] | None = None) -> SliceLoad:
+    """FLOPs, input and output bytes of one slice. A rows slice counts its halo recomputation:
+    the FLOPs of each layer over the rows it actually computes (``group_needs``)."""
+    if sl.empty:
+        return SliceLoad(0.0, 0, 0)
+    per_layer = spec.layer_flops() if flops is None else flops
+    shapes = spec.shapes() if shapes is None else shapes
+    in_bytes, out_bytes = _slice_bytes(sl, shapes)
+    if sl.strategy == "rows":
+        needs = group_needs(spec, sl.start, sl.stop, sl.out_rows)
+        total = 0.0
+        for j, i in enumerate(range(sl.start, sl.stop)):
+            rows = needs[j + 1].rows if i + 1 < sl.stop else sl.out_rows
+            total += per_layer[i] * (rows[1] - rows[0]) / shapes[i + 1][1]
+        return SliceLoad(total, in_bytes, out_bytes)
+    if sl.strategy == "kernel-rows":
+        conv = spec.layers[sl.start]
+        assert isinstance(conv, Conv2d) and sl.kernel_rows is not None
+        share = (sl.kernel_rows[1] - sl.kernel_rows[0]) / conv.kernel[0]
+        return SliceLoad(per_layer[sl.start] * share, in_bytes, out_bytes)
+    assert sl.channels is not None
+    share = (sl.channels[1] - sl.channels[0]) / shapes[sl.stop][0]
+    return SliceLoad(sum(per_layer[sl.start : sl.stop]) * share, in_bytes, out_bytes)
+
+
+class StageLike(Protocol):
+    """What the latency model needs of a stage (``planner.StagePlan`` is one)."""
+
+    @property
+    def start(self) -> int: ...
+    @property
+    def stop(self) -> int: ...
+    @property
+    def strategy(self) -> Strategy: ...
+    @property
+    def servers(self) -> tuple[int, ...]: ...
+    @property
+    def parts(self) -> tuple[int, ...]: ...
+    @property
+    def threads(self) -> tuple[int, ...]: ...
+
+
+class ServerTime(NamedTuple):
+    """One server's share of a stage, seconds (compute eq. 1, round trip eq. 3, request overhead)."""
+
+    server: int
+    compute_s: float
+    transfer_s: float
+    overhead_s: float
+
+    @property
+    def total_s(self) -> float:
+        return self.compute_s + self.transfer_s + self.overhead_s
+
+
+class StageLatency(NamedTuple):
+    """A stage's time (its slowest server's), split into compute, transfer and overhead. Seconds."""
+
+    compute_s: float
+    transfer_s: float
+    overhead_s: float
+    total_s: float
+    server: int
+
+
+def server_times(spec: ModelSpec, cluster: Cluster, stage: StageLike,
+                 flops: Sequence[float] | None = None) -> list[ServerTime]:
+    """Per-server times of one stage; servers with an empty part send no request and take 0 s."""
+    slices = make_slices(spec, stage.start, stage.stop, stage.strategy, stage.parts)
+    shapes = spec.shapes()
+    out = []
+    for m, k, sl in zip(stage.servers, stage.threads, slices, strict=True):
+        load = slice_load(spec, sl, flops, shapes)
+        srv = cluster.servers[m]
+        if sl.empty:
+            out.append(ServerTime(m, 0.0, 0.0, 0.0))
+            continue
+        out.append(ServerTime(m, compute_time(load.flops, k, srv.flops_per_thread),
+                              round_trip_time(load.out_bytes, load.in_bytes, srv.link_bps), srv.overhead_s))
+    return out
+
+
+def stage_latency(spec: ModelSpec, cluster: Cluster, stage: StageLike,
+                  flops: Sequence[float] | None = None) -> StageLatency:
+    """The stage's time: max over its servers of compute + round trip + overhead (inner term of eq. 5)."""
+    times = server_times(spec, cluster, stage, flops)
+    worst = max(times, key=lambda t: t.total_s)
+    return StageLatency(worst.compute_s, worst.transfer_s, worst.overhead_s, worst.total_s, worst.server)
+
+
+@dataclass(frozen=True)
+class LatencyBreakdown:
+    """Predicted latency of one task, seconds: per stage, then edge-cloud transfer and cloud compute."""
+
+    stages: tuple[StageLatency, ...]
+    cloud_transfer_s: float
+    cloud_compute_s: float
+    cloud_overhead_s: float = 0.0
+
+    @property
+    def edge_s(self) -> float:
+        """Edge part: the sum of the stages (the objective of eq. 6)."""
+        return sum(s.total_s for s in self.stages)
+
+    @property
+    def cloud_s(self) -> float:
+        return self.cloud_transfer_s + self.cloud_compute_s + self.cloud_overhead_s
+
+    @property
+    def total_s(self) -> float:
+        """Edge + cloud: the objective of eq. (5), plus overheads."""
+        return self.edge_s + self.cloud_s
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stages": [s._asdict() for s in self.stages], "cloud_transfer_s": self.cloud_transfer_s,
+                "cloud_compute_s": self.cloud_compute_s, "cloud_overhead_s": self.cloud_overhead_s,
+                "edge_s": self.edge_s, "total_s": self.total_s}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> LatencyBreakdown:
+        stages = tuple(StageLatency(float(s["compute_s"]), float(s["transfer_s"]), float(s["overhead_s"]),
+                                    float(s["total_s"]), int(s["server"])) for s in raw["stages"])
+        return cls(stages, float(raw["cloud_transfer_s"]), float(raw["cloud_compute_s"]),
+                   float(raw.get("cloud_overhead_s", 0.0)))
+
+
+def cloud_times(spec: ModelSpec, cloud: Cloud) -> tuple[float, float, float]:
+    """(transfer eq. 4, compute eq. 2, request overhead) of the cloud part of one task, seconds."""
+    return (cloud_transfer_time(map_bytes(spec.feature_shape), cloud.link_bps),
+            cloud_compute_time(spec.cloud_flops(), cloud.flops), cloud.overhead_s)
+
+
+def predict(spec: ModelSpec, cluster: Cluster, stages: Sequence[StageLike]) -> LatencyBreakdown:
+    """Predicted single-task latency of a plan's stages, eq. (5) with strategy-aware transfers."""
+    flops = spec.layer_flops()
+    per_stage = tuple(stage_latency(spec, cluster, st, flops) for st in stages)
+    return LatencyBreakdown(per_stage, *cloud_times(spec, cluster.cloud))

@@ -1,0 +1,217 @@
+"""The planner's search: per-unit loads of a group, per-server cost tables, and the DP over cut points.
+
+Cost of ``n`` units of a group on server m (a nondecreasing function of n, 0 at n = 0):
+compute eq. (1) + round trip eq. (3) + the server's request overhead. The loads are functions of the
+unit count only, so they bound the exact, position-dependent ones from above:
+
+* ``rows``: a band of n output rows needs at most ``(n-1)*s + span`` input rows at each window
+  layer going backwards, capped by the map's height (exact for a band inside the map; a band
+  against the map's edge needs fewer, its padding is not shipped). FLOPs count the halo
+  recomputation layer by layer.
+* ``kernel-rows``: n kernel rows read ``(H_out-1)*s + d*(n-1) + 1`` input rows (capped), compute
+  n/b of the conv and return the conv's full output.
+* ``channels``: n channels receive the whole needed input, compute n/C of the group, return n
+  channels.
+
+The final plan is always scored with the exact model (``latency.predict``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+from edgesplit.errors import InvalidPlan
+from edgesplit.models.spec import Conv2d, ModelSpec, is_window
+from edgesplit.plan.cluster import Server
+from edgesplit.plan.latency import BYTES_PER_VALUE
+from edgesplit.plan.ratios import minmax_split
+from edgesplit.split import STRATEGIES, Strategy, check_group, group_needs, part_total
+
+Array = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class SpecFacts:
+    """What the search reads of a spec, computed once: shapes and per-layer FLOPs."""
+
+    spec: ModelSpec
+    shapes: tuple[tuple[int, int, int], ...]
+    flops: tuple[float, ...]
+
+    @classmethod
+    def of(cls, spec: ModelSpec) -> SpecFacts:
+        return cls(spec, tuple(spec.shapes()), tuple(spec.layer_flops()[: spec.n_edge]))
+
+    @property
+    def edge_flops(self) -> float:
+        return sum(self.flops)
+
+    def group_flops(self, start: int, stop: int) -> float:
+        return sum(self.flops[start:stop])
+
+
+class UnitLoads(NamedTuple):
+    """FLOPs, input bytes and output bytes of n = 0..total units (arrays of length total + 1)."""
+
+    flops: Array
+    in_bytes: Array
+    out_bytes: Array
+
+
+def valid_strategies(spec: ModelSpec, start: int, stop: int,
+                     allowed: Sequence[Strategy] = STRATEGIES) -> list[Strategy]:
+    """The strategies ``check_group`` accepts for ``[start, stop)``."""
+    out = []
+    for strategy in allowed:
+        try:
+            check_group(spec, start, stop, strategy)
+        except InvalidPlan:
+            continue
+        out.append(strategy)
+    return out
+
+
+def _rows_loads(f: SpecFacts, start: int, stop: int) -> UnitLoads:
+    c_out, h_out, w_out = f.shapes[stop]
+    n = np.arange(h_out + 1, dtype=np.float64)
+    rows = n.copy()
+    flops = np.zeros_like(n)
+    for i in range(stop - 1, start - 1, -1):
+        h = f.shapes[i + 1][1]
+        rows = np.minimum(rows, h)
+        flops += f.flops[i] * rows / h
+        layer = f.spec.layers[i]
+        if is_window(layer):
+            s, span = layer.stride[0], layer.span()[0]  # type: ignore[union-attr]
+            rows = np.where(rows > 0, (rows - 1) * s + span, 0.0)
+    c_in, h_in, w_in = f.shapes[start]
+    in_bytes = BYTES_PER_VALUE * c_in * w_in * np.minimum(rows, h_in)
+    return UnitLoads(flops, in_bytes, BYTES_PER_VALUE * c_out * w_out * n)
+
+
+def _kernel_rows_loads(f: SpecFacts, start: int, stop: int) -> UnitLoads:
+    conv = f.spec.layers[start]
+    assert isinstance(conv, Conv2d)
+    b = conv.kernel[0]
+    n = np.arange(b + 1, dtype=np.float64)
+    c_in, h_in, w_in = f.shapes[start]
+    c_out, h_out, w_out = f.shapes[start + 1]
+    rows = np.where(n > 0, (h_out - 1) * conv.stride[0] + conv.dilation[0] * (n - 1) + 1, 0.0)
+    in_bytes = BYTES_PER_VALUE * c_in * w_in * np.minimum(rows, h_in)
+    out_bytes = np.where(n > 0, float(BYTES_PER_VALUE * c_out * h_out * w_out), 0.0)
+    return UnitLoads(f.flops[start] * n / b, in_bytes, out_bytes)
+
+
+def _channels_loads(f: SpecFacts, start: int, stop: int) -> UnitLoads:
+    c_out, h_out, w_out = f.shapes[stop]
+    n = np.arange(c_out + 1, dtype=np.float64)
+    need = group_needs(f.spec, start, stop, (0, h_out))[0].rows
+    c_in, _, w_in = f.shapes[start]
+    in_per_channel = BYTES_PER_VALUE * (need[1] - need[0]) * w_in
+    has_conv = isinstance(f.spec.layers[start], Conv2d)
+    in_bytes = np.where(n > 0, float(in_per_channel * c_in), 0.0) if has_conv else in_per_channel * n
+    flops = f.group_flops(start, stop) * n / c_out
+    return UnitLoads(flops, in_bytes, BYTES_PER_VALUE * h_out * w_out * n)
+
+
+def unit_loads(f: SpecFacts, start: int, stop: int, strategy: Strategy) -> UnitLoads:
+    """Loads of 0..total units of the group ``[start, stop)`` split by ``strategy`` (module docstring)."""
+    if strategy == "rows":
+        return _rows_loads(f, start, stop)
+    if strategy == "kernel-rows":
+        return _kernel_rows_loads(f, start, stop)
+    return _channels_loads(f, start, stop)
+
+
+def cost_table(loads: UnitLoads, servers: Sequence[Server], threads: Sequence[float]) -> Array:
+    """``table[m, n]``: seconds for n units on ``servers[m]`` with ``threads[m]`` threads, 0 at n = 0."""
+    speed = np.array([k * s.flops_per_thread for s, k in zip(servers, threads, strict=True)])
+    link = np.array([s.link_bps for s in servers])
+    overhead = np.array([s.overhead_s for s in servers])
+    table = (loads.flops[None, :] / speed[:, None]
+             + 8.0 * (loads.in_bytes + loads.out_bytes)[None, :] / link[:, None]
+             + overhead[:, None])
+    table[:, 0] = 0.0
+    return np.maximum.accumulate(table, axis=1)
+
+
+class StageChoice(NamedTuple):
+    """A group's best strategy and split over the candidate servers, with its predicted cost (s)."""
+
+    start: int
+    stop: int
+    strategy: Strategy
+    parts: tuple[int, ...]
+    cost_s: float
+
+
+def best_stage(f: SpecFacts, start: int, stop: int, servers: Sequence[Server], threads: Sequence[float],
+               allowed: Sequence[Strategy] = STRATEGIES) -> StageChoice | None:
+    """Best (strategy, optimal split) of one group; ``parts`` is aligned with ``servers``.
+
+    Trying each number of servers 1..M (fastest first) is subsumed: an unused server costs 0, so the
+    optimum over all M servers is at most the optimum over any subset, and ``minmax_split`` breaks
+    ties towards fewer servers. A server whose round trip and overhead cost more than the compute
+    they save gets no units.
+    """
+    best: StageChoice | None = None
+    for strategy in valid_strategies(f.spec, start, stop, allowed):
+        total = part_total(f.spec, start, stop, strategy)
+        table = cost_table(unit_loads(f, start, stop, strategy), servers, threads)
+        parts, cost = minmax_split(total, table)
+        if best is None or cost < best.cost_s:
+            best = StageChoice(start, stop, strategy, tuple(parts), cost)
+    return best
+
+
+def cut_points(spec: ModelSpec) -> list[int]:
+    """Where a group may start: 0 and every window layer (a cut before a relu only adds a round trip)."""
+    inner = [i for i in range(1, spec.n_edge) if is_window(spec.layers[i])]
+    return [0, *inner, spec.n_edge]
+
+
+def best_grouping(f: SpecFacts, servers: Sequence[Server],
+                  groups: Sequence[tuple[int, int]] | None = None,
+                  allowed: Sequence[Strategy] = STRATEGIES,
+                  max_stages: int | None = None) -> list[StageChoice]:
+    """Groups, strategies and splits minimising the sum of stage costs (eq. 6) by DP over cut points.
+
+    A group's threads on server m are its share of the zone, ``K_m * F_group / F_edge`` (at least 1),
+    so a group's cost does not depend on the other groups and the DP is exact for these costs.
+    ``groups`` fixes the grouping (e.g. one conv per group) and only strategies and splits are chosen;
+    ``max_stages`` caps the number of stages (a zone of K threads hosts at most K sub-zones).
+    """
+    total_flops = f.edge_flops
+
+    def stage(a: int, b: int) -> StageChoice | None:
+        share = f.group_flops(a, b) / total_flops
+        return best_stage(f, a, b, servers, [max(1.0, s.threads * share) for s in servers], allowed)
+
+    if groups is not None:
+        fixed = [stage(a, b) for a, b in groups]
+        if any(c is None for c in fixed):
+            raise InvalidPlan(f"no strategy among {list(allowed)} can split every group of {list(groups)}")
+        return [c for c in fixed if c is not None]
+    points = cut_points(f.spec)
+    cap = len(points) - 1 if max_stages is None else max(1, min(max_stages, len(points) - 1))
+    choice = {(i, j): stage(points[i], points[j]) for j in range(len(points)) for i in range(j)}
+    # best[j][n]: cheapest (cost, stages) covering layers [0, points[j]) with n stages
+    Best = dict[int, tuple[float, list[StageChoice]]]
+    start: Best = {0: (0.0, [])}
+    best: list[Best] = [start] + [{} for _ in points[1:]]
+    for j in range(1, len(points)):
+        for i in range(j):
+            c = choice[(i, j)]
+            if c is None:
+                continue
+            for n, (value, chosen) in best[i].items():
+                if n + 1 <= cap and (n + 1 not in best[j] or value + c.cost_s < best[j][n + 1][0]):
+                    best[j][n + 1] = (value + c.cost_s, [*chosen, c])
+    if not best[-1]:
+        raise InvalidPlan(f"no strategy among {list(allowed)} can split the edge layers of {f.spec.name}")
+    return min(best[-1].values(), key=lambda item: item[0])[1]

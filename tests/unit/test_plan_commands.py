@@ -1,0 +1,95 @@
+"""``edgesplit plan`` and ``edgesplit bench plan``: JSON output and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from edgesplit.errors import InvalidInput, InvalidPlan, ModelNotFound
+from edgesplit.plan.cluster import dump_cluster, scenario
+from edgesplit.plan.commands import register
+from edgesplit.plan.planner import Plan
+
+
+@pytest.fixture(scope="module")
+def app() -> typer.Typer:
+    main = typer.Typer()
+    bench = typer.Typer()
+    main.add_typer(bench, name="bench")
+    register(main, bench)
+    return main
+
+
+def _json(app: typer.Typer, *args: str) -> dict:
+    result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_plan_json(app: typer.Typer) -> None:
+    ours = _json(app, "plan", "--model", "alexnet-paper", "--scenario", "paper")
+    paper = _json(app, "plan", "--model", "alexnet-paper", "--scenario", "paper", "--split", "paper")
+    assert ours["plan"]["split"] == "edgesplit" and paper["plan"]["split"] == "paper"
+    assert {s["strategy"] for s in paper["plan"]["stages"]} == {"kernel-rows"}
+    assert ours["edge_ms"] <= paper["edge_ms"]
+    plan = Plan.from_dict(ours["plan"])
+    assert plan.predicted.total_s * 1e3 == pytest.approx(ours["total_ms"])
+    for stage in ours["plan"]["stages"]:
+        assert set(stage) >= {"start", "stop", "strategy", "servers", "parts", "threads"}
+
+
+def test_plan_options(app: typer.Typer, tmp_path: Path) -> None:
+    few = _json(app, "plan", "--model", "vgg16-paper", "--scenario", "edge-1g", "--servers", "3",
+                "--seed", "4")
+    assert few["servers"] == 3 and all(max(s["servers"]) < 3 for s in few["plan"]["stages"])
+    excluded = _json(app, "plan", "--scenario", "paper", "--exclude", "ex0", "--exclude", "ex1")
+    assert all(min(s["servers"]) >= 2 for s in excluded["plan"]["stages"])
+    conv = _json(app, "plan", "--scenario", "paper", "--one-conv-per-group")
+    assert len(conv["plan"]["stages"]) == 5
+    path = tmp_path / "cluster.yaml"
+    dump_cluster(scenario("edge-1g", 1, servers=4), path)
+    from_file = _json(app, "plan", "--scenario", str(path))
+    assert from_file["servers"] == 4
+
+
+def test_plan_table(app: typer.Typer) -> None:
+    result = CliRunner().invoke(app, ["plan", "--model", "alexnet-paper", "--scenario", "edge-1g"])
+    assert result.exit_code == 0
+    assert "rows" in result.stdout and "ms" in result.stdout
+
+
+@pytest.mark.parametrize(("args", "error"), [
+    (["--servers", "0"], InvalidPlan),
+    (["--model", "resnet-9000"], ModelNotFound),
+    (["--scenario", "mars"], InvalidInput),
+    (["--split", "magic"], InvalidPlan),
+])
+def test_plan_bad_input_raises_domain_errors(app: typer.Typer, args: list[str], error: type) -> None:
+    result = CliRunner().invoke(app, ["plan", *args])
+    assert isinstance(result.exception, error)
+
+
+def test_cli_exits_non_zero_with_one_line() -> None:
+    proc = subprocess.run([sys.executable, "-m", "edgesplit.cli", "plan", "--servers", "0", "--json"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        "edgesplit: error: the number of servers must be at least 1, got 0"]
+
+
+def test_bench_plan_json(app: typer.Typer) -> None:
+    report = _json(app, "bench", "plan", "--repeats", "1")
+    rows = {(c["model"], c["scenario"]): c for c in report["comparisons"]}
+    assert set(rows) == {(m, s) for m in ("alexnet-paper", "vgg16-paper") for s in ("paper", "edge-1g")}
+    assert all(c["ours_edge_ms"] <= c["paper_edge_ms"] for c in rows.values())
+    assert {p["servers"] for p in report["planner_wall"]} == {8, 64}
+    for s in report["split_wall"]:
+        assert s["parts_sum"] == [s["units"], s["units"]]
+        assert s["algorithm1_bottleneck_ms"] >= s["optimal_bottleneck_ms"] * (1 - 1e-12)
