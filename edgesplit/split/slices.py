@@ -97,11 +97,12 @@ def check_group(spec: ModelSpec, start: int, stop: int, strategy: Strategy) -> N
 
 def part_total(spec: ModelSpec, start: int, stop: int, strategy: Strategy) -> int:
     """How many units a group splits into: output rows, kernel rows or output channels."""
+    check_group(spec, start, stop, strategy)
     if strategy == "rows":
         return spec.shapes()[stop][1]
     if strategy == "kernel-rows":
         layer = spec.layers[start]
-        assert isinstance(layer, Conv2d)
+        assert isinstance(layer, Conv2d)  # check_group made sure
         return layer.kernel[0]
     return spec.shapes()[stop][0]
 

@@ -1,0 +1,154 @@
+"""The cloud service's HTTP layer: NPY features in, NPY logits of ``module[spec.n_edge:]`` out.
+
+Endpoints: ``POST /v1/infer/{model}``, ``GET /v1/info``, ``GET /metrics`` (behind the bearer token when
+one is configured), ``GET /v2/health/live`` and ``GET /v2/health/ready`` (open).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import torch
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from edgesplit import wire
+from edgesplit.errors import InvalidInput, ModelNotFound, Unavailable
+from services.cloud.settings import CloudSettings
+from services.common.models import Deployed, deployment_specs, load_deployed
+from services.common.security import bearer_auth, read_body
+from services.common.web import base_app, check_npy_request, health_router, metrics_response, npy_response
+
+log = logging.getLogger("edgesplit.cloud")
+NS = "edgesplit_cloud"
+BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+class CloudState:
+    """Deployed models (once loaded), the single compute thread and the metrics."""
+
+    def __init__(self, settings: CloudSettings) -> None:
+        self.settings = settings
+        self.specs = deployment_specs(settings.models, settings.model_files)
+        self.models: dict[str, Deployed] | None = None
+        self.load_error: str | None = None
+        # FIFO, ``threads`` torch threads each; a Python thread must set its own OpenMP team size
+        self.compute = ThreadPoolExecutor(1, thread_name_prefix="es-cloud",
+                                          initializer=torch.set_num_threads, initargs=(settings.threads,))
+        self.registry = r = CollectorRegistry()
+        self.latency = Histogram(f"{NS}_infer_seconds", "Compute time of a request's FC layers", ["model"],
+                                 buckets=BUCKETS, registry=r)
+        self.wait = Histogram(f"{NS}_wait_seconds", "Time a request waited for the compute thread", ["model"],
+                              buckets=BUCKETS, registry=r)
+        self.images = Counter(f"{NS}_images", "Images (feature maps) classified", ["model"], registry=r)
+        self.queued = Gauge(f"{NS}_queued_requests", "Requests waiting or computing", registry=r)
+        self.ready = Gauge(f"{NS}_ready", "1 once the weights are loaded", registry=r)
+
+    def not_ready(self) -> str | None:
+        if self.load_error is not None:
+            return f"weights failed to load: {self.load_error}"
+        return None if self.models is not None else "loading model weights"
+
+    async def load(self) -> None:
+        s = self.settings
+        try:
+            self.models = await asyncio.to_thread(load_deployed, self.specs, "cloud", s.weights_dir, s.seed)
+        except Exception as e:
+            self.load_error = f"{type(e).__name__}: {e}"
+            log.exception("cloud %s: loading the models failed", s.name)
+            return
+        self.ready.set(1)
+        log.info("cloud %s ready: models %s, %d threads", s.name, ", ".join(self.models), s.threads)
+
+    def deployed(self, model: str) -> Deployed:
+        if model not in self.specs:
+            raise ModelNotFound(f"model {model!r} is not deployed on cloud {self.settings.name}; "
+                                f"deployed: {', '.join(self.specs)}")
+        if self.models is None:
+            raise Unavailable(f"cloud {self.settings.name} is not ready: {self.not_ready()}")
+        return self.models[model]
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.settings.name, "threads": self.settings.threads,
+                "ready": self.not_ready() is None,
+                "models": {n: {"features": list(s.feature_shape), "num_classes": s.num_classes,
+                               "weights": None if self.models is None else self.models[n].weights}
+                           for n, s in self.specs.items()}}
+
+
+def check_features(x: np.ndarray, deployed: Deployed, max_batch: int) -> None:
+    """Features must be (N, C, H, W) = the model's feature map, or flattened (N, C*H*W); N <= max_batch."""
+    spec = deployed.spec
+    c, h, w = spec.feature_shape
+    ok = (x.ndim == 4 and tuple(x.shape[1:]) == (c, h, w)) or (x.ndim == 2 and x.shape[1] == c * h * w)
+    if not ok:
+        raise InvalidInput(f"features have shape {list(x.shape)}, model {spec.name} expects "
+                           f"[N, {c}, {h}, {w}] or [N, {math.prod((c, h, w))}]")
+    if not 1 <= x.shape[0] <= max_batch:
+        raise InvalidInput(f"batch of {x.shape[0]} feature maps; expected 1 to {max_batch}")
+
+
+def _routes(router: APIRouter, state: CloudState) -> None:
+    s = state.settings
+
+    @router.post("/v1/infer/{model}", response_class=Response)
+    async def infer(model: str, request: Request) -> Response:
+        deployed = state.deployed(model)
+        check_npy_request(request)
+        x = wire.decode(await read_body(request, s.max_body_bytes))
+        check_features(x, deployed, s.max_batch)
+        arrived = time.perf_counter()
+        state.queued.inc()
+        try:
+            logits, started = await asyncio.wrap_future(state.compute.submit(_forward, deployed, x))
+        finally:
+            state.queued.dec()
+        state.wait.labels(model).observe(started - arrived)
+        state.latency.labels(model).observe(time.perf_counter() - started)
+        state.images.labels(model).inc(x.shape[0])
+        return npy_response(logits)
+
+    @router.get("/v1/info")
+    async def info() -> dict[str, Any]:
+        return state.info()
+
+    @router.get("/metrics", response_class=Response)
+    async def metrics() -> Response:
+        return metrics_response(state.registry)
+
+
+@torch.no_grad()
+def _forward(deployed: Deployed, x: np.ndarray) -> tuple[np.ndarray, float]:
+    started = time.perf_counter()
+    return deployed.module(torch.from_numpy(x)).numpy(), started
+
+
+def create_app(settings: CloudSettings) -> FastAPI:
+    """The cloud app. Weights load in the background after start-up; ready once loaded."""
+    state = CloudState(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        torch.set_num_threads(settings.threads)
+        loading = asyncio.create_task(state.load())
+        try:
+            yield
+        finally:
+            loading.cancel()
+            state.compute.shutdown(wait=True, cancel_futures=True)
+
+    app = base_app(f"edgesplit cloud {settings.name}", settings.max_body_bytes, settings.token, lifespan)
+    app.state.cloud = state
+    app.include_router(health_router(state.not_ready))
+    api = APIRouter(dependencies=[Depends(bearer_auth(settings.token))])
+    _routes(api, state)
+    app.include_router(api)
+    return app

@@ -1,0 +1,39 @@
+"""Async client of the cloud service (the orchestrator's last stage).
+
+Share one pooled ``httpx.AsyncClient`` per process (``http=``, see ``services.common.http``).
+Errors: the domain error the service answered with, carrying its message (``ModelNotFound``,
+``InvalidInput``, ``Unauthorized``...), or ``Unavailable`` when it cannot be reached in time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import numpy as np
+
+from edgesplit import wire
+from services.common.http import DEFAULT_TIMEOUT_S, ServiceClient
+
+
+class CloudClient(ServiceClient):
+    """Client of the cloud service at ``base_url`` (e.g. ``http://127.0.0.1:8200``); ``timeout_s`` per
+    call in seconds; ``token`` the bearer token or None; ``http`` the process's shared client."""
+
+    def __init__(self, base_url: str, token: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
+                 http: httpx.AsyncClient | None = None) -> None:
+        super().__init__(base_url, token, timeout_s, http)
+
+    async def infer(self, model: str, features: np.ndarray) -> np.ndarray:
+        """Logits (N, num_classes) float32 of ``module[spec.n_edge:]`` on ``features``.
+
+        ``features``: float32, the merged output of the last edge layer (N, C, H, W), or flattened (N, F).
+        """
+        _, body = await self.request("POST", f"/v1/infer/{model}", content=wire.encode(features),
+                                     headers={"Content-Type": wire.CONTENT_TYPE})
+        return wire.decode(body, expect_shape=(features.shape[0], None))
+
+    async def info(self) -> dict[str, Any]:
+        """Name, threads and the deployed models (feature shape, classes, weights source)."""
+        result: dict[str, Any] = await self.json("GET", "/v1/info")
+        return result

@@ -1,0 +1,102 @@
+"""Errors of the HTTP layer and their one mapping to JSON ``{"error": "..."}`` responses.
+
+Every service installs :func:`install_error_handlers` once: a domain error (``EdgesplitError``) answers
+with its ``status`` and message, request-validation errors with 422, HTTP errors with their status.
+The body also names the error class (``"type"``) so clients can raise the same domain error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from edgesplit import errors as domain
+from edgesplit.errors import EdgesplitError, InvalidInput, QueueFull
+
+
+class Unauthorized(EdgesplitError):
+    """A missing or wrong bearer token (HTTP 401)."""
+
+    status = 401
+
+
+class BodyTooLarge(InvalidInput):
+    """A request body above the service's ``max_body_bytes`` (HTTP 413)."""
+
+    status = 413
+
+
+class UnsupportedMediaType(InvalidInput):
+    """A request body of a content type the endpoint does not read (HTTP 415)."""
+
+    status = 415
+
+
+_LOCAL: dict[str, type[EdgesplitError]] = {
+    c.__name__: c for c in (Unauthorized, BodyTooLarge, UnsupportedMediaType)
+}
+
+
+def error_response(exc: EdgesplitError) -> JSONResponse:
+    """The JSON answer for a domain error, with Retry-After for QueueFull and WWW-Authenticate for 401."""
+    headers: dict[str, str] = {}
+    if isinstance(exc, QueueFull):
+        headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
+    if isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse({"error": str(exc), "type": type(exc).__name__}, status_code=exc.status,
+                        headers=headers)
+
+
+async def _domain_handler(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, EdgesplitError)
+    return error_response(exc)
+
+
+async def _validation_handler(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        parts.append(f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg", "invalid")))
+    return JSONResponse({"error": "; ".join(parts) or "invalid request", "type": "InvalidInput"},
+                        status_code=422)
+
+
+async def _http_handler(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map domain, validation and HTTP errors to ``{"error": "..."}`` with the right status."""
+    app.add_exception_handler(EdgesplitError, _domain_handler)
+    app.add_exception_handler(RequestValidationError, _validation_handler)
+    app.add_exception_handler(HTTPException, _http_handler)
+
+
+_BY_STATUS: dict[int, type[EdgesplitError]] = {
+    400: InvalidInput, 401: Unauthorized, 404: domain.ModelNotFound, 409: domain.Conflict,
+    413: BodyTooLarge, 415: UnsupportedMediaType, 422: InvalidInput, 429: QueueFull,
+    503: domain.Unavailable, 504: domain.TaskExpired,
+}
+
+
+def error_from_response(status: int, payload: object, headers: Mapping[str, str], url: str) -> EdgesplitError:
+    """The domain error a client raises for an error answer, carrying the server's message."""
+    message = payload.get("error") if isinstance(payload, dict) else None
+    kind = payload.get("type") if isinstance(payload, dict) else None
+    text = f"{url}: HTTP {status}: {message or 'no error message'}"
+    cls = _LOCAL.get(str(kind)) or getattr(domain, str(kind), None)
+    if not (isinstance(cls, type) and issubclass(cls, EdgesplitError)):
+        cls = _BY_STATUS.get(status, EdgesplitError)
+    if cls is QueueFull:
+        return QueueFull(text, float(headers.get("retry-after", "1") or 1))
+    err = cls(text)
+    if cls is EdgesplitError:
+        err.status = status
+    return err

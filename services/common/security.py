@@ -1,0 +1,101 @@
+"""Bearer-token authentication and the request-body size limit.
+
+The limit is enforced twice, both before a body is held whole: :class:`BodySizeLimit` answers 413 as
+soon as a ``Content-Length`` above the limit arrives, and counts the bytes of bodies streamed without
+one (chunked), failing the read at the first byte past the limit; :func:`read_body` reads a body
+into one preallocated ``bytearray`` (so the NPY decode can give a writable array without a copy).
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+
+from fastapi import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from edgesplit.errors import InvalidInput
+from services.common.errors import BodyTooLarge, Unauthorized, error_response
+
+
+def bearer_auth(token: str | None) -> Callable[[Request], Awaitable[None]]:
+    """A FastAPI dependency refusing requests without ``Authorization: Bearer <token>`` (401).
+
+    With ``token`` None every request passes (development only; settings warn about it).
+    """
+    expected = f"Bearer {token}".encode() if token else b""
+
+    async def check(request: Request) -> None:
+        if not token:
+            return
+        got = request.headers.get("authorization")
+        if got is None:
+            raise Unauthorized("missing bearer token: send the header 'Authorization: Bearer <token>'")
+        if not hmac.compare_digest(got.encode(), expected):
+            raise Unauthorized("invalid bearer token")
+
+    return check
+
+
+def _too_large(limit: int, size: int | None = None) -> BodyTooLarge:
+    got = f" of {size} bytes" if size is not None else ""
+    return BodyTooLarge(f"request body{got} is above the limit of {limit} bytes (max_body_bytes)")
+
+
+class BodySizeLimit:
+    """ASGI middleware: 413 for a Content-Length above ``limit``; counts streamed bodies too."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for key, value in scope["headers"]:
+            if key == b"content-length":
+                size = int(value) if value.isdigit() else -1
+                if size < 0 or size > self.limit:
+                    await error_response(_too_large(self.limit, size if size >= 0 else None))(
+                        scope, receive, send)
+                    return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _too_large(self.limit)
+            return message
+
+        await self.app(scope, counted, send)
+
+
+async def read_body(request: Request, limit: int) -> bytearray:
+    """The whole body in one ``bytearray``, preallocated from Content-Length when there is one."""
+    length = request.headers.get("content-length")
+    if length is None or not length.isdigit():
+        buf = bytearray()
+        async for chunk in request.stream():
+            buf += chunk
+            if len(buf) > limit:
+                raise _too_large(limit)
+        return buf
+    size = int(length)
+    if size > limit:
+        raise _too_large(limit, size)
+    out = bytearray(size)
+    view = memoryview(out)
+    at = 0
+    async for chunk in request.stream():
+        n = len(chunk)
+        if at + n > size:
+            raise BodyTooLarge(f"request body is longer than its Content-Length of {size} bytes")
+        view[at : at + n] = chunk
+        at += n
+    if at != size:  # the server (h11/httptools) normally catches this first
+        raise InvalidInput(f"request body of {at} bytes is shorter than its Content-Length of {size}")
+    return out

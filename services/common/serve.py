@@ -1,0 +1,37 @@
+"""Start a service with uvicorn from its settings class; invalid settings exit with status 2."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+import uvicorn
+from fastapi import FastAPI
+from pydantic import ValidationError
+
+from services.common.settings import ServiceSettings
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def serve(settings_cls: type[S], create_app: Callable[[], Callable[[S], FastAPI]]) -> None:
+    """Read the settings from the environment, build the app, run uvicorn until stopped.
+
+    ``create_app`` returns the app factory: the app's heavy imports (torch) wait until the settings
+    are known to be valid, so bad settings fail in well under a second.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = settings_cls()  # type: ignore[call-arg]  # read from the environment
+    except ValidationError as e:
+        prefix = settings_cls.model_config.get("env_prefix", "")
+        for err in e.errors():
+            where = ".".join(str(p) for p in err["loc"])
+            field = f"{prefix}{where.upper()}: " if where else ""
+            print(f"{settings_cls.__name__}: {field}{err['msg']}", file=sys.stderr)
+        sys.exit(2)
+    logging.getLogger().setLevel(settings.log_level.upper())
+    uvicorn.run(create_app()(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
+                access_log=settings.access_log, timeout_graceful_shutdown=5)

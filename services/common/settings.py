@@ -1,0 +1,117 @@
+"""What every edgesplit service's settings share, and the CPU limit a process can see.
+
+Each service subclasses :class:`ServiceSettings` with its own env prefix (``EDGESPLIT_EXECUTOR_``,
+``EDGESPLIT_CLOUD_``). Values are validated at start-up and unsafe ones are refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from edgesplit.errors import EdgesplitError
+from edgesplit.models import BUILTINS, load_spec_file
+
+log = logging.getLogger("edgesplit.services")
+
+_CGROUP_V2 = Path("/sys/fs/cgroup/cpu.max")
+_CGROUP_V1 = Path("/sys/fs/cgroup/cpu")
+_WEAK_TOKENS = {"changethis", "changeme", "secret", "token", "password"}
+MIN_TOKEN_CHARS = 16
+
+
+def _cgroup_quota(root: Path = _CGROUP_V2, v1: Path = _CGROUP_V1) -> float | None:
+    """CPUs allowed by the cgroup quota (v2 ``cpu.max``, else v1 ``cfs_quota_us``); None if unlimited."""
+    try:
+        quota, period = root.read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((v1 / "cpu.cfs_quota_us").read_text())
+        period_us = int((v1 / "cpu.cfs_period_us").read_text())
+        return None if quota_us <= 0 else quota_us / period_us
+    except (OSError, ValueError):
+        return None
+
+
+def cpu_limit() -> int:
+    """Whole CPUs this process may use: min of the cgroup quota (floored, at least 1) and its affinity."""
+    visible = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    quota = _cgroup_quota()
+    return visible if quota is None else max(1, min(visible, math.floor(quota)))
+
+
+class ServiceSettings(BaseSettings):
+    """Settings common to the executor and the cloud service (sizes in bytes, times in seconds).
+
+    ``models``: built-in model names (env: a comma list); ``model_files``: extra spec JSON files;
+    ``weights_dir``: a folder of ``<model>.safetensors`` (a model without a file there, or every model
+    when unset, gets seeded weights from ``seed``: every process builds the same weights);
+    ``threads``: thread capacity, default the CPU limit the process sees (cgroup quota included).
+    """
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    name: str = Field(default_factory=socket.gethostname, min_length=1, max_length=128)
+    models: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["alexnet-paper", "digits-cnn"])
+    model_files: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    weights_dir: Path | None = None
+    seed: int = Field(0, ge=0, le=2**63 - 1)
+    token: str | None = None
+    max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024, le=2**31)
+    threads: int = Field(default_factory=cpu_limit, ge=1, le=1024)
+    log_level: str = Field("info", pattern="^(critical|error|warning|info|debug)$")
+    access_log: bool = False
+
+    @field_validator("models", "model_files", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str) and not value.lstrip().startswith("["):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, value: list[str]) -> list[str]:
+        unknown = [m for m in value if m not in BUILTINS]
+        if unknown:
+            raise ValueError(f"unknown built-in model {unknown}; built-ins are {', '.join(BUILTINS)}")
+        return value
+
+    @field_validator("token")
+    @classmethod
+    def _strong_token(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if len(value) < MIN_TOKEN_CHARS or value.lower() in _WEAK_TOKENS:
+            raise ValueError(f"token must be at least {MIN_TOKEN_CHARS} characters and not a placeholder")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> ServiceSettings:
+        if not self.models and not self.model_files:
+            raise ValueError("models: deploy at least one model (models or model_files)")
+        names = list(self.models)
+        for path in self.model_files:
+            try:
+                names.append(load_spec_file(path).name)
+            except EdgesplitError as e:
+                raise ValueError(f"model_files: {e}") from e
+        if len(set(names)) != len(names):
+            raise ValueError(f"models: a model is deployed twice: {names}")
+        if self.weights_dir is not None and not self.weights_dir.is_dir():
+            raise ValueError(f"weights_dir {self.weights_dir} is not a directory")
+        if self.token is None and self.host not in ("127.0.0.1", "localhost", "::1"):
+            log.warning("%s listens on %s without a token: every client on the network may call it",
+                        self.name, self.host)
+        return self

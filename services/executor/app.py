@@ -1,0 +1,160 @@
+"""The executor's HTTP layer: decode a slice request, run it in its sub-zone, encode the answer.
+
+Endpoints (docs/parts/API_executor.md): ``POST /v1/slices/{model}``, ``POST /v1/echo``,
+``GET|PUT /v1/quotas``, ``GET /v1/info``, ``GET /metrics`` (all behind the bearer token when one is
+configured) and ``GET /v2/health/live``, ``GET /v2/health/ready`` (open).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import torch
+from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request, Response
+
+from edgesplit import wire
+from edgesplit.errors import InvalidInput, ModelNotFound, Unavailable
+from services.common.models import Deployed, deployment_specs, load_deployed
+from services.common.security import bearer_auth, read_body
+from services.common.web import base_app, check_npy_request, health_router, metrics_response, npy_response
+from services.executor.metrics import ExecutorMetrics
+from services.executor.pool import Quotas, ZonePool
+from services.executor.settings import ExecutorSettings
+
+log = logging.getLogger("edgesplit.executor")
+
+
+class ExecutorState:
+    """What one executor holds: its deployed models (once loaded), sub-zones and metrics."""
+
+    def __init__(self, settings: ExecutorSettings) -> None:
+        self.settings = settings
+        self.specs = deployment_specs(settings.models, settings.model_files)
+        self.pool = ZonePool(settings.capacity, {n: s.n_edge for n, s in self.specs.items()})
+        self.metrics = ExecutorMetrics(self.pool)
+        self.models: dict[str, Deployed] | None = None
+        self.load_error: str | None = None
+
+    def not_ready(self) -> str | None:
+        if self.load_error is not None:
+            return f"weights failed to load: {self.load_error}"
+        return None if self.models is not None else "loading model weights"
+
+    async def load(self) -> None:
+        """Load the edge layers of every deployed model off the event loop; ready afterwards."""
+        s = self.settings
+        try:
+            self.models = await asyncio.to_thread(load_deployed, self.specs, "edge", s.weights_dir, s.seed)
+        except Exception as e:
+            self.load_error = f"{type(e).__name__}: {e}"
+            log.exception("executor %s: loading the models failed", s.name)
+            return
+        self.metrics.ready.set(1)
+        log.info("executor %s ready: models %s, capacity %d threads%s", s.name, ", ".join(self.models),
+                 s.capacity(), "" if s.threads else " (the CPU limit)")
+
+    def deployed(self, model: str) -> Deployed:
+        if model not in self.specs:
+            raise ModelNotFound(f"model {model!r} is not deployed on executor {self.settings.name}; "
+                                f"deployed: {', '.join(self.specs)}")
+        if self.models is None:
+            raise Unavailable(f"executor {self.settings.name} is not ready: {self.not_ready()}")
+        return self.models[model]
+
+    def info(self) -> dict[str, Any]:
+        quotas = self.pool.quotas()
+        return {
+            "name": self.settings.name,
+            "capacity": self.pool.capacity,
+            "ready": self.not_ready() is None,
+            "models": {n: {"n_edge": s.n_edge, "input": list(s.input),
+                           "weights": None if self.models is None else self.models[n].weights}
+                       for n, s in self.specs.items()},
+            "quotas": _quotas_json(quotas),
+            "zones": {m: sum(q.values()) for m, q in quotas.items()},
+            "flops_per_thread": self.metrics.flops_per_thread,
+        }
+
+
+def _quotas_json(quotas: Quotas) -> dict[str, dict[str, int]]:
+    return {m: {str(i): k for i, k in sorted(q.items())} for m, q in quotas.items()}
+
+
+def _slice_routes(router: APIRouter, state: ExecutorState) -> None:
+    limit = state.settings.max_body_bytes
+
+    @router.post("/v1/slices/{model}", response_class=Response)
+    async def run_slice(model: str, request: Request,
+                        subzone: Annotated[int, Query(ge=0, le=4096, description="sub-zone (stage) index")],
+                        task_id: Annotated[str, Query(max_length=128)] = "") -> Response:
+        deployed = state.deployed(model)
+        spec = deployed.spec
+        sl = wire.slice_from_params(request.query_params, spec)
+        state.pool.check_stage(model, subzone)
+        check_npy_request(request)
+        body = await read_body(request, limit)
+        _, c, h, w = sl.in_shape(spec)
+        x = wire.decode(body, expect_shape=(None, c, h, w))
+        if x.shape[0] < 1:
+            raise InvalidInput(f"empty batch: slice input has shape {list(x.shape)}, expected "
+                               f"[N>=1, {c}, {h}, {w}]")
+        run = await state.pool.run(deployed, subzone, sl, torch.from_numpy(x), state.settings.slice_delay_s)
+        state.metrics.observe(model, subzone, run)
+        headers = {"X-Wait-Seconds": f"{run.wait_s:.6f}", "X-Compute-Seconds": f"{run.compute_s:.6f}",
+                   "X-Workers": str(run.workers), "X-Task-Id": task_id}
+        return npy_response(run.output.numpy(), headers)
+
+    @router.post("/v1/echo", response_class=Response)
+    async def echo(request: Request) -> Response:
+        """The identity: the slice path (auth, limit, NPY decode and encode) without the compute."""
+        check_npy_request(request)
+        body = await read_body(request, limit)
+        return npy_response(wire.decode(body, expect_dtype=None))
+
+
+def _admin_routes(router: APIRouter, state: ExecutorState) -> None:
+    @router.get("/v1/quotas")
+    async def get_quotas() -> dict[str, dict[str, int]]:
+        return _quotas_json(state.pool.quotas())
+
+    @router.put("/v1/quotas")
+    async def put_quotas(quotas: Annotated[dict[str, dict[int, int]], Body()]) -> dict[str, dict[str, int]]:
+        new = state.pool.set_quotas(quotas)
+        log.info("executor %s quotas: %s", state.settings.name, new)
+        return _quotas_json(new)
+
+    @router.get("/v1/info")
+    async def info() -> dict[str, Any]:
+        return state.info()
+
+    @router.get("/metrics", response_class=Response)
+    async def metrics() -> Response:
+        return metrics_response(state.metrics.registry)
+
+
+def create_app(settings: ExecutorSettings) -> FastAPI:
+    """The executor app. Weights load in the background after start-up; ready once loaded."""
+    state = ExecutorState(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        torch.set_num_threads(1)  # one intra-op thread per worker: a sub-zone's k workers use k cores
+        loading = asyncio.create_task(state.load())
+        try:
+            yield
+        finally:
+            loading.cancel()
+            state.pool.shutdown()
+
+    app = base_app(f"edgesplit executor {settings.name}", settings.max_body_bytes, settings.token, lifespan)
+    app.state.executor = state
+    app.include_router(health_router(state.not_ready))
+    api = APIRouter(dependencies=[Depends(bearer_auth(settings.token))])
+    _slice_routes(api, state)
+    _admin_routes(api, state)
+    app.include_router(api)
+    return app

@@ -1,0 +1,232 @@
+"""Resource sub-zones (paper section 3.2): per-(model, conv stage) pools of worker threads.
+
+A sub-zone runs one slice at a time, in arrival order (an ``asyncio.Lock`` wakes its waiters FIFO and
+lets no newcomer barge). With k workers it cuts the slice into k sub-slices along its units (output
+rows for ``rows``, output rows of the partial sum for ``kernel-rows``, channels for ``channels``) and
+worker i computes sub-slice i with ``compute_slice`` on a dedicated thread (torch at one intra-op
+thread per worker); the parts are written into one output tensor. A band of a slice is itself a valid
+slice, so the result is exact. Quotas (threads per sub-zone) may not sum above the capacity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from edgesplit.errors import CapacityExceeded, InvalidInput, ModelNotFound
+from edgesplit.split import Slice, compute_slice
+from services.common.models import Deployed
+from services.executor.work import Part, slice_flops, worker_parts
+
+Quotas = dict[str, dict[int, int]]
+
+
+@dataclass(frozen=True)
+class SliceRun:
+    """One slice's result and costs: seconds queued and computing, distinct worker threads, FLOPs,
+    and when it held the sub-zone (``time.perf_counter`` seconds)."""
+
+    output: torch.Tensor
+    wait_s: float
+    compute_s: float
+    workers: int
+    flops: float
+    started_at: float = 0.0
+    done_at: float = 0.0
+
+
+class Worker:
+    """A dedicated thread running the jobs it is given, one after another, torch at one intra-op thread.
+
+    A thread not started by OpenMP gets the process's initial OpenMP team size (all cores), not
+    the one ``torch.set_num_threads`` gave the main thread: without its own call, each worker's conv
+    spreads over every core and k workers oversubscribe them (3x slower measured with 2 workers on
+    2 cores). So each worker sets it first.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], concurrent.futures.Future[Any]] | None] = \
+            queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        torch.set_num_threads(1)
+        while (job := self._jobs.get()) is not None:
+            fn, future = job
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn())
+                except BaseException as e:  # handed to the awaiting coroutine
+                    future.set_exception(e)
+
+    def submit(self, fn: Callable[[], Any]) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._jobs.put((fn, future))
+        return future
+
+    def stop(self) -> None:
+        """Let the thread end after its current job."""
+        self._jobs.put(None)
+
+    def join(self, timeout_s: float) -> None:
+        self._thread.join(timeout_s)
+
+
+class SubZone:
+    """The k worker threads of one (model, stage); one slice at a time, FIFO."""
+
+    def __init__(self, model: str, index: int, workers: int) -> None:
+        self.model, self.index, self.target = model, index, workers
+        self.lock = asyncio.Lock()
+        self.threads: list[Worker] = []
+        self.queued = 0
+        self.busy = 0
+        self.last_workers = 0
+
+    def _resize(self) -> None:
+        while len(self.threads) > self.target:
+            self.threads.pop().stop()
+        while len(self.threads) < self.target:
+            self.threads.append(Worker(f"es-{self.model}-{self.index}-{len(self.threads)}"))
+
+    async def run(self, deployed: Deployed, sl: Slice, x: torch.Tensor, delay_s: float = 0.0) -> SliceRun:
+        """Wait for the sub-zone (FIFO), then compute ``sl`` on ``x`` with its k workers."""
+        arrived = time.perf_counter()
+        self.queued += 1
+        try:
+            await self.lock.acquire()
+        finally:
+            self.queued -= 1
+        try:
+            started = time.perf_counter()
+            if delay_s > 0:
+                await asyncio.sleep(delay_s)
+            self._resize()
+            parts = worker_parts(deployed.spec, sl, len(self.threads))
+            out, idents = await self._compute(deployed, sl, x, parts)
+            done = time.perf_counter()
+        finally:
+            self.lock.release()
+        flops = sum(slice_flops(deployed.spec, p.slice, x.shape[0]) for p in parts)
+        self.last_workers = len(set(idents))
+        return SliceRun(out, started - arrived, done - started, self.last_workers, flops, started, done)
+
+    async def _compute(self, deployed: Deployed, sl: Slice, x: torch.Tensor,
+                       parts: list[Part]) -> tuple[torch.Tensor, list[int]]:
+        module, spec = deployed.module, deployed.spec
+        if len(parts) == 1:
+            jobs = [self.threads[0].submit(lambda: (compute_slice(module, spec, sl, x), _ident()))]
+        else:
+            out = x.new_empty(sl.out_shape(spec, x.shape[0]))
+            jobs = [w.submit(_part_job(module, deployed, p, x, out)) for w, p in zip(self.threads, parts,
+                                                                                   strict=False)]
+        self.busy = len(jobs)
+        gathered = asyncio.gather(*(asyncio.wrap_future(j) for j in jobs))
+        try:
+            results = await asyncio.shield(gathered)
+        except asyncio.CancelledError:
+            # the threads run on regardless: keep the sub-zone busy until they finish
+            with contextlib.suppress(Exception):
+                await gathered
+            raise
+        finally:
+            self.busy = 0
+        if len(parts) == 1:
+            return results[0][0], [results[0][1]]
+        return out, [r[1] for r in results]
+
+    def stop(self) -> None:
+        for w in self.threads:
+            w.stop()
+        for w in self.threads:
+            w.join(10.0)
+        self.threads.clear()
+
+
+def _ident() -> int:
+    return threading.get_ident()
+
+
+def _part_job(module: torch.nn.Sequential, deployed: Deployed, part: Part, x: torch.Tensor,
+              out: torch.Tensor) -> Callable[[], tuple[None, int]]:
+    def job() -> tuple[None, int]:
+        y = compute_slice(module, deployed.spec, part.slice, part.crop(x))
+        out.narrow(part.dim, part.at, y.shape[part.dim]).copy_(y)
+        return None, threading.get_ident()
+
+    return job
+
+
+class ZonePool:
+    """All sub-zones of one executor and their quotas; ``capacity`` threads in total.
+
+    ``quotas[model][stage]`` is the number of worker threads of that sub-zone; a sub-zone without a
+    quota has 1. The sum of the quotas may not exceed ``capacity`` (CapacityExceeded, 409), a number
+    or a function giving it now (the CPU limit, which an in-place pod resize changes).
+    """
+
+    def __init__(self, capacity: int | Callable[[], int], n_edge: Mapping[str, int]) -> None:
+        self._capacity = capacity
+        self._n_edge = dict(n_edge)
+        self._quotas: Quotas = {}
+        self.subzones: dict[tuple[str, int], SubZone] = {}
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity() if callable(self._capacity) else self._capacity
+
+    def quotas(self) -> Quotas:
+        return {m: dict(q) for m, q in self._quotas.items()}
+
+    def check_stage(self, model: str, index: int) -> None:
+        """Raise unless ``index`` can be a sub-zone (stage) of the deployed ``model``."""
+        if model not in self._n_edge:
+            raise ModelNotFound(f"model {model!r} is not deployed here; deployed: {', '.join(self._n_edge)}")
+        if not 0 <= index < self._n_edge[model]:
+            raise InvalidInput(f"sub-zone {index} out of range: model {model} has sub-zones "
+                               f"[0, {self._n_edge[model]}) (at most one per edge layer)")
+
+    def set_quotas(self, quotas: Quotas) -> Quotas:
+        """Replace every quota at once; sub-zones resize before their next slice."""
+        total = 0
+        for model, stages in quotas.items():
+            for index, threads in stages.items():
+                self.check_stage(model, index)
+                if threads < 1:
+                    raise InvalidInput(f"quota of {model} sub-zone {index} is {threads}; expected >= 1")
+                total += threads
+        capacity = self.capacity
+        if total > capacity:
+            raise CapacityExceeded(f"quotas total {total} threads, above this executor's capacity of "
+                                   f"{capacity} threads")
+        self._quotas = {m: dict(q) for m, q in quotas.items() if q}
+        for (model, index), zone in self.subzones.items():
+            zone.target = self._quotas.get(model, {}).get(index, 1)
+        return self.quotas()
+
+    def subzone(self, model: str, index: int) -> SubZone:
+        self.check_stage(model, index)
+        zone = self.subzones.get((model, index))
+        if zone is None:
+            zone = SubZone(model, index, self._quotas.get(model, {}).get(index, 1))
+            self.subzones[(model, index)] = zone
+        return zone
+
+    async def run(self, deployed: Deployed, index: int, sl: Slice, x: torch.Tensor,
+                  delay_s: float = 0.0) -> SliceRun:
+        return await self.subzone(deployed.spec.name, index).run(deployed, sl, x, delay_s)
+
+    def shutdown(self) -> None:
+        for zone in self.subzones.values():
+            zone.stop()
+

@@ -1,0 +1,29 @@
+"""Settings of the edge executor, read from ``EDGESPLIT_EXECUTOR_*`` variables."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from services.common.settings import ServiceSettings, cpu_limit
+
+
+class ExecutorSettings(ServiceSettings):
+    """All knobs of an executor (see :class:`ServiceSettings` for the shared ones).
+
+    ``threads`` is the executor's resource capacity: quotas of all its sub-zones together may not
+    exceed it. Unset, it follows the CPU limit the process sees (cgroup quota included), read again
+    whenever it is needed, so an in-place resize of the pod's CPU changes it. ``slice_delay_s`` is
+    fault injection: seconds added to every slice's compute (a slow server for the allocator's
+    tests); 0 in production.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="EDGESPLIT_EXECUTOR_", extra="ignore")
+
+    port: int = Field(8101, ge=1, le=65535)
+    threads: int | None = Field(None, ge=1, le=1024)  # type: ignore[assignment]
+    slice_delay_s: float = Field(0.0, ge=0.0, le=60.0)
+
+    def capacity(self) -> int:
+        """Thread capacity now: ``threads`` when set, else the CPU limit visible at this moment."""
+        return self.threads if self.threads is not None else cpu_limit()
