@@ -38,13 +38,17 @@ of the role's settings class.
   valueFrom:
     fieldRef:
       fieldPath: metadata.name
-{{- /* Thread capacity = the container's CPU limit (whole CPUs), the resource zone of an executor. */}}
+{{- /* The cloud's torch threads = its CPU limit. The executor gets no THREADS: its capacity is
+the live cgroup CPU limit, re-read on every quota change, so an in-place resize by the allocator
+raises it without a restart (an env value would stay frozen at the pod's start). */}}
+{{- if eq .container "cloud" }}
 - name: {{ $p }}_THREADS
   valueFrom:
     resourceFieldRef:
       containerName: {{ .container }}
       resource: limits.cpu
       divisor: "1"
+{{- end }}
 {{- end }}
 
 {{- define "edgesplit.env.executor" -}}
