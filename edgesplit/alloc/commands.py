@@ -1,0 +1,124 @@
+"""``edgesplit train-allocator``, ``edgesplit allocate`` and ``edgesplit bench alloc``."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from edgesplit.errors import InvalidInput
+
+STDERR = Console(stderr=True)
+
+
+def _print(payload: dict[str, Any], as_json: bool, title: str) -> None:
+    if as_json:
+        typer.echo(json.dumps(payload))
+        return
+    table = Table(title=title)
+    table.add_column("field")
+    table.add_column("value")
+    for key, value in payload.items():
+        table.add_row(key, f"{value:.6g}" if isinstance(value, float) else str(value))
+    Console().print(table)
+
+
+def train_allocator(
+    algo: str = typer.Option("td3", help="td3 or ddpg"),
+    model: str = typer.Option(..., help="built-in model, e.g. alexnet-paper"),
+    scenario: str = typer.Option("paper", help="scenario name or cluster YAML"),
+    steps: int = typer.Option(20_000, help="environment steps"),
+    seed: int = typer.Option(0, help="seed of the agent, the noise and the environment"),
+    out: Path = typer.Option(..., help="output directory"),
+    obs: str = typer.Option("paper", help="paper (eq. 9) or extended (+ server speed and link rate)"),
+    action: str = typer.Option("residual", help="residual, paper (floor(r*R), Algorithm 2) or fair"),
+    split: str = typer.Option("edgesplit", help="edgesplit (rows, kernel-rows, channels) or paper"),
+    scenario_seed: int = typer.Option(0, help="seed of the scenario's link draws"),
+    noise_sigma: float = typer.Option(0.2, help="std of the Gaussian exploration noise (actions in [-1, 1])"),
+    eval_every: int = typer.Option(500, help="steps between checks of the deterministic policy (0: none)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+) -> None:
+    """Train a TD3/DDPG sub-zone allocator (paper section 4.2); writes model.zip, curve.csv, curve.png."""
+    from edgesplit.alloc.train import TrainConfig, train
+
+    config = TrainConfig(model=model, algo=algo, steps=steps, seed=seed, scenario=scenario,  # type: ignore[arg-type]
+                         scenario_seed=scenario_seed, obs=obs, action=action, split=split,  # type: ignore[arg-type]
+                         noise_sigma=noise_sigma, eval_every=eval_every)
+    columns = (TextColumn(f"{algo} {model}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=STDERR) as bar:
+        task = bar.add_task("train", total=steps)
+        summary = train(config, out, progress=lambda n: bar.advance(task, n))
+    _print({k: v for k, v in summary.items() if k != "config"}, as_json, f"trained {algo} for {model}")
+
+
+def allocate_cmd(
+    model: str = typer.Option(..., help="built-in model"),
+    scenario: str = typer.Option("paper", help="scenario name or cluster YAML"),
+    policy: str = typer.Option("exact", help="exact | even | flops-share | td3 | td3:PATH | ddpg:PATH"),
+    objective: str = typer.Option("sum", help="sum (eq. 6, single-task latency) or bottleneck"),
+    split: str | None = typer.Option(None, help="edgesplit or paper (default: the policy's, else edgesplit)"),
+    scenario_seed: int = typer.Option(0, help="seed of the scenario's link draws"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+) -> None:
+    """Allocate a model's zone to its convs' sub-zones and report the gap to the certified bound."""
+    from edgesplit.alloc.allocate import allocate
+    from edgesplit.models import get_spec
+    from edgesplit.plan.cluster import resolve_cluster
+
+    cluster = resolve_cluster(scenario, seed=scenario_seed)
+    report = allocate(get_spec(model), cluster.servers, policy, objective, split)  # type: ignore[arg-type]
+    payload = report.to_dict()
+    payload["model"] = model
+    payload["scenario"] = scenario
+    _print(payload, as_json, f"{policy} allocation for {model}")
+
+
+def bench_alloc(
+    models: str = typer.Option("alexnet-paper,vgg16-paper", help="comma-separated models"),
+    scenario: str = typer.Option("paper", help="scenario name or cluster YAML"),
+    repeat: int = typer.Option(3, help="runs per case; the best time is reported"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+) -> None:
+    """Time the exact allocator (bound + best allocation) per model, split and objective: wall and CPU
+    seconds, the best of ``--repeat`` runs (CPU time is what to compare on a shared machine)."""
+    from edgesplit.alloc.cost import build_problem
+    from edgesplit.alloc.exact import best_allocation
+    from edgesplit.models import get_spec
+    from edgesplit.plan.cluster import resolve_cluster
+
+    if repeat < 1:
+        raise InvalidInput(f"--repeat must be at least 1, got {repeat}")
+    servers = resolve_cluster(scenario).servers
+    cases: list[dict[str, Any]] = []
+    for name in models.split(","):
+        for split in ("edgesplit", "paper"):
+            problem = build_problem(get_spec(name), servers, split=split)  # type: ignore[arg-type]
+            for objective in ("sum", "bottleneck"):
+                times, cpu = [], []
+                for _ in range(repeat):
+                    started, started_cpu = time.perf_counter(), time.process_time()
+                    result = best_allocation(problem, objective)  # type: ignore[arg-type]
+                    times.append(time.perf_counter() - started)
+                    cpu.append(time.process_time() - started_cpu)
+                cases.append({"model": name, "split": split, "objective": objective, "seconds": min(times),
+                              "cpu_seconds": min(cpu),
+                              "latency_s": result.value, "lower_bound_s": result.lower_bound,
+                              "gap": result.gap, "method": result.method})
+    if as_json:
+        typer.echo(json.dumps({"scenario": scenario, "cases": cases}))
+        return
+    for case in cases:
+        STDERR.print(case)
+
+
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    """Add the allocation commands to the ``edgesplit`` app."""
+    app.command("train-allocator")(train_allocator)
+    app.command("allocate")(allocate_cmd)
+    bench_app.command("alloc")(bench_alloc)

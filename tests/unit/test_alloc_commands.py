@@ -1,0 +1,68 @@
+"""``edgesplit allocate`` / ``train-allocator`` / ``bench alloc``: JSON fields and one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from edgesplit.alloc.commands import register
+from edgesplit.errors import InvalidInput, ModelNotFound
+
+FIELDS = {"policy", "objective", "latency_s", "optimum_s", "lower_bound_s", "gap", "allocation"}
+
+
+@pytest.fixture(scope="module")
+def app() -> typer.Typer:
+    main = typer.Typer()
+    bench = typer.Typer()
+    main.add_typer(bench, name="bench")
+    register(main, bench)
+    return main
+
+
+def _json(app: typer.Typer, *args: str) -> dict:
+    result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("objective", ["sum", "bottleneck"])
+def test_allocate_exact_and_even(app: typer.Typer, objective: str) -> None:
+    exact = _json(app, "allocate", "--model", "digits-cnn", "--policy", "exact", "--objective", objective)
+    even = _json(app, "allocate", "--model", "digits-cnn", "--policy", "even", "--objective", objective)
+    for out in (exact, even):
+        assert set(out) >= FIELDS
+        assert out["gap"] == pytest.approx(out["latency_s"] / out["lower_bound_s"] - 1)
+        assert len(out["allocation"]) == 8 and all(sum(row) == 20 for row in out["allocation"])
+    assert exact["latency_s"] <= even["latency_s"]
+    assert even["lower_bound_s"] == exact["lower_bound_s"]
+    assert exact["lower_bound_s"] <= exact["latency_s"]
+
+
+def test_allocate_with_a_trained_policy(app: typer.Typer, tmp_path: Path) -> None:
+    args = ["train-allocator", "--model", "digits-cnn", "--steps", "120", "--out", str(tmp_path), "--json"]
+    CliRunner().invoke(app, args, catch_exceptions=False)
+    out = _json(app, "allocate", "--model", "digits-cnn", "--policy", f"td3:{tmp_path}")
+    assert out["policy"] == f"td3:{tmp_path}" and out["gap"] >= 0
+    with pytest.raises(InvalidInput, match="trained with 'td3'"):
+        CliRunner().invoke(app, ["allocate", "--model", "digits-cnn", "--policy", f"ddpg:{tmp_path}"],
+                           catch_exceptions=False)
+
+
+def test_unknown_policy_and_missing_shipped_policy_are_domain_errors(app: typer.Typer) -> None:
+    with pytest.raises(InvalidInput, match="unknown policy 'greedy'"):
+        CliRunner().invoke(app, ["allocate", "--model", "digits-cnn", "--policy", "greedy"],
+                           catch_exceptions=False)
+    with pytest.raises(ModelNotFound, match="no shipped td3 policy"):
+        CliRunner().invoke(app, ["allocate", "--model", "digits-cnn", "--policy", "td3"],
+                           catch_exceptions=False)
+
+
+def test_bench_alloc_json(app: typer.Typer) -> None:
+    out = _json(app, "bench", "alloc", "--models", "digits-cnn", "--repeat", "1")
+    assert len(out["cases"]) == 4
+    assert all(c["gap"] >= 0 and c["seconds"] > 0 for c in out["cases"])
