@@ -1,6 +1,6 @@
 """Best sub-zone allocation of one zone, with a certified lower bound and, where tractable, the optimum.
 
-``best_allocation`` (documented in docs/parts/ALLOC.md):
+``best_allocation`` (documented in docs/ALLOCATION.md):
 
 1. Lower bound: the relaxation of ``bounds`` (per-server zone rows dropped, thread totals kept),
    solved exactly. Every gap we report is ``latency / lower_bound - 1``.

@@ -1,0 +1,278 @@
+"""What the allocator measures: each executor's speed, load and health, and each link's rate.
+
+* Executors: ``GET /v2/health/ready`` (health) and ``GET /metrics`` (Prometheus text):
+  ``edgesplit_executor_flops_per_thread`` (FLOPs computed over compute seconds times workers, recent
+  slices), ``edgesplit_executor_capacity_threads``, ``edgesplit_executor_queued_slices`` and
+  ``edgesplit_executor_busy_workers`` (summed over sub-zones) and ``edgesplit_executor_quota_threads``
+  (the quotas in force, so a quota set by someone else is noticed and put right).
+* Slices as the orchestrator saw them: it records every slice in the Redis stream
+  ``{prefix}xfer:{executor name}`` with the fields ``bytes`` (sent plus received), ``transfer_s``
+  (the round trip minus the executor's wait and compute, seconds) and, when it has them,
+  ``compute_s``, ``flops`` (FLOPs of the slice) and ``workers``. The newest ``window`` records of an
+  executor are fitted by least squares:
+
+  - ``transfer_s = overhead_s + 8 * bytes / link_bps`` (eq. 3 plus a per-request cost); with too few
+    records or sizes too alike for a slope, the rate is the total bits over the total seconds;
+  - ``compute_s = compute_overhead_s + flops / (workers * flops_per_thread)`` (eq. 1 plus a
+    per-slice cost). This beats the executor's own FLOPS figure for small slices, where a fixed cost
+    per slice makes an executor given few rows look slower than one given many.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import redis.asyncio as aioredis
+from prometheus_client.parser import text_string_to_metric_families
+
+NS = "edgesplit_executor"
+XFER_KEY = "xfer:{name}"
+MIN_FIT_SAMPLES = 8
+MIN_SIZE_SPREAD = 1.5  # largest / smallest transfer for a slope to mean anything
+MIN_R2 = 0.5  # a line explaining less than half the variance is noise: no fit
+
+
+@dataclass(frozen=True)
+class ExecutorSample:
+    """One executor as last measured. ``up``: ready and its metrics readable."""
+
+    name: str
+    url: str | None
+    up: bool
+    flops_per_thread: float | None = None
+    capacity: int | None = None
+    queued: int = 0
+    busy: int = 0
+    quotas: dict[str, dict[int, int]] = field(default_factory=dict)
+    error: str | None = None
+    compute: dict[tuple[str, int], tuple[float, float]] = field(default_factory=dict)
+    workers: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "url": self.url, "up": self.up, "flops_per_thread": self.flops_per_thread,
+                "capacity": self.capacity, "queued": self.queued, "busy": self.busy,
+                "quotas": {m: {str(k): v for k, v in q.items()} for m, q in self.quotas.items()},
+                "error": self.error}
+
+
+@dataclass(frozen=True)
+class SliceStats:
+    """What an executor's slice records say (module docstring): link rate (bits/s) and per-request
+    overhead (s), and, when the records carry compute times, FLOPS per thread and per-slice compute
+    overhead (s); ``samples`` records were used."""
+
+    link_bps: float | None
+    overhead_s: float | None
+    samples: int
+    flops_per_thread: float | None = None
+    compute_overhead_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"link_bps": self.link_bps, "overhead_s": self.overhead_s, "samples": self.samples,
+                "flops_per_thread": self.flops_per_thread, "compute_overhead_s": self.compute_overhead_s}
+
+
+NO_STATS = SliceStats(None, None, 0)
+
+
+def parse_executor_metrics(text: str) -> dict[str, Any]:
+    """The values the allocator uses from an executor's Prometheus text (module docstring)."""
+    out: dict[str, Any] = {"flops_per_thread": None, "capacity": None, "queued": 0, "busy": 0, "quotas": {},
+                           "compute": {}, "workers": {}}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == f"{NS}_flops_per_thread" and s.value > 0 and math.isfinite(s.value):
+                out["flops_per_thread"] = float(s.value)
+            elif s.name == f"{NS}_capacity_threads":
+                out["capacity"] = int(s.value)
+            elif s.name == f"{NS}_queued_slices":
+                out["queued"] += int(s.value)
+            elif s.name == f"{NS}_busy_workers":
+                out["busy"] += int(s.value)
+            elif s.name == f"{NS}_quota_threads":
+                out["quotas"].setdefault(s.labels["model"], {})[int(s.labels["stage"])] = int(s.value)
+            elif s.name == f"{NS}_last_slice_workers":
+                out["workers"][(s.labels["model"], int(s.labels["stage"]))] = int(s.value)
+            elif s.name in (f"{NS}_slice_compute_seconds_count", f"{NS}_slice_compute_seconds_sum"):
+                key = (s.labels["model"], int(s.labels["stage"]))
+                count, total = out["compute"].get(key, (0.0, 0.0))
+                out["compute"][key] = (s.value, total) if s.name.endswith("_count") else (count, s.value)
+    return out
+
+
+def fit_line(points: Sequence[tuple[float, float]], min_r2: float = MIN_R2) -> tuple[float, float] | None:
+    """Least-squares ``y = intercept + slope * x`` as (slope, intercept); None when the points do not
+    determine a line with a positive slope and a nonnegative intercept: too few, x too alike, or y
+    mostly noise (coefficient of determination below ``min_r2``)."""
+    pts = [(x, y) for x, y in points if x > 0 and y > 0 and math.isfinite(x) and math.isfinite(y)]
+    if len(pts) < MIN_FIT_SAMPLES:
+        return None
+    xs = [x for x, _ in pts]
+    if max(xs) < MIN_SIZE_SPREAD * min(xs):
+        return None
+    n = len(pts)
+    mx, my = sum(xs) / n, sum(y for _, y in pts) / n
+    var = sum((x - mx) ** 2 for x in xs)
+    slope = sum((x - mx) * (y - my) for x, y in pts) / var
+    intercept = my - slope * mx
+    total = sum((y - my) ** 2 for _, y in pts)
+    residual = sum((y - intercept - slope * x) ** 2 for x, y in pts)
+    if slope <= 0 or intercept < 0 or (total > 0 and 1.0 - residual / total < min_r2):
+        return None
+    return slope, intercept
+
+
+def fit_slices(records: Sequence[Mapping[str, float]]) -> SliceStats:
+    """Link and compute estimates from slice records (module docstring)."""
+    xfer = [(r["bytes"], r["transfer_s"]) for r in records
+            if r.get("bytes", 0) > 0 and r.get("transfer_s", 0) > 0]
+    if not xfer:
+        return NO_STATS
+    line = fit_line(xfer)
+    link_bps, overhead = (8.0 / line[0], line[1]) if line is not None else (None, None)
+    work = [(r["flops"] / max(1.0, r.get("workers", 1.0)), r["compute_s"]) for r in records
+            if r.get("flops", 0) > 0 and r.get("compute_s", 0) > 0]
+    compute = compute_estimate(work)
+    if compute is None:
+        return SliceStats(link_bps, overhead, len(xfer))
+    return SliceStats(link_bps, overhead, len(xfer), compute[0], compute[1])
+
+
+def compute_estimate(points: Sequence[tuple[float, float]]) -> tuple[float, float] | None:
+    """(FLOPS per thread, per-slice overhead s) from (FLOPs per worker, compute seconds) points: the
+    line of eq. (1) plus a fixed cost when the points determine one, else the total FLOPs over the
+    total seconds (no overhead: a slow server and a server with a large fixed cost look alike then)."""
+    if not points:
+        return None
+    line = fit_line(points)
+    if line is not None:
+        return 1.0 / line[0], line[1]
+    seconds = sum(y for _, y in points)
+    return (sum(x for x, _ in points) / seconds, 0.0) if seconds > 0 else None
+
+
+def relative_change(old: float | None, new: float | None) -> float:
+    """|new - old| / old; 0 when either is unknown."""
+    if old is None or new is None or old <= 0:
+        return 0.0
+    return abs(new - old) / old
+
+
+class ComputeFit:
+    """FLOPS per thread and per-slice compute overhead of each executor from its own metrics.
+
+    Between two measurements, the executor's ``slice_compute_seconds`` count and sum of a (model,
+    stage) give the mean compute time of the slices it ran there; the plan in force says what those
+    slices were, so their FLOPs per worker are known (``work``). The newest ``window`` such points of
+    an executor are fitted to ``compute_s = overhead + flops_per_worker / flops_per_thread`` (eq. 1
+    plus a fixed cost per slice); a fit without a positive slope and a nonnegative intercept gives
+    ``sum(flops) / sum(seconds)`` and no overhead. A counter going back (a restarted executor)
+    forgets its points.
+    """
+
+    def __init__(self, window: int = 24) -> None:
+        self.window = window
+        self._last: dict[str, dict[tuple[str, int], tuple[float, float]]] = {}
+        self._points: dict[str, collections.deque[tuple[float, float]]] = {}
+
+    def update(self, name: str, counters: Mapping[tuple[str, int], tuple[float, float]],
+               work: Mapping[tuple[str, int], float] | None) -> bool:
+        """Add the points of one executor since its last update; ``work`` None skips the interval
+        (the plan just changed: the slices of the interval are not known). True when its counters
+        went back (a restarted executor: its points are forgotten)."""
+        last = self._last.get(name)
+        self._last[name] = dict(counters)
+        points = self._points.setdefault(name, collections.deque(maxlen=self.window))
+        if last is None:
+            return False
+        if any(counters.get(k, (0.0, 0.0))[0] < v[0] for k, v in last.items()):
+            points.clear()
+            return True
+        for key, (count, total) in counters.items():
+            n = count - last.get(key, (0.0, 0.0))[0]
+            flops = (work or {}).get(key)
+            if work is None or n <= 0 or not flops:
+                continue
+            points.append((flops, (total - last.get(key, (0.0, 0.0))[1]) / n))
+        return False
+
+    def estimate(self, name: str) -> tuple[float, float] | None:
+        """(FLOPS per thread, per-slice overhead s) of one executor, or None without points."""
+        return compute_estimate(list(self._points.get(name, ())))
+
+    def forget(self, name: str) -> None:
+        self._points.pop(name, None)
+
+
+class Measurer:
+    """Reads the executors and the transfer streams (one shared HTTP client, one Redis client)."""
+
+    def __init__(self, http: httpx.AsyncClient, redis: aioredis.Redis, prefix: str, token: str | None,
+                 timeout_s: float = 2.0, window: int = 64) -> None:
+        self.http = http
+        self.redis = redis
+        self.prefix = prefix
+        self.timeout_s = timeout_s
+        self.window = window
+        self._auth = {"Authorization": f"Bearer {token}"} if token else {}
+
+    async def executor(self, name: str, url: str | None) -> ExecutorSample:
+        """Health and metrics of one executor; ``up`` False (with the reason) when either fails."""
+        if url is None:
+            return ExecutorSample(name, url, False, error="no address")
+        base = url.rstrip("/")
+        try:
+            ready = await self.http.get(f"{base}/v2/health/ready", timeout=self.timeout_s)
+            if ready.status_code != 200:
+                return ExecutorSample(name, url, False, error=f"not ready: HTTP {ready.status_code}")
+            resp = await self.http.get(f"{base}/metrics", headers=self._auth, timeout=self.timeout_s)
+        except httpx.HTTPError as e:
+            return ExecutorSample(name, url, False, error=f"{type(e).__name__}: {e}")
+        if resp.status_code != 200:
+            return ExecutorSample(name, url, False, error=f"/metrics answered HTTP {resp.status_code}")
+        try:
+            m = parse_executor_metrics(resp.text)
+        except ValueError as e:
+            return ExecutorSample(name, url, False, error=f"unreadable /metrics: {e}")
+        return ExecutorSample(name, url, True, m["flops_per_thread"], m["capacity"], m["queued"], m["busy"],
+                              m["quotas"], compute=m["compute"], workers=m["workers"])
+
+    async def slices(self, name: str, since: float | None = None) -> SliceStats:
+        """What the newest slice records of one executor say, those before ``since`` (Unix seconds: the
+        executor restarted then) left out; NO_STATS when there are none."""
+        key = self.prefix + XFER_KEY.format(name=name)
+        oldest = "-" if since is None else str(int(since * 1000))
+        try:
+            entries = await self.redis.xrevrange(key, max="+", min=oldest, count=self.window)
+        except (aioredis.RedisError, OSError):
+            return NO_STATS
+        return fit_slices(_records(entries or []))
+
+    async def executors(self, executors: Mapping[str, str | None]) -> dict[str, ExecutorSample]:
+        """Every executor (by name -> url), concurrently."""
+        names = list(executors)
+        samples = await asyncio.gather(*(self.executor(n, executors[n]) for n in names))
+        return dict(zip(names, samples, strict=True))
+
+    async def links(self, names: Sequence[str], since: Mapping[str, float]) -> dict[str, SliceStats]:
+        """The slice records of every executor (from ``since[name]`` on)."""
+        stats = await asyncio.gather(*(self.slices(n, since.get(n)) for n in names))
+        return dict(zip(names, stats, strict=True))
+
+
+def _records(entries: Sequence[tuple[Any, Any]]) -> list[dict[str, float]]:
+    out = []
+    for _, fields in entries:
+        record = {}
+        for k, v in (fields or {}).items():
+            with contextlib.suppress(ValueError, TypeError):
+                record[k.decode() if isinstance(k, bytes) else str(k)] = float(v)
+        out.append(record)
+    return out

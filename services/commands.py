@@ -1,0 +1,196 @@
+"""CLI of the local stack: ``edgesplit up``, ``edgesplit demo``, ``edgesplit bench e2e``."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from edgesplit.errors import InvalidInput
+
+err = Console(stderr=True)
+MODES = "split | no-split | dads"
+CONV_GROUPS = "one conv per stage, a sub-zone each (needs threads >= convs)"
+SHIPPED_WEIGHTS = Path(__file__).resolve().parents[1] / "edgesplit" / "models" / "weights"
+
+
+def _models(raw: str) -> list[str]:
+    names = list(dict.fromkeys(m.strip() for m in raw.split(",") if m.strip()))
+    if not names:
+        raise InvalidInput("--models: give at least one model")
+    return names
+
+
+def _port_free(port: int) -> None:
+    with socket.socket() as s:
+        if s.connect_ex(("127.0.0.1", port)) == 0:
+            raise InvalidInput(f"port {port} is in use: pick another with --port")
+
+
+def _sigterm_as_interrupt() -> None:
+    def handler(_sig: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def up(
+    executors: int = typer.Option(2, min=1, help="number of executor processes"),
+    mode: str = typer.Option("split", help=MODES),
+    pipeline: str = typer.Option("async", help="async | lockstep"),
+    models: str = typer.Option("alexnet-paper", help="comma list of built-in models"),
+    threads: int = typer.Option(2, min=1, help="threads (sub-zone capacity) of each executor"),
+    split: str = typer.Option("edgesplit", help="planner: edgesplit | paper"),
+    conv_groups: bool = typer.Option(False, "--conv-groups", help=CONV_GROUPS),
+    port: int = typer.Option(8080, help="orchestrator port"),
+    redis_url: str = typer.Option("redis://127.0.0.1:6379/0", help="started here if nothing answers"),
+    aging: float = typer.Option(0.0, help="seconds per priority level of aging (0 = strict)"),
+    log_dir: Path | None = typer.Option(None, help="where the processes log (default: a temp dir)"),
+) -> None:
+    """Start redis (if needed), the cloud, the executors and the orchestrator; stop all on Ctrl-C."""
+    from services.stack import LocalStack
+
+    _port_free(port)
+    stack = LocalStack(executors, _models(models), mode, pipeline, threads, split, redis_url, port=port,
+                       orchestrator={"aging_s": aging, "conv_groups": conv_groups}, log_dir=log_dir,
+                       weights_dir=SHIPPED_WEIGHTS, keep_logs=True)
+    _sigterm_as_interrupt()
+    try:
+        with err.status("starting the stack..."):
+            stack.start()
+        console = Console()
+        console.print(f"edgesplit is up: orchestrator {stack.url} (docs at {stack.url}/docs)")
+        for svc in stack.services():
+            console.print(f"  {svc.name:14s} {svc.url}  log {svc.log_path}")
+        console.print(f"  cluster file   {stack.cluster_path}\n  redis          {redis_url} (prefix "
+                      f"{stack.prefix})\nPress Ctrl-C to stop.")
+        while True:
+            time.sleep(1.0)
+            dead = [s.name for s in stack.services() if not s.alive]
+            if dead:
+                err.print(f"[red]{', '.join(dead)} exited; stopping the stack (logs in {stack.log_dir})")
+                raise typer.Exit(1)
+    except KeyboardInterrupt:
+        err.print("stopping...")
+    finally:
+        stack.stop()
+
+
+def _priority_table(stats: dict[int, dict[str, float]], model: str) -> Table:
+    table = Table(title=f"{model}: end-to-end latency by priority (1 = most urgent)")
+    for col in ("priority", "tasks", "done", "median ms", "max ms", "mean queued ms"):
+        table.add_column(col, justify="right")
+    for p, s in stats.items():
+        table.add_row(str(p), str(int(s["tasks"])), str(int(s["done"])), f"{1000 * s['median_e2e_s']:.1f}",
+                      f"{1000 * s['max_e2e_s']:.1f}", f"{1000 * s['mean_queue_s']:.1f}")
+    return table
+
+
+def demo(
+    executors: int = typer.Option(3, min=1, help="number of executors"),
+    tasks: int = typer.Option(12, min=1, help="tasks of the mixed-priority workload"),
+    model: str = typer.Option("alexnet-paper", help="model of the workload"),
+    as_json: bool = typer.Option(False, "--json", help="one JSON object on stdout"),
+) -> None:
+    """Start a stack, run a mixed-priority workload and one real digit image, print, stop."""
+    from edgesplit.models import get_spec
+    from edgesplit.models.build import load_model
+    from services.orchestrator.client import OrchestratorClient
+    from services.orchestrator.workload import classify_sample, mixed_priorities, random_input
+    from services.stack import LocalStack
+
+    spec, digits = get_spec(model), get_spec("digits-cnn")
+    names = list(dict.fromkeys([model, "digits-cnn"]))
+    with err.status(f"starting redis, the cloud, {executors} executors and the orchestrator..."):
+        stack = LocalStack(executors, names, threads=2, weights_dir=SHIPPED_WEIGHTS).start()
+    try:
+        with OrchestratorClient(stack.url) as oc, err.status("running the workload..."):
+            from edgesplit import wire
+
+            oc.result(oc.submit(wire.encode(random_input(spec, 99)), model, 1))  # warm-up
+            stats = mixed_priorities(oc, spec, tasks)
+            weights = SHIPPED_WEIGHTS / "digits-cnn.safetensors"
+            sample = classify_sample(oc, digits, load_model(digits, weights if weights.is_file() else None))
+            route = oc.models()["models"][model]["route"]
+    finally:
+        stack.stop()
+    report = {"model": model, "executors": executors, "route": route, "by_priority": stats, "sample": sample}
+    if as_json:
+        print(json.dumps(report))
+        return
+    console = Console()
+    console.print(_priority_table(stats, model))
+    steps = ", ".join(f"layers {s['layers'][0]}-{s['layers'][1]} {s['strategy']} on {s['servers']}"
+                      for s in route["steps"]) if route else "?"
+    console.print(f"plan: {steps}")
+    console.print(f"sample: a scikit-learn digit labelled {sample['label']} -> digits-cnn top-1 class "
+                  f"{sample['top1']} (p = {sample['prob']:.3f}), {1000 * sample['e2e_s']:.1f} ms; "
+                  f"max |logit - local torch| = {sample['max_abs_diff_vs_local']:.2g}")
+
+
+def bench_e2e(
+    model: str = typer.Option("alexnet-paper", help="built-in model"),
+    executors: int = typer.Option(2, min=1, help="number of executors"),
+    threads: int = typer.Option(2, min=1, help="threads of each executor"),
+    runs: int = typer.Option(30, min=3, help="sequential tasks for the idle latency"),
+    tasks: int = typer.Option(60, min=1, help="tasks submitted at once for the saturation throughput"),
+    mode: str = typer.Option("split", help=MODES),
+    pipeline: str = typer.Option("async", help="async | lockstep"),
+    split: str = typer.Option("edgesplit", help="planner: edgesplit | paper"),
+    conv_groups: bool = typer.Option(False, "--conv-groups", help=CONV_GROUPS),
+    cloud_threads: int = typer.Option(2, min=1, help="torch threads of the cloud service"),
+    as_json: bool = typer.Option(False, "--json", help="one JSON object on stdout"),
+) -> None:
+    """End-to-end latency (idle) and throughput (saturated) of the stack vs one torch process, 2 threads."""
+    from edgesplit.models import get_spec
+    from services.orchestrator.client import OrchestratorClient
+    from services.orchestrator.workload import idle_latency, saturation, torch_baseline
+    from services.stack import LocalStack
+
+    spec = get_spec(model)
+    with err.status("torch baseline (2 threads)..."):
+        base = torch_baseline(spec, threads=2, runs=runs)
+    with err.status(f"starting the stack ({executors} executors, {threads} threads each)..."):
+        stack = LocalStack(executors, [model], mode, pipeline, threads, split, cloud_threads=cloud_threads,
+                           orchestrator={"conv_groups": conv_groups}).start()
+    try:
+        with OrchestratorClient(stack.url) as oc:
+            route = oc.models()["models"][model]["route"]
+            with err.status(f"idle latency ({runs} tasks, one at a time)..."):
+                lat = idle_latency(oc, spec, runs)
+            with err.status(f"saturation ({tasks} tasks at once)..."):
+                sat = saturation(oc, spec, tasks)
+    finally:
+        stack.stop()
+    report: dict[str, Any] = {
+        "model": model, "executors": executors, "threads": threads, "mode": mode, "pipeline": pipeline,
+        "split": split, "conv_groups": conv_groups, "cloud_threads": cloud_threads, "route": route,
+        "torch": base, "stack_idle": lat, "stack_saturated": sat,
+        "latency_ratio": lat["median_s"] / base["median_s"],
+        "throughput_ratio": sat["throughput_per_s"] / base["throughput_per_s"], "target_latency_ratio": 1.5}
+    report["meets_target"] = report["latency_ratio"] <= 1.5
+    if as_json:
+        print(json.dumps(report))
+        return
+    table = Table(title=f"{model}: stack ({executors} executors x {threads} threads) vs torch (2 threads)")
+    for col in ("", "stack", "torch", "ratio"):
+        table.add_column(col, justify="right")
+    table.add_row("median latency, idle (ms)", f"{1000 * lat['median_s']:.1f}",
+                  f"{1000 * base['median_s']:.1f}", f"{report['latency_ratio']:.2f}")
+    table.add_row("throughput, saturated (tasks/s)", f"{sat['throughput_per_s']:.1f}",
+                  f"{base['throughput_per_s']:.1f}", f"{report['throughput_ratio']:.2f}")
+    Console().print(table)
+
+
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    app.command()(up)
+    app.command()(demo)
+    bench_app.command("e2e")(bench_e2e)

@@ -1,0 +1,163 @@
+"""The orchestrator's HTTP layer (docs/parts/API_orchestrator.md): decode, call the service, encode.
+
+Public: ``POST /v1/tasks``, ``GET /v1/tasks/{id}``, ``GET /v1/models``, ``GET /v1/status`` and the
+KServe V2 ``POST /v2/models/{model}/infer``, ``GET /v2/models/{model}``, ``/v2/models/{model}/ready``,
+``GET /v2`` (behind ``api_token`` when one is set); open: ``/v2/health/live``, ``/v2/health/ready``,
+``/metrics``. Errors are ``{"error": "..."}`` with the status of the domain error.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from edgesplit import wire
+from edgesplit.errors import EdgesplitError, InvalidInput, TaskExpired, Unavailable
+from services.common.security import bearer_auth, read_body
+from services.orchestrator.service import MAX_WAIT_S, Orchestrator
+from services.orchestrator.views import model_metadata, task_view, v2_input, v2_output
+
+IDEM = Header(alias="Idempotency-Key", max_length=200, description="repeat-safe submit key")
+
+
+def _orch(request: Request) -> Orchestrator:
+    orch: Orchestrator = request.app.state.orchestrator
+    return orch
+
+
+async def _upload(request: Request, limit: int) -> tuple[bytes, dict[str, str]]:
+    """The image bytes and any form fields: multipart (field ``image`` or ``file``) or a raw body."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "multipart/form-data":
+        form = await request.form()
+        upload = form.get("image") or form.get("file")
+        fields = {k: v for k, v in form.items() if isinstance(v, str)}
+        if upload is None or isinstance(upload, str):
+            raise InvalidInput("multipart upload without a file field named 'image' or 'file'")
+        return await upload.read(), fields
+    return bytes(await read_body(request, limit)), {}
+
+
+def _number(raw: str | None, name: str, cast: type, default: Any) -> Any:
+    if raw is None or raw == "":
+        return default
+    try:
+        return cast(raw)
+    except ValueError as e:
+        raise InvalidInput(f"{name}={raw!r} must be a number") from e
+
+
+def public_router(orch: Orchestrator) -> APIRouter:
+    router = APIRouter(dependencies=[Depends(bearer_auth(orch.settings.api_token))])
+    s = orch.settings
+
+    @router.post("/v1/tasks", status_code=202, tags=["tasks"])
+    async def submit(request: Request, model: str | None = None, priority: str | None = None,
+                     timeout: str | None = None, idem: Annotated[str | None, IDEM] = None) -> JSONResponse:
+        """Queue one image task. Body: PNG/JPEG/NPY (raw, or multipart field ``image``). 202 with the id."""
+        body, form = await _upload(request, s.max_body_bytes)
+        name = model or form.get("model") or s.models[0]
+        orch.spec(name)
+        prio = _number(priority or form.get("priority"), "priority", int, s.max_priority // 2 or 1)
+        limit = _number(timeout or form.get("timeout"), "timeout", float, None)
+        try:
+            sub = await orch.submit(name, body, prio, limit, idem)
+        except EdgesplitError as e:
+            orch.metrics.rejected.labels(str(e.status)).inc()
+            raise
+        url = f"/v1/tasks/{sub.id}"
+        body_out = {"id": sub.id, "status": "queued", "model": name, "priority": prio,
+                    "duplicate": sub.duplicate, "url": url}
+        return JSONResponse(body_out, status_code=202, headers={"Location": url})
+
+    @router.get("/v1/tasks/{task_id}", tags=["tasks"])
+    async def get_task(task_id: str, wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 0.0,
+                       top_k: Annotated[int, Query(ge=1, le=1000)] = 5,
+                       logits: bool = True) -> dict[str, Any]:
+        """Status, top-k, per-stage timings; ``wait`` long-polls up to that many seconds for the result."""
+        return task_view(await orch.wait(task_id, wait), top_k, logits)
+
+    @router.get("/v1/models", tags=["models"])
+    async def models() -> dict[str, Any]:
+        out = {}
+        for name, spec in orch.specs.items():
+            runner = orch.runners.get(name)
+            current = runner.plans.current if runner is not None else None
+            out[name] = {**model_metadata(spec), "queued": await orch.queue.queue_len(name),
+                         "route": None if current is None else {
+                             "source": current.source, "version": current.version,
+                             "steps": [st.to_dict() for st in current.steps]}}
+        return {"models": out, "mode": s.mode, "pipeline": s.pipeline, "aging_s": s.aging_s}
+
+    @router.get("/v1/status", tags=["models"])
+    async def status() -> dict[str, Any]:
+        return {"executors": orch.pool.describe() if orch.pool else [], "cloud_up": orch.cloud_up,
+                "in_flight": {m: len(r.active) for m, r in orch.runners.items()}}
+
+    _v2_routes(router, orch)
+    return router
+
+
+def _v2_routes(router: APIRouter, orch: Orchestrator) -> None:
+    s = orch.settings
+
+    @router.get("/v2", tags=["kserve-v2"])
+    async def server_metadata() -> dict[str, Any]:
+        return {"name": "edgesplit", "version": "0.1.0", "extensions": ["priority", "timeout"]}
+
+    @router.get("/v2/models/{model}", tags=["kserve-v2"])
+    async def metadata(model: str) -> dict[str, Any]:
+        return model_metadata(orch.spec(model))
+
+    @router.get("/v2/models/{model}/ready", tags=["kserve-v2"])
+    async def model_ready(model: str) -> JSONResponse:
+        orch.spec(model)
+        reason = await orch.not_ready()
+        return JSONResponse({"name": model, "ready": reason is None},
+                            status_code=200 if reason is None else 503)
+
+    @router.post("/v2/models/{model}/infer", tags=["kserve-v2"])
+    async def infer(model: str, request: Request) -> dict[str, Any]:
+        """Synchronous inference (JSON tensors); ``parameters.priority`` and ``parameters.timeout``."""
+        spec = orch.spec(model)
+        try:
+            payload = await request.json()
+        except ValueError as e:
+            raise InvalidInput(f"body is not JSON: {e}") from e
+        x, params = v2_input(payload, spec)
+        prio = _number(str(params.get("priority", "")), "parameters.priority", int, s.max_priority // 2 or 1)
+        limit = _number(str(params.get("timeout", "")), "parameters.timeout", float, s.default_timeout_s)
+        orch.check_request(prio, limit)
+        sub = await orch.enqueue(model, wire.encode(x), prio, limit, request.headers.get("idempotency-key"))
+        info = await orch.wait(sub.id, min(limit + 1.0, MAX_WAIT_S))
+        if info["status"] == "done":
+            return v2_output(info, spec)
+        if info["status"] in ("expired", "queued", "running"):
+            raise TaskExpired(f"task {sub.id} did not finish within its timeout of {limit} s "
+                              f"(status {info['status']})")
+        raise Unavailable(f"task {sub.id} {info['status']}: {info.get('error', 'no detail')}")
+
+
+def open_router(orch: Orchestrator) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/v2/health/live", tags=["health"])
+    async def live() -> dict[str, bool]:
+        return {"live": True}
+
+    @router.get("/v2/health/ready", tags=["health"])
+    async def ready() -> JSONResponse:
+        reason = await orch.not_ready()
+        if reason is None:
+            return JSONResponse({"ready": True})
+        return JSONResponse({"ready": False, "error": reason}, status_code=503)
+
+    @router.get("/metrics", tags=["health"])
+    async def metrics() -> Response:
+        await orch.refresh_metrics()
+        return Response(orch.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    return router

@@ -1,0 +1,33 @@
+"""``create_app(settings)``: the orchestrator app. Nothing runs at import; the lifespan starts the
+service (models, Redis, pipelines) and stops it, giving tasks in flight back to their queue."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from services.common.web import base_app
+from services.orchestrator.api import open_router, public_router
+from services.orchestrator.service import Orchestrator
+from services.orchestrator.settings import OrchestratorSettings
+
+
+def create_app(settings: OrchestratorSettings) -> FastAPI:
+    """The orchestrator app (OpenAPI at ``/docs`` and ``/openapi.json``)."""
+    orch = Orchestrator(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await orch.start()
+        try:
+            yield
+        finally:
+            await orch.stop()
+
+    app = base_app("edgesplit orchestrator", settings.max_body_bytes, None, lifespan)
+    app.state.orchestrator = orch
+    app.include_router(open_router(orch))
+    app.include_router(public_router(orch))
+    return app

@@ -1,0 +1,82 @@
+"""A small synchronous client of the orchestrator's public API (CLI, demo, benchmarks)::
+
+    with OrchestratorClient("http://127.0.0.1:8080") as oc:
+        tid = oc.submit(png_bytes, model="alexnet-paper", priority=1)
+        info = oc.result(tid, wait_s=30)
+
+Errors answer with the domain error the orchestrator named (``QueueFull``, ``ModelNotFound``...).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from services.common.errors import error_from_response
+
+TERMINAL = ("done", "failed", "expired", "rejected")
+
+
+class OrchestratorClient:
+    """Sync client; ``token`` is the public API token when the orchestrator has one."""
+
+    def __init__(self, base_url: str, token: str | None = None, timeout_s: float = 60.0) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.base_url = base_url.rstrip("/")
+        self.http = httpx.Client(base_url=self.base_url, timeout=timeout_s, headers=headers)
+
+    def _check(self, r: httpx.Response) -> Any:
+        if r.status_code >= 400:
+            try:
+                payload = r.json()
+            except json.JSONDecodeError:
+                payload = {"error": r.text[:200]}
+            raise error_from_response(r.status_code, payload, r.headers, str(r.url))
+        return r.json()
+
+    def submit(self, body: bytes, model: str, priority: int | None = None, timeout_s: float | None = None,
+               idempotency_key: str | None = None) -> str:
+        """Queue one task (PNG, JPEG or NPY bytes); returns its id."""
+        params: dict[str, str] = {"model": model}
+        if priority is not None:
+            params["priority"] = str(priority)
+        if timeout_s is not None:
+            params["timeout"] = str(timeout_s)
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        answer = self._check(self.http.post("/v1/tasks", params=params, content=body, headers=headers))
+        return str(answer["id"])
+
+    def get(self, task_id: str, wait_s: float = 0.0, logits: bool = True) -> dict[str, Any]:
+        info: dict[str, Any] = self._check(self.http.get(f"/v1/tasks/{task_id}",
+                                                         params={"wait": wait_s, "logits": logits}))
+        return info
+
+    def result(self, task_id: str, wait_s: float = 60.0, logits: bool = True) -> dict[str, Any]:
+        """The task once it ended (long-polls in steps of at most 30 s), or as it is after ``wait_s``."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            info = self.get(task_id, min(30.0, max(0.0, deadline - time.monotonic())), logits)
+            if info["status"] in TERMINAL or time.monotonic() >= deadline:
+                return info
+
+    def models(self) -> dict[str, Any]:
+        out: dict[str, Any] = self._check(self.http.get("/v1/models"))
+        return out
+
+    def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = self._check(self.http.get("/v1/status"))
+        return out
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> OrchestratorClient:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

@@ -1,0 +1,181 @@
+"""Running one task's steps: slices sent concurrently, merged here, features sent to the cloud.
+
+A ``Job`` is a claimed task on its way through the pipeline: its current activations ``x`` (the
+input of the next step), its route and the timings recorded so far (wall-clock Unix seconds, so
+intervals of different tasks can be compared). ``Engine.run_step`` runs step k of a job on sub-zone
+k of the executors (the paper's section 3.2), retrying on a re-plan without an executor that failed;
+``Engine.run_cloud`` sends the merged features to the cloud for the remaining layers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgesplit.errors import EdgesplitError, Unavailable
+from edgesplit.models.spec import ModelSpec
+from edgesplit.split import crop_input, merge
+from services.executor.work import slice_flops
+from services.orchestrator.metrics import Metrics
+from services.orchestrator.pool import ExecutorFailed, ExecutorPool
+from services.orchestrator.queue import Claimed
+from services.orchestrator.routes import Route, Step
+from services.orchestrator.xfer import SliceLog
+
+
+class CloudInfer(Protocol):
+    """What the engine needs of the cloud client (``services.cloud.client.CloudClient``)."""
+
+    async def infer(self, model: str, features: np.ndarray) -> np.ndarray: ...
+
+
+class Replanner(Protocol):
+    async def retry(self, failed: Step) -> Step: ...
+
+
+class TaskFailed(Exception):
+    """A task cannot be completed; ``reason`` is the metrics label (executor, cloud, invalid...)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass
+class Job:
+    """A claimed task in the pipeline."""
+
+    task: Claimed
+    x: torch.Tensor
+    route: Route
+    claimed_at: float
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    cloud: dict[str, Any] = field(default_factory=dict)
+    retries: int = 0
+    lost: bool = False
+    tick: int | None = None
+
+
+class Engine:
+    """Steps and cloud calls of one model; shared by every runner of that model."""
+
+    def __init__(self, spec: ModelSpec, module: nn.Sequential, pool: ExecutorPool, cloud: CloudInfer,
+                 replanner: Replanner, metrics: Metrics, max_retries: int, cloud_retries: int = 2,
+                 slice_log: SliceLog | None = None) -> None:
+        self.spec = spec
+        self.model = spec.name
+        self.module = module
+        self.pool = pool
+        self.cloud = cloud
+        self.replanner = replanner
+        self.metrics = metrics
+        self.max_retries = max_retries
+        self.cloud_retries = cloud_retries
+        self.slice_log = slice_log
+
+    async def run_step(self, job: Job, k: int, subzone: int | None = None) -> None:
+        """Step k of the job's route on sub-zone k (or ``subzone``); updates ``job.x`` and timings."""
+        step = job.route.steps[k]
+        t0 = time.time()
+        while True:
+            try:
+                record = await self._attempt(job, step, k if subzone is None else subzone)
+                break
+            except ExecutorFailed as e:
+                self.metrics.failures.labels(self.model, "executor").inc()
+                if job.retries >= self.max_retries:
+                    raise TaskFailed("executor", f"stage {k}: {e} (after {job.retries} retries)") from e
+                job.retries += 1
+                try:
+                    step = await self.replanner.retry(step)
+                except EdgesplitError as err:
+                    raise TaskFailed("executor", f"stage {k}: {e}; no re-plan possible: {err}") from err
+        record.update(stage=k, start=t0, end=time.time(), retries=job.retries, tick=job.tick)
+        job.stages.append(record)
+        self.metrics.stage.labels(self.model, str(k)).observe(record["end"] - t0)
+
+    async def _attempt(self, job: Job, step: Step, subzone: int) -> dict[str, Any]:
+        slices = step.slices(self.spec)
+        calls = []
+        for server, sl in zip(step.servers, slices, strict=True):
+            if sl.empty:
+                continue
+            x = crop_input(job.x, sl).contiguous().numpy()
+            calls.append((server, sl, self.pool.run(server, self.model, sl, x, subzone, job.task.id)))
+        results = await asyncio.gather(*(c for _, _, c in calls), return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            first = next((r for r in failed if isinstance(r, ExecutorFailed)), failed[0])
+            if isinstance(first, EdgesplitError):
+                raise TaskFailed("invalid", f"an executor refused a slice: {first}") from first
+            raise first
+        outputs: dict[int, torch.Tensor] = {}
+        timings = []
+        for (server, sl, _), res in zip(calls, results, strict=True):
+            out, s0, s1 = res  # type: ignore[misc]
+            outputs[id(sl)] = torch.from_numpy(out.output)
+            transfer = max(0.0, s1 - s0 - out.wait_s - out.compute_s)
+            timings.append({"server": server, "start": s0, "end": s1, "wait_s": out.wait_s,
+                            "compute_s": out.compute_s, "transfer_s": transfer})
+            self.metrics.slice.labels(self.model, str(server)).observe(s1 - s0)
+            if self.slice_log is not None:
+                nbytes = 4 * (math.prod(sl.in_shape(self.spec)) + math.prod(sl.out_shape(self.spec)))
+                self.slice_log.add(self.pool.cluster.servers[server].name, nbytes, transfer, out.compute_s,
+                                   slice_flops(self.spec, sl), out.workers)
+        t_merge = time.time()
+        full = [outputs[id(sl)] if id(sl) in outputs else job.x.new_zeros(sl.out_shape(self.spec))
+                for sl in slices]
+        job.x = merge(self.module, self.spec, slices, full)
+        return {"layers": [step.start, step.stop], "strategy": step.strategy, "servers": list(step.servers),
+                "parts": list(step.parts), "slices": timings, "merge_s": time.time() - t_merge}
+
+    async def _cloud_call(self, features: np.ndarray, start: int) -> np.ndarray:
+        """The cloud's logits for ``features``, the input of layer ``start``.
+
+        A DADS cut inside the edge part (``start < n_edge``) needs the cloud to run convs too: with a
+        client taking ``start`` (``POST /v1/infer/{model}?start=L``) the cloud runs them; otherwise
+        they run here, off the event loop, and only the flattened features go to the cloud.
+        """
+        if start == self.spec.n_edge:
+            return await self.cloud.infer(self.model, features)
+        if "start" in inspect.signature(self.cloud.infer).parameters:
+            return await self.cloud.infer(self.model, features, start=start)  # type: ignore[call-arg]
+        x = torch.from_numpy(features)
+        rest = await asyncio.to_thread(_run_layers, self.module, x, start, self.spec.n_edge)
+        return await self.cloud.infer(self.model, rest.contiguous().numpy())
+
+    async def run_cloud(self, job: Job) -> np.ndarray:
+        """Send the features to the cloud (layers from ``route.cloud_from`` on); returns the logits (1, K)."""
+        features = job.x.contiguous().numpy()
+        start = job.route.cloud_from
+        t0 = time.time()
+        for attempt in range(self.cloud_retries + 1):
+            try:
+                logits = await self._cloud_call(features, start)
+                break
+            except Unavailable as e:
+                self.metrics.failures.labels(self.model, "cloud").inc()
+                if attempt == self.cloud_retries:
+                    raise TaskFailed("cloud", f"the cloud does not answer: {e}") from e
+                await asyncio.sleep(0.2 * (attempt + 1))
+            except EdgesplitError as e:
+                raise TaskFailed("cloud", f"the cloud refused the features: {e}") from e
+        t1 = time.time()
+        job.cloud = {"start": t0, "end": t1, "layers": [start, len(self.spec.layers)], "tick": job.tick}
+        self.metrics.cloud.labels(self.model).observe(t1 - t0)
+        return np.asarray(logits, dtype=np.float32).reshape(1, -1)
+
+
+@torch.no_grad()
+def _run_layers(module: nn.Sequential, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    for i in range(start, stop):
+        x = module[i](x)
+    return x

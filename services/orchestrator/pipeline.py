@@ -1,0 +1,179 @@
+"""The per-model pipelines (multi-task alternation, paper section 3.2) and the parallel runner.
+
+* ``AsyncPipeline`` (default): one asyncio worker per stage, connected by one-slot queues; stage k of
+  task t runs while stage k-1 of task t+1 does, each on its own sub-zone. Stage 0 claims the next task
+  from Redis only when it is free, so the most urgent task waiting at that moment goes next.
+* ``LockstepPipeline``: the paper's fig. 2 exactly: a global tick runs every busy stage at once and
+  waits for all of them; then every task moves one stage on and stage 0 takes the next task.
+* ``ParallelRunner`` (modes ``no-split`` and ``dads``): tasks run whole and concurrently, one per
+  executor sub-zone, on the least loaded executor.
+
+The cloud (fully connected layers) is the last stage of each pipeline. A route with a different
+number of stages (a new plan) starts only once the tasks of the previous one have left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from services.orchestrator.engine import Job
+from services.orchestrator.runner import Runner
+
+log = logging.getLogger("edgesplit.orchestrator")
+_STOP = None
+
+
+class AsyncPipeline(Runner):
+    """Stage workers connected by one-slot queues (module docstring)."""
+
+    async def run(self) -> None:
+        carry: Job | None = None
+        while True:
+            carry = await self._generation(carry)
+
+    async def _generation(self, first: Job | None) -> Job:
+        """Run the pipeline for routes of one length; returns the first task of another length."""
+        if first is None:
+            first = await self.claim(block=True)
+        assert first is not None
+        n = len(first.route.steps)
+        assert n >= 1, "a split route has at least one edge stage"
+        inbox: list[asyncio.Queue[Job | None]] = [asyncio.Queue(maxsize=1) for _ in range(n + 1)]
+        holdover: asyncio.Future[Job] = asyncio.get_running_loop().create_future()
+        tasks = [asyncio.create_task(self._head(first, n, inbox, holdover))]
+        tasks += [asyncio.create_task(self._stage(k, inbox)) for k in range(1, n)]
+        tasks += [asyncio.create_task(self._cloud(inbox[n])) for _ in range(self.settings.cloud_concurrency)]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+        return holdover.result()
+
+    async def _head(self, first: Job, n: int, inbox: list[asyncio.Queue[Job | None]],
+                    holdover: asyncio.Future[Job]) -> None:
+        job: Job | None = first
+        while True:
+            if job is None:
+                job = await self.claim(block=True)
+                assert job is not None
+            if len(job.route.steps) != n:
+                holdover.set_result(job)
+                await self._stop(inbox, 1)
+                return
+            if await self.step(job, 0):
+                await inbox[1].put(job)
+            job = None
+
+    async def _stop(self, inbox: list[asyncio.Queue[Job | None]], k: int) -> None:
+        """Tell the workers reading ``inbox[k]`` to end (one stop per cloud worker on the last one)."""
+        for _ in range(self.settings.cloud_concurrency if k == len(inbox) - 1 else 1):
+            await inbox[k].put(_STOP)
+
+    async def _stage(self, k: int, inbox: list[asyncio.Queue[Job | None]]) -> None:
+        while True:
+            job = await inbox[k].get()
+            if job is _STOP:
+                await self._stop(inbox, k + 1)
+                return
+            if await self.step(job, k):
+                await inbox[k + 1].put(job)
+
+    async def _cloud(self, inbox: asyncio.Queue[Job | None]) -> None:
+        while (job := await inbox.get()) is not _STOP:
+            await self.cloud(job)
+
+
+class LockstepPipeline(Runner):
+    """All stages advance together on a global tick (the paper's fig. 2)."""
+
+    async def run(self) -> None:
+        slots: list[Job | None] = []
+        held: Job | None = None
+        tick = 0
+        while True:
+            new: Job | None = None
+            if not any(slots):
+                new, held = held or await self.claim(block=True), None
+                assert new is not None
+                slots = [None] * (len(new.route.steps) + 1)
+            elif held is None:
+                new = await self.claim(block=False)
+                if new is not None and len(new.route.steps) + 1 != len(slots):
+                    held, new = new, None
+            slots = [new, *slots[:-1]]
+            n = len(slots) - 1
+            work: list[Callable[[], Awaitable[bool]]] = []
+            for k, job in enumerate(slots):
+                if job is not None:
+                    work.append(self._bind(job, k, n, tick))
+            results = await asyncio.gather(*(w() for w in work))
+            busy = [k for k, job in enumerate(slots) if job is not None]
+            for k, ok in zip(busy, results, strict=True):
+                if not ok or k == n:
+                    slots[k] = None
+            tick += 1
+
+    def _bind(self, job: Job, k: int, n: int, tick: int) -> Callable[[], Awaitable[bool]]:
+        async def go() -> bool:
+            job.tick = tick
+            if k == n:
+                await self.cloud(job)
+                return True
+            return await self.step(job, k)
+
+        return go
+
+
+class ParallelRunner(Runner):
+    """Whole tasks run concurrently, one per executor sub-zone (no-split and DADS)."""
+
+    async def run(self) -> None:
+        slots = self._slots()
+        free: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
+        for slot in slots:
+            free.put_nowait(slot)
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                server, zone = await self._take(free)
+                job = await self.claim(block=True, server=server)
+                assert job is not None
+                t = asyncio.create_task(self._whole(job, zone, (server, zone), free))
+                running.add(t)
+                t.add_done_callback(running.discard)
+        finally:
+            for t in running:
+                t.cancel()
+
+    def _slots(self) -> list[tuple[int, int]]:
+        """(server, sub-zone) pairs: min(threads, edge layers) sub-zones per executor, interleaved."""
+        n_edge = self.engine.spec.n_edge
+        per = [min(s.threads, n_edge) for s in self.plans.cluster.servers]
+        return [(m, z) for z in range(max(per)) for m in range(len(per)) if z < per[m]]
+
+    async def _take(self, free: asyncio.Queue[tuple[int, int]]) -> tuple[int, int]:
+        """A free slot on an executor that is up (slots of down executors wait their turn)."""
+        while True:
+            slot = await free.get()
+            if slot[0] not in self.engine.pool.down:
+                return slot
+            free.put_nowait(slot)
+            await asyncio.sleep(0.05)
+
+    async def _whole(self, job: Job, zone: int, slot: tuple[int, int],
+                     free: asyncio.Queue[tuple[int, int]]) -> None:
+        try:
+            if not job.route.steps or await self.step(job, 0, subzone=zone):
+                await self.cloud(job)
+        finally:
+            free.put_nowait(slot)
+
+
+def runner_class(mode: str, pipeline: str) -> type[Runner]:
+    """The runner of a serving mode and pipeline kind."""
+    if mode != "split":
+        return ParallelRunner
+    return LockstepPipeline if pipeline == "lockstep" else AsyncPipeline

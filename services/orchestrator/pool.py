@@ -1,0 +1,146 @@
+"""The executors as the orchestrator sees them: clients, health (down / up), load, the probe loop.
+
+A slice that fails or times out marks its executor down (``ExecutorFailed`` tells the pipeline to
+re-plan without it); a background loop probes every down executor's ready endpoint and brings it
+back when it answers. Listeners (the plan sources) hear about every change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import numpy as np
+
+from edgesplit.errors import EdgesplitError, Unavailable
+from edgesplit.plan.cluster import Cluster
+from edgesplit.split import Slice
+from services.executor.client import SliceResult
+
+log = logging.getLogger("edgesplit.orchestrator")
+
+
+class SliceClient(Protocol):
+    """What the pool needs of an executor client (``services.executor.client.ExecutorClient``)."""
+
+    async def run_slice_timed(self, model: str, slice: Slice, x: np.ndarray, subzone: int,
+                              task_id: str = "") -> SliceResult: ...
+
+    async def put_quotas(self, quotas: dict[str, dict[int, int]]) -> dict[str, dict[int, int]]: ...
+
+    async def ready(self) -> bool: ...
+
+    async def aclose(self) -> None: ...
+
+
+class ExecutorFailed(Exception):
+    """An executor did not compute its slice (down, timed out, or answered 5xx)."""
+
+    def __init__(self, server: int, reason: str) -> None:
+        super().__init__(f"executor {server} failed: {reason}")
+        self.server = server
+        self.reason = reason
+
+
+class ExecutorPool:
+    """One client per server of the cluster (index = server index of the plans)."""
+
+    def __init__(self, cluster: Cluster, clients: list[SliceClient], slice_timeout_s: float) -> None:
+        if len(clients) != len(cluster.servers):
+            raise ValueError(f"{len(clients)} clients for {len(cluster.servers)} servers")
+        self.cluster = cluster
+        self.clients = clients
+        self.slice_timeout_s = slice_timeout_s
+        self.down: set[int] = set()
+        self.busy = [0] * len(clients)
+        self.failures: dict[int, str] = {}
+        self._listeners: list[Callable[[], None]] = []
+        self._rr = 0
+
+    def on_change(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` whenever an executor goes down or comes back."""
+        self._listeners.append(callback)
+
+    def _notify(self) -> None:
+        for callback in self._listeners:
+            callback()
+
+    @property
+    def up(self) -> list[int]:
+        return [m for m in range(len(self.clients)) if m not in self.down]
+
+    def mark_down(self, server: int, reason: str) -> None:
+        if server not in self.down:
+            log.warning("executor %d (%s) marked down: %s", server, self.cluster.servers[server].url, reason)
+            self.down.add(server)
+            self.failures[server] = reason
+            self._notify()
+
+    def least_loaded(self) -> int:
+        """The up executor with the fewest slices in flight per thread (round-robin among ties)."""
+        up = self.up
+        if not up:
+            raise Unavailable("no executor is up")
+        self._rr += 1
+        return min(up, key=lambda m: (self.busy[m] / self.cluster.servers[m].threads,
+                                      (m - self._rr) % len(self.clients)))
+
+    async def run(self, server: int, model: str, sl: Slice, x: np.ndarray, subzone: int,
+                  task_id: str) -> tuple[SliceResult, float, float]:
+        """Compute one slice on ``server``; returns (result, start, end), wall-clock seconds.
+
+        Raises ExecutorFailed (and marks the server down) when it cannot; a domain error other than
+        Unavailable (a 4xx: the request itself is wrong) propagates unchanged.
+        """
+        if server in self.down:
+            raise ExecutorFailed(server, "marked down")
+        self.busy[server] += 1
+        t0 = time.time()
+        try:
+            out = await asyncio.wait_for(self.clients[server].run_slice_timed(model, sl, x, subzone, task_id),
+                                         self.slice_timeout_s)
+        except (TimeoutError, Unavailable) as e:
+            self.mark_down(server, f"{type(e).__name__}: {e}")
+            raise ExecutorFailed(server, str(e) or type(e).__name__) from e
+        except EdgesplitError as e:
+            if e.status < 500:
+                raise
+            self.mark_down(server, f"HTTP {e.status}: {e}")
+            raise ExecutorFailed(server, str(e)) from e
+        finally:
+            self.busy[server] -= 1
+        return out, t0, time.time()
+
+    async def probe_once(self) -> list[int]:
+        """Probe every down executor; bring back those that answer ready. Returns them."""
+        back = []
+        for m in sorted(self.down):
+            if await self.clients[m].ready():
+                back.append(m)
+        if back:
+            for m in back:
+                self.down.discard(m)
+                self.failures.pop(m, None)
+                log.warning("executor %d (%s) is back", m, self.cluster.servers[m].url)
+            self._notify()
+        return back
+
+    async def probe_forever(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.probe_once()
+            except Exception:  # a probe must never stop the loop
+                log.exception("probe failed")
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [{"index": m, "name": s.name, "url": s.url, "threads": s.threads, "up": m not in self.down,
+                 "busy": self.busy[m], "error": self.failures.get(m)}
+                for m, s in enumerate(self.cluster.servers)]
+
+    async def aclose(self) -> None:
+        for client in self.clients:
+            await client.aclose()

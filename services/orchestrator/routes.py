@@ -1,0 +1,129 @@
+"""Routes: which layers a task runs where. The pipeline's view of a plan, for every serving mode.
+
+* ``split``: the planner's plan (static from the cluster description, or the allocator's from Redis
+  ``plan:{model}``, newest version wins); one step per plan stage, sub-zone = stage index.
+* ``no-split``: one step, all edge layers as a single ``rows`` slice of all rows, on one executor.
+* ``dads``: one such step up to the DADS cut, the cloud runs the rest (``cloud_from`` = the cut).
+
+A step whose executor fails is re-planned without it (``make_plan(..., exclude=down)``); when the new
+plan has no stage with the same layer range the step is split by rows over the executors still up,
+in proportion to their threads, which is valid for any layer range.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from edgesplit.errors import InvalidPlan, Unavailable
+from edgesplit.models.spec import ModelSpec
+from edgesplit.split import Slice, Strategy, make_slices, part_total
+
+
+@dataclass(frozen=True)
+class Step:
+    """One edge stage: layers ``[start, stop)`` split by ``strategy``, ``parts[i]`` units on server
+    ``servers[i]`` whose sub-zone for it has ``threads[i]`` threads (empty: not planned here)."""
+
+    start: int
+    stop: int
+    strategy: Strategy
+    servers: tuple[int, ...]
+    parts: tuple[int, ...]
+    threads: tuple[int, ...] = ()
+
+    def slices(self, spec: ModelSpec) -> list[Slice]:
+        return make_slices(spec, self.start, self.stop, self.strategy, self.parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"layers": [self.start, self.stop], "strategy": self.strategy, "servers": list(self.servers),
+                "parts": list(self.parts), "threads": list(self.threads)}
+
+
+@dataclass(frozen=True)
+class Route:
+    """The edge steps of a task and the first layer the cloud runs (``spec.n_edge`` but for DADS)."""
+
+    steps: tuple[Step, ...]
+    cloud_from: int
+    version: int = 0
+    source: str = "static"
+
+    def uses(self) -> set[int]:
+        return {m for step in self.steps for m in step.servers}
+
+    def shape_key(self) -> int:
+        """What the pipeline's structure depends on: the number of stages."""
+        return len(self.steps)
+
+
+def proportional_parts(total: int, weights: Sequence[float]) -> list[int]:
+    """Split ``total`` units in proportion to ``weights`` (largest remainder; sums to ``total``)."""
+    if not weights or min(weights) < 0 or sum(weights) <= 0:
+        raise InvalidPlan(f"cannot split {total} units over weights {list(weights)}")
+    exact = [total * w / sum(weights) for w in weights]
+    parts = [int(e) for e in exact]
+    order = sorted(range(len(weights)), key=lambda i: (parts[i] - exact[i], i))
+    for i in order[: total - sum(parts)]:
+        parts[i] += 1
+    return parts
+
+
+def rows_step(spec: ModelSpec, start: int, stop: int, servers: Sequence[int],
+              threads: Sequence[int]) -> Step:
+    """Layers ``[start, stop)`` split by output rows over ``servers`` in proportion to ``threads``."""
+    if not servers:
+        raise Unavailable(f"no executor is up to run layers [{start}, {stop}) of {spec.name}")
+    total = part_total(spec, start, stop, "rows")
+    parts = proportional_parts(total, list(threads))
+    kept = [(m, n) for m, n in zip(servers, parts, strict=True) if n > 0]
+    return Step(start, stop, "rows", tuple(m for m, _ in kept), tuple(n for _, n in kept))
+
+
+def whole_step(spec: ModelSpec, stop: int, server: int) -> Step:
+    """Layers ``[0, stop)`` unsplit on one server (one rows slice of all rows): no-split and DADS."""
+    return Step(0, stop, "rows", (server,), (part_total(spec, 0, stop, "rows"),))
+
+
+def route_from_plan(plan: Any, spec: ModelSpec, source: str) -> Route:
+    """A split-mode route from a planner ``Plan`` (its stages' start, stop, strategy, servers, parts)."""
+    steps = []
+    for st in plan.stages:
+        kept = [(m, n, k) for m, n, k in zip(st.servers, st.parts, st.threads, strict=True) if n > 0]
+        steps.append(Step(st.start, st.stop, st.strategy, tuple(m for m, _, _ in kept),
+                          tuple(n for _, n, _ in kept), tuple(k for _, _, k in kept)))
+    covered = [(s.start, s.stop) for s in steps]
+    ends = [0] + [b for _, b in covered]
+    if any(a != ends[i] for i, (a, _) in enumerate(covered)) or ends[-1] != spec.n_edge:
+        raise InvalidPlan(f"plan of {spec.name} covers layers {covered}, expected consecutive ranges from 0 "
+                          f"to {spec.n_edge}")
+    return Route(tuple(steps), spec.n_edge, int(getattr(plan, "version", 0) or 0), source)
+
+
+def replacement(route: Route | None, spec: ModelSpec, failed: Step, up: Sequence[int],
+                threads: Sequence[int]) -> Step:
+    """The step to retry ``failed`` with: the same layers in ``route`` (a fresh plan without the failed
+    executor) when it has them on executors all up, else a rows split over ``up``."""
+    if route is not None:
+        for step in route.steps:
+            if (step.start, step.stop) == (failed.start, failed.stop) and set(step.servers) <= set(up):
+                return step
+    return rows_step(spec, failed.start, failed.stop, up, [threads[m] for m in up])
+
+
+Quotas = dict[str, dict[int, int]]
+
+
+def plan_quotas(routes: Mapping[str, Route], up: Sequence[int]) -> dict[int, Quotas]:
+    """Sub-zone threads per executor ``{server: {model: {stage: threads}}}`` of the routes planned here
+    (not those from Redis, whose publisher sets its own), for the executors in ``up``."""
+    quotas: dict[int, Quotas] = {m: {} for m in up}
+    for name, route in routes.items():
+        if route.source == "redis":
+            continue
+        for k, step in enumerate(route.steps):
+            for m, threads in zip(step.servers, step.threads, strict=False):
+                if m in quotas:
+                    quotas[m].setdefault(name, {})[k] = threads
+    return quotas

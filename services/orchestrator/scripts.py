@@ -1,0 +1,184 @@
+"""Lua scripts of the task queue: every state change of a task is one atomic script.
+
+Keys (prefix ``P``, DESIGN.md section 3, plus two indexes): ``P q:{model}`` ZSET of queued ids,
+``P task:{id}`` HASH, ``P inflight:{model}`` ZSET id -> lease deadline, ``P idem:{key}`` id,
+``P dl:{model}`` ZSET id -> deadline of queued tasks (so timeouts are found without a scan),
+``P pending:{model}`` HASH priority -> queued count (the ``pending`` metric), ``P seq`` arrival
+counter, ``P epoch`` time origin of aged scores. Task keys are derived inside the scripts from the
+prefix, so the queue targets a single Redis (not Redis Cluster). Times are Unix seconds (floats)
+passed by the caller.
+
+The score orders the queue (lowest first):
+
+* strict priorities (``aging_s`` = 0, the paper): ``priority * 2^40 + seq`` -- priority, then arrival
+  order, exactly representable in a double for 2^40 submits;
+* aging (``aging_s`` > 0): ``priority * aging_s + (arrival - epoch)``. A task's effective priority
+  ``priority - wait / aging_s`` improves one level per ``aging_s`` seconds; since ``wait = now -
+  arrival`` with ``now`` common to all tasks, ordering by effective priority is ordering by this
+  score, which therefore never has to be rewritten while tasks wait.
+"""
+
+from __future__ import annotations
+
+# KEYS: q, dl, pending, seq, epoch, idem-or-empty
+# ARGV: prefix, id, model, priority, now, deadline, max_queue, aging_s, input, idem_ttl, fingerprint, timeout
+SUBMIT = """
+local p = ARGV[1]
+local id = ARGV[2]
+if KEYS[6] ~= '' then
+  local old = redis.call('GET', KEYS[6])
+  if old then
+    local fp = redis.call('HGET', p .. 'task:' .. old, 'fingerprint')
+    if fp and fp ~= ARGV[11] then return {'conflict', old} end
+    return {'duplicate', old}
+  end
+end
+local n = redis.call('ZCARD', KEYS[1])
+if n >= tonumber(ARGV[7]) then return {'full', tostring(n)} end
+local prio = tonumber(ARGV[4])
+local aging = tonumber(ARGV[8])
+local score
+if aging > 0 then
+  local epoch = redis.call('GET', KEYS[5])
+  if not epoch then
+    epoch = ARGV[5]
+    redis.call('SET', KEYS[5], epoch)
+  end
+  score = prio * aging + (tonumber(ARGV[5]) - tonumber(epoch))
+else
+  score = prio * 1099511627776 + redis.call('INCR', KEYS[4])
+end
+local key = p .. 'task:' .. id
+redis.call('HSET', key, 'id', id, 'model', ARGV[3], 'priority', ARGV[4],
+  'score', string.format('%.17g', score), 'status', 'queued', 'submitted', ARGV[5],
+  'deadline', ARGV[6], 'timeout', ARGV[12], 'input', ARGV[9], 'attempts', '0', 'fingerprint', ARGV[11])
+redis.call('ZADD', KEYS[1], score, id)
+redis.call('ZADD', KEYS[2], tonumber(ARGV[6]), id)
+local c = redis.call('HINCRBY', KEYS[3], ARGV[4], 1)
+if KEYS[6] ~= '' then redis.call('SET', KEYS[6], id, 'EX', tonumber(ARGV[10])) end
+redis.call('PUBLISH', p .. 'new:' .. ARGV[3], id)
+return {'ok', id, tostring(c)}
+"""
+
+# KEYS: q, inflight, dl, pending
+# ARGV: prefix, now, lease_s, token, ttl
+# Returns {} or {id, priority, submitted, deadline, attempts, input, expired_id1, ...}: tasks whose
+# deadline passed are marked expired on the way (reported after the input so the caller can count them).
+CLAIM = """
+local p = ARGV[1]
+local now = tonumber(ARGV[2])
+local expired = {}
+for _ = 1, 1000 do
+  local top = redis.call('ZPOPMIN', KEYS[1])
+  if #top == 0 then break end
+  local id = top[1]
+  local key = p .. 'task:' .. id
+  local f = redis.call('HMGET', key, 'priority', 'submitted', 'deadline', 'attempts', 'input')
+  redis.call('ZREM', KEYS[3], id)
+  if f[1] then
+    redis.call('HINCRBY', KEYS[4], f[1], -1)
+    if tonumber(f[3]) <= now then
+      redis.call('HSET', key, 'status', 'expired', 'finished', ARGV[2], 'error', 'timed out while queued')
+      redis.call('HDEL', key, 'input')
+      redis.call('EXPIRE', key, tonumber(ARGV[5]))
+      redis.call('PUBLISH', p .. 'done', id)
+      expired[#expired + 1] = id
+    else
+      local attempts = redis.call('HINCRBY', key, 'attempts', 1)
+      redis.call('HSET', key, 'status', 'running', 'lease', ARGV[4], 'claimed', ARGV[2])
+      redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), id)
+      local out = {id, f[1], f[2], f[3], tostring(attempts), f[5]}
+      for _, e in ipairs(expired) do out[#out + 1] = e end
+      return out
+    end
+  end
+end
+if #expired > 0 then return {'', '', '', '', '', '', unpack(expired)} end
+return {}
+"""
+
+# KEYS: inflight   ARGV: prefix, id, token, now, lease_s
+RENEW = """
+local key = ARGV[1] .. 'task:' .. ARGV[2]
+if redis.call('HGET', key, 'lease') ~= ARGV[3] then return 0 end
+redis.call('ZADD', KEYS[1], 'XX', tonumber(ARGV[4]) + tonumber(ARGV[5]), ARGV[2])
+return 1
+"""
+
+# KEYS: inflight   ARGV: prefix, id, token, status, now, ttl, field1, value1, ...
+FINISH = """
+local p = ARGV[1]
+local key = p .. 'task:' .. ARGV[2]
+if redis.call('HGET', key, 'lease') ~= ARGV[3] then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[2])
+redis.call('HSET', key, 'status', ARGV[4], 'finished', ARGV[5])
+for i = 7, #ARGV, 2 do redis.call('HSET', key, ARGV[i], ARGV[i + 1]) end
+redis.call('HDEL', key, 'lease', 'input')
+redis.call('EXPIRE', key, tonumber(ARGV[6]))
+redis.call('PUBLISH', p .. 'done', ARGV[2])
+return 1
+"""
+
+# Put one running task back in its queue with its original score (lease expired, or given back).
+_REQUEUE_ONE = """
+local function requeue(p, id, q, dl, pending, inflight, max_attempts, now, ttl, reason)
+  local key = p .. 'task:' .. id
+  redis.call('ZREM', inflight, id)
+  local f = redis.call('HMGET', key, 'priority', 'score', 'deadline', 'attempts', 'model', 'status')
+  if not f[1] or f[6] ~= 'running' then return 0 end
+  redis.call('HDEL', key, 'lease')
+  if tonumber(f[4]) >= max_attempts then
+    redis.call('HSET', key, 'status', 'failed', 'finished', tostring(now),
+      'error', reason .. ' after ' .. f[4] .. ' attempts')
+    redis.call('HDEL', key, 'input')
+    redis.call('EXPIRE', key, ttl)
+    redis.call('PUBLISH', p .. 'done', id)
+    return 0
+  end
+  redis.call('HSET', key, 'status', 'queued')
+  redis.call('ZADD', q, f[2], id)
+  redis.call('ZADD', dl, tonumber(f[3]), id)
+  redis.call('HINCRBY', pending, f[1], 1)
+  redis.call('PUBLISH', p .. 'new:' .. f[5], id)
+  return 1
+end
+"""
+
+# KEYS: inflight, q, dl, pending   ARGV: prefix, now, max_attempts, ttl
+REAP = _REQUEUE_ONE + """
+local now = tonumber(ARGV[2])
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 100)
+local n = 0
+for _, id in ipairs(ids) do
+  n = n + requeue(ARGV[1], id, KEYS[2], KEYS[3], KEYS[4], KEYS[1], tonumber(ARGV[3]), now, tonumber(ARGV[4]),
+                  'lease expired')
+end
+return n
+"""
+
+# KEYS: inflight, q, dl, pending   ARGV: prefix, id, token, now, ttl
+GIVE_BACK = _REQUEUE_ONE + """
+if redis.call('HGET', ARGV[1] .. 'task:' .. ARGV[2], 'lease') ~= ARGV[3] then return 0 end
+redis.call('HINCRBY', ARGV[1] .. 'task:' .. ARGV[2], 'attempts', -1)
+return requeue(ARGV[1], ARGV[2], KEYS[2], KEYS[3], KEYS[4], KEYS[1], 1e18, tonumber(ARGV[4]),
+               tonumber(ARGV[5]), 'given back')
+"""
+
+# KEYS: dl, q, pending   ARGV: prefix, now, ttl   Returns the ids that expired while queued.
+EXPIRE = """
+local p = ARGV[1]
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[2]), 'LIMIT', 0, 1000)
+for _, id in ipairs(ids) do
+  local key = p .. 'task:' .. id
+  redis.call('ZREM', KEYS[1], id)
+  if redis.call('ZREM', KEYS[2], id) == 1 then
+    local prio = redis.call('HGET', key, 'priority')
+    if prio then redis.call('HINCRBY', KEYS[3], prio, -1) end
+    redis.call('HSET', key, 'status', 'expired', 'finished', ARGV[2], 'error', 'timed out while queued')
+    redis.call('HDEL', key, 'input')
+    redis.call('EXPIRE', key, tonumber(ARGV[3]))
+    redis.call('PUBLISH', p .. 'done', id)
+  end
+end
+return ids
+"""

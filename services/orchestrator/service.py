@@ -1,0 +1,272 @@
+"""The orchestrator's state and background work: Redis, models, executors, pipelines, loops.
+
+``Orchestrator.start`` loads the models (edge layers, for the merges), connects to Redis, and, when
+``workers`` is on, builds one runner per model over the executors of the cluster description and
+starts the loops: the runners, lease renewal, the reaper (expired leases back to the queue), the
+timeout timer (queued tasks past their deadline become ``expired``), the executor and cloud probes,
+and one pub/sub listener that wakes the runners on a submit and the long-polls on a result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+import redis.asyncio as aioredis
+import torch
+
+from edgesplit import wire
+from edgesplit.errors import CapacityExceeded, EdgesplitError, InvalidInput, ModelNotFound
+from edgesplit.models.spec import ModelSpec
+from services.common.http import new_http_client
+from services.common.models import Deployed, deployment_specs, load_deployed
+from services.orchestrator import images
+from services.orchestrator.engine import Engine
+from services.orchestrator.metrics import Metrics
+from services.orchestrator.notify import Notifier
+from services.orchestrator.pipeline import runner_class
+from services.orchestrator.plans import PlanSource, model_zones
+from services.orchestrator.pool import ExecutorPool
+from services.orchestrator.queue import Submitted, TaskQueue
+from services.orchestrator.routes import plan_quotas
+from services.orchestrator.runner import Runner
+from services.orchestrator.settings import OrchestratorSettings
+from services.orchestrator.xfer import SliceLog
+
+log = logging.getLogger("edgesplit.orchestrator")
+MAX_WAIT_S = 60.0
+
+
+class Orchestrator:
+    """Everything one orchestrator process holds (module docstring)."""
+
+    def __init__(self, settings: OrchestratorSettings) -> None:
+        self.settings = settings
+        self.specs: dict[str, ModelSpec] = deployment_specs(settings.models, settings.model_files)
+        self.metrics = Metrics()
+        self.redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2,
+                                             health_check_interval=10)
+        self.queue = TaskQueue(self.redis, settings.prefix, settings.result_ttl_s, settings.max_claims)
+        self.models: dict[str, Deployed] = {}
+        self.runners: dict[str, Runner] = {}
+        self.pool: ExecutorPool | None = None
+        self.cloud: Any = None
+        self.cloud_up = False
+        self._http = new_http_client(max(settings.slice_timeout_s, 30.0))
+        self._loops: list[asyncio.Task[None]] = []
+        self.notifier = Notifier(self.redis, settings.prefix, self._wake)
+        self._known_prios: dict[str, set[int]] = {m: set() for m in self.specs}
+        self.slice_log = SliceLog(self.redis, settings.prefix)
+
+    # --- life cycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        s = self.settings
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per slice otherwise
+        torch.set_num_threads(s.threads)
+        self.models = await asyncio.to_thread(load_deployed, self.specs, "edge", s.weights_dir, s.seed)
+        self._spawn(self.notifier.listen_forever())
+        self._spawn(self._timers())
+        if s.workers:
+            await self._start_workers()
+
+    async def _start_workers(self) -> None:
+        from edgesplit.plan.cluster import load_cluster
+        from services.cloud.client import CloudClient
+        from services.executor.client import ExecutorClient
+
+        s = self.settings
+        if s.cluster_file is None:
+            raise InvalidInput("cluster_file is required to run the pipelines (or set workers=false)")
+        cluster = load_cluster(s.cluster_file)
+        if any(srv.url is None for srv in cluster.servers) or cluster.cloud.url is None:
+            raise InvalidInput(f"cluster file {s.cluster_file}: every executor and the cloud need a url")
+        clients = [ExecutorClient(str(srv.url), s.token, s.slice_timeout_s, http=self._http)
+                   for srv in cluster.servers]
+        self.pool = ExecutorPool(cluster, clients, s.slice_timeout_s)  # type: ignore[arg-type]
+        self.cloud = CloudClient(str(cluster.cloud.url), s.token, timeout_s=s.slice_timeout_s,
+                                 http=self._http)
+        zones = model_zones(cluster, self.specs)
+        for name, spec in self.specs.items():
+            plans = PlanSource(spec, zones[name], self.pool, self.queue, s.mode, s.split,
+                               conv_groups=s.conv_groups)
+            engine = Engine(spec, self.models[name].module, self.pool, self.cloud, plans, self.metrics,
+                            s.max_retries, slice_log=self.slice_log)
+            runner = runner_class(s.mode, s.pipeline)(engine, self.queue, plans, s, self.metrics)
+            self.runners[name] = runner
+            self._spawn(self._supervise(runner))
+            self._spawn(runner.renew_forever())
+        self.pool.on_change(lambda: self._spawn(self.apply_quotas(), keep=False))
+        self._spawn(self.pool.probe_forever(s.probe_interval_s))
+        self._spawn(self.slice_log.flush_forever())
+        self._spawn(self._probe_cloud())
+        await self.apply_quotas()
+
+    async def _supervise(self, runner: Runner) -> None:
+        """Run a runner; if it ever breaks (a bug), give its tasks back to the queue and restart it."""
+        while True:
+            try:
+                await runner.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("runner of %s failed; its tasks go back to the queue", runner.model)
+                await runner.give_back_all()
+                await asyncio.sleep(1.0)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], keep: bool = True) -> None:
+        task = asyncio.create_task(coro)
+        if keep:
+            self._loops.append(task)
+
+    async def stop(self) -> None:
+        for task in self._loops:
+            task.cancel()
+        for task in self._loops:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for runner in self.runners.values():
+            await runner.give_back_all()
+        if self.pool is not None:
+            await self.pool.aclose()
+        await self._http.aclose()
+        await self.redis.aclose()
+
+    # --- background loops ---------------------------------------------------------------------------
+
+    async def _timers(self) -> None:
+        """Reaper and timeout timer, every ``reap_interval_s``; Redis errors are logged and retried."""
+        failing = False
+        while True:
+            await asyncio.sleep(self.settings.reap_interval_s)
+            for model in self.specs:
+                try:
+                    requeued = await self.queue.reap(model)
+                    expired = await self.queue.expire(model)
+                except EdgesplitError as e:
+                    if not failing:  # once per outage, not every period
+                        log.warning("reaper and timeout timer paused: %s", e)
+                    failing = True
+                    continue
+                if failing:
+                    log.warning("reaper and timeout timer running again")
+                    failing = False
+                if requeued:
+                    log.warning("%d task(s) of %s re-queued after their lease expired", requeued, model)
+                    self.metrics.failures.labels(model, "lease_expired").inc(requeued)
+                    self._wake(model)
+                for _ in expired:
+                    self.metrics.tasks.labels(model, "expired").inc()
+                    self.metrics.failures.labels(model, "timeout").inc()
+
+    def _wake(self, model: str) -> None:
+        runner = self.runners.get(model)
+        if runner is not None:
+            runner.wake.set()
+
+    async def _probe_cloud(self) -> None:
+        while True:
+            self.cloud_up = bool(await self.cloud.ready())
+            await asyncio.sleep(self.settings.probe_interval_s)
+
+    async def apply_quotas(self) -> None:
+        """Give each executor the sub-zone threads of the local plans (the allocator sets its own)."""
+        if self.pool is None or self.settings.mode != "split":
+            return
+        routes = {}
+        for name, runner in self.runners.items():
+            with contextlib.suppress(EdgesplitError):
+                routes[name] = await runner.plans.route()
+        for m, quotas in plan_quotas(routes, self.pool.up).items():
+            try:
+                await self.pool.clients[m].put_quotas(quotas)
+            except CapacityExceeded as e:
+                log.warning("executor %d keeps its quotas: %s", m, e)
+            except EdgesplitError as e:
+                log.warning("cannot set the quotas of executor %d: %s", m, e)
+
+    # --- what the API calls -------------------------------------------------------------------------
+
+    def spec(self, model: str) -> ModelSpec:
+        spec = self.specs.get(model)
+        if spec is None:
+            raise ModelNotFound(f"model {model!r} is not deployed; deployed models: {', '.join(self.specs)}")
+        return spec
+
+    def check_request(self, priority: int, timeout_s: float) -> None:
+        s = self.settings
+        if not 1 <= priority <= s.max_priority:
+            raise InvalidInput(f"priority {priority} is out of range: 1 (most urgent) to {s.max_priority}")
+        if not 0 < timeout_s <= s.max_timeout_s:
+            raise InvalidInput(f"timeout {timeout_s} s is out of range: more than 0, at most "
+                               f"{s.max_timeout_s} s")
+
+    async def submit(self, model: str, body: bytes, priority: int, timeout_s: float | None,
+                     idem_key: str | None = None) -> Submitted:
+        """Validate and decode an upload, then queue it (module ``images`` says how bodies decode)."""
+        spec = self.spec(model)
+        timeout = self.settings.default_timeout_s if timeout_s is None else timeout_s
+        self.check_request(priority, timeout)
+        x = images.to_input(body, spec) if len(body) < 1 << 20 else await asyncio.to_thread(
+            images.to_input, body, spec)
+        return await self.enqueue(model, wire.encode(x), priority, timeout, idem_key)
+
+    async def enqueue(self, model: str, data: bytes, priority: int, timeout_s: float,
+                      idem_key: str | None) -> Submitted:
+        s = self.settings
+        if idem_key is not None and not 0 < len(idem_key) <= 200:
+            raise InvalidInput("Idempotency-Key must have 1 to 200 characters")
+        fingerprint = hashlib.sha256(f"{model}|{priority}|{timeout_s}|".encode() + data).hexdigest()
+        sub = await self.queue.submit(model, data, priority, timeout_s, max_queue=s.max_queue,
+                                      aging_s=s.aging_s, idem_key=idem_key, fingerprint=fingerprint,
+                                      retry_after_s=await self._retry_after(model))
+        if not sub.duplicate:
+            self.metrics.pending.labels(model, str(priority)).inc()
+            self._known_prios[model].add(priority)
+        return sub
+
+    async def _retry_after(self, model: str) -> float:
+        """Seconds until a full queue likely has room: a tenth of it drained at the recent e2e pace."""
+        hist = self.metrics.e2e
+        total = count = 0.0
+        for metric in hist.collect():
+            for sample in metric.samples:
+                if sample.labels.get("model") == model and sample.name.endswith("_sum"):
+                    total += sample.value
+                elif sample.labels.get("model") == model and sample.name.endswith("_count"):
+                    count += sample.value
+        mean = total / count if count else 1.0
+        return float(min(60.0, max(1.0, mean * self.settings.max_queue / 10)))
+
+    async def wait(self, task_id: str, wait_s: float) -> dict[str, Any]:
+        """The task hash, after waiting up to ``wait_s`` seconds (at most 60) for a final status."""
+        return await self.notifier.wait(task_id, min(wait_s, MAX_WAIT_S), self.queue.get)
+
+    async def not_ready(self) -> str | None:
+        """None when ready: models loaded, Redis answers, and with workers an executor and the cloud up."""
+        if not self.models:
+            return "loading model weights"
+        try:
+            await self.queue.ping()
+        except EdgesplitError as e:
+            return str(e)
+        if self.settings.workers:
+            if self.pool is None or not self.pool.up:
+                return "no executor is up"
+            if not self.cloud_up:
+                return "the cloud does not answer"
+        return None
+
+    async def refresh_metrics(self) -> None:
+        """Re-read the queued counts from Redis before a scrape."""
+        for model in self.specs:
+            with contextlib.suppress(EdgesplitError):
+                counts = await self.queue.pending(model)
+                self.metrics.set_pending(model, counts, self._known_prios[model])
+                self._known_prios[model] |= set(counts)
+        if self.pool is not None:
+            self.metrics.executors_up.set(len(self.pool.up))

@@ -1,0 +1,78 @@
+"""Settings of the orchestrator (controller co1), read from ``EDGESPLIT_ORCHESTRATOR_*`` variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from services.common.settings import ServiceSettings
+
+Mode = Literal["split", "no-split", "dads"]
+PipelineMode = Literal["async", "lockstep"]
+SplitKind = Literal["edgesplit", "paper"]
+
+
+class OrchestratorSettings(ServiceSettings):
+    """All knobs of the orchestrator; validated at start-up, unsafe values refused. Times in seconds.
+
+    Shared with the other services (``ServiceSettings``): host, port, models, model_files,
+    weights_dir, seed, token (the internal bearer token sent to executors and the cloud),
+    max_body_bytes, threads (torch threads for merges), log_level.
+
+    ``cluster_file``: the cluster description (executor and cloud urls, threads). ``mode``: ``split``
+    (the paper's pipeline), ``no-split`` (each task whole on one executor), ``dads`` (edge/cloud cut).
+    ``split``: the planner (``edgesplit`` or the ``paper``'s); ``conv_groups``: one conv per stage
+    (the paper's grouping, a sub-zone per conv) instead of the planner's fused groups.
+    ``pipeline``: ``async`` (a stage starts when its input and its sub-zone are free) or
+    ``lockstep`` (all stages advance together, the paper's fig. 2). ``aging_s`` = 0 keeps strict
+    priorities; > 0 makes a waiting task gain one level per ``aging_s``. ``max_queue`` is per model.
+    ``lease_s``: how long a claimed task stays ours without a renewal (a crashed orchestrator's tasks
+    come back after it). ``api_token``: when set, clients must send it as a bearer token.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="EDGESPLIT_ORCHESTRATOR_", extra="ignore")
+
+    port: int = Field(8080, ge=1, le=65535)
+    threads: int = Field(1, ge=1, le=64)
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, le=2**31)
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    prefix: str = Field("es:", min_length=1, max_length=64)
+    cluster_file: Path | None = None
+    mode: Mode = "split"
+    pipeline: PipelineMode = "async"
+    split: SplitKind = "edgesplit"
+    conv_groups: bool = False
+    aging_s: float = Field(0.0, ge=0.0)
+    max_queue: int = Field(1000, ge=1)
+    max_priority: int = Field(10, ge=1, le=1000)
+    default_timeout_s: float = Field(60.0, gt=0.0)
+    max_timeout_s: float = Field(3600.0, gt=0.0)
+    result_ttl_s: int = Field(3600, ge=1)
+    lease_s: float = Field(10.0, gt=0.0)
+    reap_interval_s: float = Field(0.25, gt=0.0)
+    slice_timeout_s: float = Field(10.0, gt=0.0)
+    probe_interval_s: float = Field(0.5, gt=0.0)
+    max_claims: int = Field(5, ge=1)
+    max_retries: int = Field(3, ge=0)
+    cloud_concurrency: int = Field(4, ge=1)
+    api_token: str | None = None
+    workers: bool = True
+
+    @field_validator("api_token")
+    @classmethod
+    def _api_token(cls, value: str | None) -> str | None:
+        return cls._strong_token(value)  # type: ignore[operator]
+
+    @model_validator(mode="after")
+    def _check_times(self) -> OrchestratorSettings:
+        if self.cluster_file is not None and not self.cluster_file.is_file():
+            raise ValueError(f"cluster_file {self.cluster_file} does not exist")
+        if self.lease_s <= 2 * self.reap_interval_s:
+            raise ValueError(f"lease_s ({self.lease_s}) must exceed twice reap_interval_s "
+                             f"({self.reap_interval_s})")
+        if self.default_timeout_s > self.max_timeout_s:
+            raise ValueError("default_timeout_s must not exceed max_timeout_s")
+        return self

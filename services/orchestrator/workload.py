@@ -1,0 +1,120 @@
+"""Workloads against a running orchestrator: the demo's mixed priorities and the end-to-end benchmark.
+
+``bench_e2e`` measures, in one run: the median end-to-end latency of one task on an idle stack (client
+side: submit to result, sequential tasks) against the same model in one torch process with 2 threads
+(this process, before the stack starts, so the two never compete), and the throughput at saturation
+(K tasks submitted at once, K / (last finish - first submit)) against that torch process's throughput
+(back-to-back single-image forwards).
+"""
+
+from __future__ import annotations
+
+import io
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from edgesplit import wire
+from edgesplit.models.build import load_model
+from edgesplit.models.spec import ModelSpec
+from services.orchestrator.client import OrchestratorClient
+
+
+def random_input(spec: ModelSpec, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((1, *spec.input)).astype(np.float32)
+
+
+def torch_baseline(spec: ModelSpec, threads: int = 2, runs: int = 30, seed: int = 0) -> dict[str, float]:
+    """Median latency (s) and throughput (images/s) of the whole model in this process."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        module = load_model(spec, seed=seed)
+        x = torch.from_numpy(random_input(spec, seed))
+        times = []
+        with torch.no_grad():
+            for _ in range(3):
+                module(x)
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                module(x)
+                times.append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(before)
+    return {"threads": threads, "median_s": statistics.median(times), "throughput_per_s": runs / sum(times)}
+
+
+def idle_latency(oc: OrchestratorClient, spec: ModelSpec, runs: int = 30,
+                 warmup: int = 3) -> dict[str, float]:
+    """One task at a time: median client-side and server-side end-to-end latency, seconds."""
+    client, server = [], []
+    for i in range(warmup + runs):
+        body = wire.encode(random_input(spec, i))
+        t0 = time.perf_counter()
+        info = oc.result(oc.submit(body, spec.name, priority=1), wait_s=60, logits=False)
+        elapsed = time.perf_counter() - t0
+        if info["status"] != "done":
+            raise RuntimeError(f"task {info['id']} {info['status']}: {info.get('error')}")
+        if i >= warmup:
+            client.append(elapsed)
+            server.append(float(info["e2e_s"]))
+    return {"runs": runs, "median_s": statistics.median(client), "server_median_s": statistics.median(server),
+            "p90_s": float(np.percentile(client, 90))}
+
+
+def saturation(oc: OrchestratorClient, spec: ModelSpec, tasks: int = 60) -> dict[str, float]:
+    """``tasks`` submitted at once; throughput from the first submit to the last finish (server clocks)."""
+    ids = [oc.submit(wire.encode(random_input(spec, 1000 + i)), spec.name, priority=3) for i in range(tasks)]
+    infos = [oc.result(i, wait_s=300, logits=False) for i in ids]
+    bad = [i for i in infos if i["status"] != "done"]
+    if bad:
+        raise RuntimeError(f"{len(bad)} of {tasks} tasks did not finish: {bad[0].get('error')}")
+    span = max(i["finished"] for i in infos) - min(i["submitted"] for i in infos)
+    return {"tasks": tasks, "seconds": span, "throughput_per_s": tasks / span,
+            "median_e2e_s": statistics.median(i["e2e_s"] for i in infos)}
+
+
+def mixed_priorities(oc: OrchestratorClient, spec: ModelSpec, tasks: int = 12,
+                     priorities: tuple[int, ...] = (5, 3, 1)) -> dict[int, dict[str, float]]:
+    """Submit ``tasks`` tasks at once, priorities cycling; latency statistics by priority (seconds)."""
+    sent = [(priorities[i % len(priorities)], oc.submit(wire.encode(random_input(spec, i)), spec.name,
+                                                        priority=priorities[i % len(priorities)]))
+            for i in range(tasks)]
+    infos = [(p, oc.result(tid, wait_s=120, logits=False)) for p, tid in sent]
+    out: dict[int, dict[str, float]] = {}
+    for p in sorted(set(priorities)):
+        done = [i for q, i in infos if q == p and i["status"] == "done"]
+        e2e = [i["e2e_s"] for i in done]
+        out[p] = {"tasks": sum(q == p for q, _ in infos), "done": len(done),
+                  "median_e2e_s": statistics.median(e2e) if e2e else float("nan"),
+                  "max_e2e_s": max(e2e) if e2e else float("nan"),
+                  "mean_queue_s": statistics.fmean(i["queue_s"] for i in done) if done else float("nan")}
+    return out
+
+
+def digit_sample(index: int = 0) -> tuple[bytes, int, np.ndarray]:
+    """A PNG of one of scikit-learn's digits (8x8, ink bright), its label and the model input."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    pixels = np.round(digits.images[index] / 16.0 * 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels, mode="L").save(buf, format="PNG")
+    return buf.getvalue(), int(digits.target[index]), (pixels.astype(np.float32) / 255.0)[None, None]
+
+
+def classify_sample(oc: OrchestratorClient, spec: ModelSpec, module: torch.nn.Sequential,
+                    index: int = 0) -> dict[str, Any]:
+    """Send one digit image through the stack; its top-1 against the label and the local model."""
+    png, label, x = digit_sample(index)
+    info = oc.result(oc.submit(png, spec.name, priority=1), wait_s=60)
+    with torch.no_grad():
+        ref = module(torch.from_numpy(x))
+    got = torch.tensor(info["logits"]).view_as(ref)
+    return {"label": label, "top1": info["top_k"][0]["class"], "prob": info["top_k"][0]["prob"],
+            "status": info["status"], "max_abs_diff_vs_local": float((got - ref).abs().max()),
+            "e2e_s": info["e2e_s"]}

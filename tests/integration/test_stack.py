@@ -1,0 +1,109 @@
+"""The local stack: ``edgesplit up`` / ``submit`` / ``demo`` as real commands, and the serving modes
+``no-split`` and ``dads`` (results equal the unsplit model)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+
+from edgesplit import wire
+from edgesplit.models import get_spec
+from edgesplit.models.build import load_model
+from services.common.proc import REPO, free_port
+from services.orchestrator.client import OrchestratorClient
+from services.orchestrator.workload import digit_sample
+from services.stack import LocalStack
+
+pytestmark = [pytest.mark.redis, pytest.mark.services]
+CLI = [sys.executable, "-c", "from edgesplit.cli import main; main()"]
+
+
+def _exact(oc: OrchestratorClient, model: str, seeds: range) -> list[dict]:
+    spec = get_spec(model)
+    module = load_model(spec, seed=0)
+    xs = [np.random.default_rng(s).standard_normal((1, *spec.input)).astype(np.float32) for s in seeds]
+    ids = [oc.submit(wire.encode(x), model, priority=2) for x in xs]  # at once: they run concurrently
+    infos = [oc.result(i, wait_s=60) for i in ids]
+    with torch.no_grad():
+        for info, x in zip(infos, xs, strict=True):
+            assert info["status"] == "done", info
+            ref = module(torch.from_numpy(x))
+            torch.testing.assert_close(torch.tensor(info["logits"]).view_as(ref), ref, rtol=1e-4, atol=1e-4)
+    return infos
+
+
+@pytest.mark.parametrize("mode", ["no-split", "dads"])
+def test_baseline_modes_give_the_unsplit_result(mode: str, tmp_path: Path) -> None:
+    with LocalStack(executors=2, models=("alexnet-paper",), mode=mode, threads=2, log_dir=tmp_path) as st, \
+            OrchestratorClient(st.url) as oc:
+        infos = _exact(oc, "alexnet-paper", range(6))
+    used = {m for i in infos for s in i["timings"]["stages"] for m in s["servers"]}
+    for info in infos:
+        stages = info["timings"]["stages"]
+        assert len(stages) <= 1 and all(len(s["servers"]) == 1 for s in stages)  # whole, on one executor
+        assert info["route"]["source"] == mode
+    if mode == "no-split":
+        assert used == {0, 1}, "tasks are spread over the executors"
+    else:  # edge layers [0, cut) on one executor, the rest in the cloud
+        cuts = {i["route"]["cloud_from"] for i in infos}
+        assert len(cuts) == 1 and 0 <= cuts.pop() <= get_spec("alexnet-paper").n_edge
+
+
+def _run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+@pytest.mark.slow
+def test_up_submit_and_stop_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    logs = tmp_path / "logs"
+    up = subprocess.Popen([*CLI, "up", "--executors", "1", "--models", "digits-cnn", "--port", str(port),
+                           "--log-dir", str(logs)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert up.poll() is None, up.stderr.read() if up.stderr else ""
+            try:
+                if httpx.get(url + "/v2/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "edgesplit up never became ready"
+            time.sleep(0.2)
+        assert (logs / "cluster.yaml").is_file()
+        png, label, _ = digit_sample(5)
+        image = tmp_path / "digit.png"
+        image.write_bytes(png)
+        done = _run_cli("submit", str(image), "--model", "digits-cnn", "--priority", "1", "--wait", "--json",
+                        "--url", url)
+        assert done.returncode == 0, done.stderr
+        info = json.loads(done.stdout)
+        assert info["status"] == "done" and info["top_k"][0]["class"] == label  # shipped trained weights
+    finally:
+        up.send_signal(signal.SIGTERM)
+        code = up.wait(60)
+    assert code == 0
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(url + "/v2/health/live", timeout=1)
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end() -> None:
+    out = _run_cli("demo", "--executors", "2", "--tasks", "6", "--json", timeout=300)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert sum(s["done"] for s in report["by_priority"].values()) == 6
+    sample = report["sample"]
+    assert sample["status"] == "done" and sample["top1"] == sample["label"]
+    assert sample["max_abs_diff_vs_local"] < 1e-4

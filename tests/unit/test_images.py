@@ -1,0 +1,81 @@
+"""Decoding uploads (PNG, JPEG, NPY) into the model input tensor."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edgesplit import wire
+from edgesplit.errors import InvalidInput
+from edgesplit.models import get_spec
+from services.orchestrator.images import IMAGENET_MEAN, IMAGENET_STD, UnsupportedMedia, sniff, to_input
+
+ALEX = get_spec("alexnet-paper")  # 3 x 32 x 32
+DIGITS = get_spec("digits-cnn")  # 1 x 8 x 8
+
+
+def _png(array: np.ndarray, fmt: str = "PNG") -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def test_png_is_resized_and_normalised_with_imagenet_statistics() -> None:
+    img = np.zeros((64, 48, 3), np.uint8)
+    img[..., 0] = 255  # pure red
+    x = to_input(_png(img), ALEX)
+    assert x.shape == (1, 3, 32, 32) and x.dtype == np.float32
+    want = [(1.0 - IMAGENET_MEAN[0]) / IMAGENET_STD[0], -IMAGENET_MEAN[1] / IMAGENET_STD[1],
+            -IMAGENET_MEAN[2] / IMAGENET_STD[2]]
+    np.testing.assert_allclose(x[0, :, 5, 7], want, rtol=1e-6)
+
+
+def test_grey_image_for_a_one_channel_model_scales_to_unit_range() -> None:
+    img = np.full((16, 16), 255, np.uint8)
+    img[:8] = 0
+    x = to_input(_png(img), DIGITS)
+    assert x.shape == (1, 1, 8, 8)
+    assert x[0, 0, 0, 0] == 0.0 and x[0, 0, 7, 0] == 1.0
+
+
+def test_rgb_image_is_converted_to_grey_for_a_one_channel_model() -> None:
+    x = to_input(_png(np.full((8, 8, 3), 128, np.uint8), "JPEG"), DIGITS)
+    assert x.shape == (1, 1, 8, 8)
+    np.testing.assert_allclose(x, 128 / 255, atol=0.02)
+
+
+def test_npy_of_the_input_shape_is_taken_as_is() -> None:
+    arr = np.random.default_rng(0).standard_normal((3, 32, 32))  # float64: cast to float32
+    x = to_input(wire.encode(arr), ALEX)
+    assert x.shape == (1, 3, 32, 32) and x.dtype == np.float32
+    np.testing.assert_array_equal(x[0], arr.astype(np.float32))
+    assert to_input(wire.encode(arr[None].astype(np.float32)), ALEX).shape == (1, 3, 32, 32)
+
+
+@pytest.mark.parametrize(("arr", "message"), [
+    (np.zeros((3, 31, 32), np.float32), "expects [3, 32, 32]"),
+    (np.zeros((2, 3, 32, 32), np.float32), "expects [3, 32, 32]"),
+    (np.zeros((3, 32, 32), np.complex64), "real number"),
+    (np.full((3, 32, 32), np.nan, np.float32), "NaN"),
+])
+def test_bad_npy_is_refused_with_the_reason(arr: np.ndarray, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message.replace("[", r"\[").replace("]", r"\]")):
+        to_input(wire.encode(arr), ALEX)
+
+
+def test_not_an_image_is_unsupported_media() -> None:
+    with pytest.raises(UnsupportedMedia) as err:
+        to_input(b"hello, this is text", ALEX)
+    assert err.value.status == 415
+    with pytest.raises(InvalidInput):
+        to_input(b"", ALEX)
+
+
+def test_truncated_png_is_invalid_input() -> None:
+    body = _png(np.zeros((20, 20, 3), np.uint8))
+    assert sniff(body) == "png"
+    with pytest.raises(InvalidInput, match="cannot decode"):
+        to_input(body[:30], ALEX)
