@@ -18,8 +18,10 @@ A wrong top-1 class, a task that ends ``failed`` or ``expired``, or an unexpecte
 failure. Options (each also an environment variable): ``--samples`` (``ES_SAMPLES``),
 ``--priority-mix`` (``ES_PRIORITY_MIX``, default 10% priority 1, 30% priority 3, 60% priority 5),
 ``--task-timeout`` seconds (``ES_TASK_TIMEOUT``), ``--think-s`` (``ES_THINK_S``), ``--mix-seed``
-(``ES_SEED``). ``SteppedDensity`` is active only when ``ES_STEPS`` is set (e.g. ``1,2,4,8,16``, each
-step ``ES_STEP_S`` seconds, users started at once), and then replaces ``-u``/``-r``/``-t``.
+(``ES_SEED``), ``--api-token`` (``ES_API_TOKEN``, what the chart's locust Job passes from the secret's
+``api-token``): when set, every request carries ``Authorization: Bearer <token>``.
+``SteppedDensity`` is active only when ``ES_STEPS`` is set (e.g. ``1,2,4,8,16``, each step
+``ES_STEP_S`` seconds, users started at once), and then replaces ``-u``/``-r``/``-t``.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ def _arguments(parser: Any) -> None:
                         help="pause of a customer between a result and its next task, seconds")
     parser.add_argument("--mix-seed", env_var="ES_SEED", type=int, default=0,
                         help="seed of the customers' priority and sample choices")
+    parser.add_argument("--api-token", env_var="ES_API_TOKEN", default="", is_secret=True,
+                        help="the orchestrator's public API token, sent as a bearer token (unset: none)")
 
 
 @events.init.add_listener
@@ -75,7 +79,8 @@ def _load(environment: Environment, **_kwargs: Any) -> None:
                         "v2_tensor": json.dumps(tensor)})  # serialised once, not per request
     mix = parse_mix(opts.priority_mix)
     CONFIG.update(model=meta["model"], priorities=list(mix), weights=list(mix.values()),
-                  timeout=opts.task_timeout, think=opts.think_s, seed=opts.mix_seed)
+                  timeout=opts.task_timeout, think=opts.think_s, seed=opts.mix_seed,
+                  token=opts.api_token or None)
 
 
 class Customer(HttpUser):
@@ -85,6 +90,8 @@ class Customer(HttpUser):
 
     def on_start(self) -> None:
         self.rng = random.Random(CONFIG["seed"] * 1_000_003 + next(_user_ids))
+        if CONFIG.get("token"):
+            self.client.headers["Authorization"] = f"Bearer {CONFIG['token']}"
 
     def wait_time(self) -> float:
         return float(CONFIG["think"])

@@ -19,6 +19,10 @@ from edgesplit.errors import InvalidInput
 err = Console(stderr=True)
 MODES = "split | no-split | dads"
 CONV_GROUPS = "one conv per stage, a sub-zone each (needs threads >= convs)"
+HALO_MAX = ("executors run a slice whose worker bands would recompute more than this fraction of its "
+            "FLOPs on one worker with intra-op threads")
+ALLOCATOR = ("also run the allocator service: it measures the executors, re-plans and publishes the plans "
+             "and quotas (the orchestrator then takes its plans from Redis)")
 SHIPPED_WEIGHTS = Path(__file__).resolve().parents[1] / "edgesplit" / "models" / "weights"
 
 
@@ -54,14 +58,16 @@ def up(
     redis_url: str = typer.Option("redis://127.0.0.1:6379/0", help="started here if nothing answers"),
     aging: float = typer.Option(0.0, help="seconds per priority level of aging (0 = strict)"),
     log_dir: Path | None = typer.Option(None, help="where the processes log (default: a temp dir)"),
+    allocator: bool = typer.Option(False, "--allocator", help=ALLOCATOR),
 ) -> None:
-    """Start redis (if needed), the cloud, the executors and the orchestrator; stop all on Ctrl-C."""
+    """Start redis (if needed), the cloud, the executors, the orchestrator (and with ``--allocator`` the
+    allocator service); stop all on Ctrl-C."""
     from services.stack import LocalStack
 
     _port_free(port)
     stack = LocalStack(executors, _models(models), mode, pipeline, threads, split, redis_url, port=port,
                        orchestrator={"aging_s": aging, "conv_groups": conv_groups}, log_dir=log_dir,
-                       weights_dir=SHIPPED_WEIGHTS, keep_logs=True)
+                       weights_dir=SHIPPED_WEIGHTS, keep_logs=True, allocator=allocator)
     _sigterm_as_interrupt()
     try:
         with err.status("starting the stack..."):
@@ -147,6 +153,7 @@ def bench_e2e(
     split: str = typer.Option("edgesplit", help="planner: edgesplit | paper"),
     conv_groups: bool = typer.Option(False, "--conv-groups", help=CONV_GROUPS),
     cloud_threads: int = typer.Option(2, min=1, help="torch threads of the cloud service"),
+    halo_max: float | None = typer.Option(None, min=0.0, help=HALO_MAX),
     as_json: bool = typer.Option(False, "--json", help="one JSON object on stdout"),
 ) -> None:
     """End-to-end latency (idle) and throughput (saturated) of the stack vs one torch process, 2 threads."""
@@ -160,7 +167,8 @@ def bench_e2e(
         base = torch_baseline(spec, threads=2, runs=runs)
     with err.status(f"starting the stack ({executors} executors, {threads} threads each)..."):
         stack = LocalStack(executors, [model], mode, pipeline, threads, split, cloud_threads=cloud_threads,
-                           orchestrator={"conv_groups": conv_groups}).start()
+                           orchestrator={"conv_groups": conv_groups},
+                           executor={} if halo_max is None else {"halo_max": halo_max}).start()
     try:
         with OrchestratorClient(stack.url) as oc:
             route = oc.models()["models"][model]["route"]
@@ -172,7 +180,8 @@ def bench_e2e(
         stack.stop()
     report: dict[str, Any] = {
         "model": model, "executors": executors, "threads": threads, "mode": mode, "pipeline": pipeline,
-        "split": split, "conv_groups": conv_groups, "cloud_threads": cloud_threads, "route": route,
+        "split": split, "conv_groups": conv_groups, "cloud_threads": cloud_threads, "halo_max": halo_max,
+        "route": route,
         "torch": base, "stack_idle": lat, "stack_saturated": sat,
         "latency_ratio": lat["median_s"] / base["median_s"],
         "throughput_ratio": sat["throughput_per_s"] / base["throughput_per_s"], "target_latency_ratio": 1.5}

@@ -1,5 +1,6 @@
-"""The local stack: redis-server (only if none answers), the cloud, M executors and the orchestrator as
-processes on free loopback ports, with a cluster description written for them.
+"""The local stack: redis-server (only if none answers), the cloud, M executors, the orchestrator and,
+optionally, the allocator service as processes on free loopback ports, with a cluster description
+written for them.
 
 ``LocalStack`` is a context manager reused by ``edgesplit up``, ``edgesplit demo``, the benchmarks and
 the integration tests::
@@ -8,7 +9,15 @@ the integration tests::
         httpx.post(stack.url + "/v1/tasks", ...)
 
 Every process logs to ``<log_dir>/<name>.log``. One random bearer token protects the internal calls
-(orchestrator -> executors, cloud). A unique Redis key prefix per stack keeps stacks apart on a
+(orchestrator -> executors, cloud; allocator -> executors).
+
+Each role gets the same list of ``EDGESPLIT_<ROLE>_*`` variables as in the Helm chart
+(``charts/edgesplit/templates/_env.tpl``) and ``docker-compose.yml`` (``role_env`` shows them;
+``tests/deploy/test_env_contract.py`` compares the three), plus the extra settings given here. The one
+documented difference: the executor's ``THREADS`` is set here, since local processes have no cgroup CPU
+limit each (in a pod, capacity follows the live cgroup limit, so the chart leaves it unset).
+
+A unique Redis key prefix per stack keeps stacks apart on a
 shared Redis; ``stop`` deletes its keys unless ``keep_keys``.
 """
 
@@ -26,6 +35,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 from urllib.parse import urlparse
 
 import redis
@@ -36,6 +46,28 @@ from services.common.proc import ServiceProcess, free_port, spawn, wait_ready
 
 LOOPBACK_LINK_BPS = 10e9  # what the planner assumes of loopback links
 REQUEST_OVERHEAD_S = 1e-3  # HTTP round trip + NPY encode/decode on loopback, measured order
+ROLES = ("executor", "cloud", "orchestrator", "allocator")
+MODULES = {role: f"services.{role}" for role in ROLES}
+
+
+def _defaults(role: str, *names: str) -> dict[str, object]:
+    """The defaults of settings ``names`` in the role's settings class (what the chart's values mirror)."""
+    from services.allocator.settings import AllocatorSettings
+    from services.cloud.settings import CloudSettings
+    from services.executor.settings import ExecutorSettings
+    from services.orchestrator.settings import OrchestratorSettings
+
+    cls: Any = {"executor": ExecutorSettings, "cloud": CloudSettings, "orchestrator": OrchestratorSettings,
+                "allocator": AllocatorSettings}[role]
+    return {n: cls.model_fields[n].default for n in names}
+
+
+def _env_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)
 
 
 def redis_answers(url: str) -> bool:
@@ -52,8 +84,10 @@ class LocalStack:
     of the cloud service; ``orchestrator``: extra
     orchestrator settings (``EDGESPLIT_ORCHESTRATOR_<KEY>``), e.g. ``{"aging_s": 0.5}``;
     ``executor``: extra executor settings. ``weights_dir``: ``<model>.safetensors`` files for every
-    service (models without one use seeded weights). Logs go to ``log_dir``, or to a temporary folder
-    deleted by ``stop`` unless ``keep_logs``.
+    service (models without one use seeded weights; None: an empty folder, so seeded weights for all).
+    ``allocator``: also run the allocator service (measured re-planning, plans published in Redis),
+    with ``allocator_settings`` added to its settings. Logs go to ``log_dir``, or to a temporary
+    folder deleted by ``stop`` unless ``keep_logs``.
     """
 
     def __init__(self, executors: int = 2, models: Sequence[str] = ("alexnet-paper",), mode: str = "split",
@@ -62,7 +96,8 @@ class LocalStack:
                  orchestrator: Mapping[str, object] | None = None,
                  executor: Mapping[str, object] | None = None, log_dir: Path | None = None,
                  port: int | None = None, keep_keys: bool = False, seed: int = 0,
-                 weights_dir: Path | None = None, keep_logs: bool = False, cloud_threads: int = 2) -> None:
+                 weights_dir: Path | None = None, keep_logs: bool = False, cloud_threads: int = 2,
+                 allocator: bool = False, allocator_settings: Mapping[str, object] | None = None) -> None:
         if executors < 1:
             raise ValueError(f"a stack needs at least 1 executor, got {executors}")
         self.n_executors = executors
@@ -80,12 +115,17 @@ class LocalStack:
         self.exec_ports = [free_port() for _ in range(executors)]
         self.cloud_port = free_port()
         self.keep_keys = keep_keys
-        self.weights_dir = weights_dir
+        self.weights_dir = weights_dir if weights_dir is not None else self.log_dir / "weights"
         self.cloud_threads = cloud_threads
+        self.with_allocator = allocator
+        self.extra_alloc = dict(allocator_settings or {})
+        self.admin_token = secrets.token_hex(16)
+        self.alloc_port = free_port() if allocator else 0
         self.redis_proc: subprocess.Popen[bytes] | None = None
         self.executors: list[ServiceProcess | None] = [None] * executors
         self.cloud: ServiceProcess | None = None
         self.orch: ServiceProcess | None = None
+        self.allocator: ServiceProcess | None = None
         self.cluster_path = self.log_dir / "cluster.yaml"
 
     @property
@@ -94,34 +134,67 @@ class LocalStack:
 
     # --- processes ----------------------------------------------------------------------------------
 
-    def _common(self) -> dict[str, object]:
-        common: dict[str, object] = {"token": self.token, "models": ",".join(self.models), "seed": self.seed,
-                                     "host": "127.0.0.1"}
-        if self.weights_dir is not None:
-            common["weights_dir"] = self.weights_dir
-        return common
+    def _common(self, role: str, name: str, port: int) -> dict[str, object]:
+        """What every role reads: address, name, models, seed, internal token."""
+        return {"host": "127.0.0.1", "port": port, "name": name, "models": self.models, "model_files": "",
+                "seed": self.seed, "token": self.token}
 
-    def _start(self, name: str, module: str, prefix: str, port: int,
-               settings: Mapping[str, object]) -> ServiceProcess:
-        env = {f"{prefix}{k.upper()}": str(v) for k, v in settings.items()}
-        env[f"{prefix}PORT"] = str(port)
-        env.setdefault(f"{prefix}NAME", name)
-        return spawn(name, [sys.executable, "-m", module], env, port, self.log_dir)
+    def _model_service(self, role: str, name: str, port: int) -> dict[str, object]:
+        """The executor's and the cloud's shared list (``edgesplit.env.modelService`` of the chart)."""
+        return {**self._common(role, name, port), "weights_dir": self.weights_dir,
+                **_defaults(role, "max_body_bytes")}
+
+    def _settings(self, role: str, index: int) -> dict[str, object]:
+        if role == "executor":
+            if not 0 <= index < self.n_executors:
+                raise ValueError(f"executor {index}: this stack has executors 0 to {self.n_executors - 1}")
+            return {**self._model_service(role, f"executor-{index}", self.exec_ports[index]),
+                    **_defaults(role, "slice_delay_s"), "threads": self.threads, **self.extra_exec}
+        if role == "cloud":
+            return {**self._model_service(role, "cloud", self.cloud_port), "threads": self.cloud_threads}
+        if role == "orchestrator":
+            return {**self._common(role, "orchestrator", self.orch_port), "redis_url": self.redis_url,
+                    "prefix": self.prefix, "cluster_file": self.cluster_path, "weights_dir": self.weights_dir,
+                    "mode": self.mode, "pipeline": self.pipeline, "split": self.split,
+                    **_defaults(role, "aging_s", "max_queue", "max_priority", "default_timeout_s",
+                                "result_ttl_s", "lease_s", "max_body_bytes"), **self.extra_orch}
+        if role == "allocator":
+            return {**self._common(role, "allocator", self.alloc_port), "redis_url": self.redis_url,
+                    "prefix": self.prefix, "cluster_file": self.cluster_path, "split": self.split,
+                    **_defaults(role, "policy", "period_s", "margin", "executor_selector",
+                                "executor_container"),
+                    "kubernetes": False, "namespace": "default", "executor_port": self.exec_ports[0],
+                    "admin_token": self.admin_token, **self.extra_alloc}
+        raise ValueError(f"unknown role {role!r}: one of {', '.join(ROLES)}")
+
+    def role_env(self, role: str, index: int = 0) -> dict[str, str]:
+        """The ``EDGESPLIT_<ROLE>_*`` variables this stack gives ``role`` (executor ``index``), without
+        starting anything: the chart's list for that role plus the executor's ``THREADS`` and the extra
+        settings given to the stack (unset values, e.g. no ``api_token``, are left out)."""
+        prefix = f"EDGESPLIT_{role.upper()}_"
+        return {f"{prefix}{k.upper()}": _env_value(v) for k, v in self._settings(role, index).items()
+                if v is not None}
+
+    def _start(self, role: str, index: int = 0) -> ServiceProcess:
+        env = self.role_env(role, index)
+        prefix = f"EDGESPLIT_{role.upper()}_"
+        return spawn(env[f"{prefix}NAME"], [sys.executable, "-m", MODULES[role]], env,
+                     int(env[f"{prefix}PORT"]), self.log_dir)
 
     def start_executor(self, i: int) -> ServiceProcess:
         """(Re)start executor i on its port (not waiting for it)."""
-        svc = self._start(f"executor-{i}", "services.executor", "EDGESPLIT_EXECUTOR_", self.exec_ports[i],
-                          {**self._common(), "threads": self.threads, **self.extra_exec})
+        svc = self._start("executor", i)
         self.executors[i] = svc
         return svc
 
     def start_orchestrator(self) -> ServiceProcess:
-        settings = {**self._common(), "redis_url": self.redis_url, "prefix": self.prefix,
-                    "cluster_file": self.cluster_path, "mode": self.mode, "pipeline": self.pipeline,
-                    "split": self.split, **self.extra_orch}
-        self.orch = self._start("orchestrator", "services.orchestrator", "EDGESPLIT_ORCHESTRATOR_",
-                                self.orch_port, settings)
+        self.orch = self._start("orchestrator")
         return self.orch
+
+    def start_allocator(self) -> ServiceProcess:
+        """(Re)start the allocator service (not waiting for it)."""
+        self.allocator = self._start("allocator")
+        return self.allocator
 
     def _ensure_redis(self) -> None:
         if redis_answers(self.redis_url):
@@ -155,12 +228,14 @@ class LocalStack:
         try:
             self._ensure_redis()
             self.write_cluster()
-            self.cloud = self._start("cloud", "services.cloud", "EDGESPLIT_CLOUD_", self.cloud_port,
-                                     {**self._common(), "threads": self.cloud_threads})
+            self.weights_dir.mkdir(parents=True, exist_ok=True)
+            self.cloud = self._start("cloud")
             workers = [self.start_executor(i) for i in range(self.n_executors)]
             with ThreadPoolExecutor(len(workers) + 1) as pool:
                 list(pool.map(lambda s: wait_ready(s, timeout_s=timeout_s), [self.cloud, *workers]))
-            wait_ready(self.start_orchestrator(), timeout_s=timeout_s)
+            last = [self.start_orchestrator(), *([self.start_allocator()] if self.with_allocator else [])]
+            with ThreadPoolExecutor(len(last)) as pool:
+                list(pool.map(lambda s: wait_ready(s, timeout_s=timeout_s), last))
         except BaseException:
             self.stop()
             raise
@@ -189,7 +264,7 @@ class LocalStack:
         wait_ready(self.start_orchestrator(), timeout_s=timeout_s)
 
     def services(self) -> list[ServiceProcess]:
-        return [s for s in (self.orch, *self.executors, self.cloud) if s is not None]
+        return [s for s in (self.orch, self.allocator, *self.executors, self.cloud) if s is not None]
 
     def stop(self) -> None:
         """Stop every process (orchestrator first, so it gives its tasks back), then clean Redis keys."""

@@ -1,5 +1,9 @@
 """The cloud service's HTTP layer: NPY features in, NPY logits of ``module[spec.n_edge:]`` out.
 
+``POST /v1/infer/{model}?start=L`` (``0 <= L <= n_edge``) takes layer L's input map instead and runs
+``module[L:]``: a DADS cut inside the edge part, whose remaining convs then run here. The cloud keeps
+the whole model for that (the conv weights are small next to the fully connected ones).
+
 Endpoints: ``POST /v1/infer/{model}``, ``GET /v1/info``, ``GET /metrics`` (behind the bearer token when
 one is configured), ``GET /v2/health/live`` and ``GET /v2/health/ready`` (open).
 """
@@ -60,7 +64,7 @@ class CloudState:
     async def load(self) -> None:
         s = self.settings
         try:
-            self.models = await asyncio.to_thread(load_deployed, self.specs, "cloud", s.weights_dir, s.seed)
+            self.models = await asyncio.to_thread(load_deployed, self.specs, "all", s.weights_dir, s.seed)
         except Exception as e:
             self.load_error = f"{type(e).__name__}: {e}"
             log.exception("cloud %s: loading the models failed", s.name)
@@ -84,14 +88,28 @@ class CloudState:
                            for n, s in self.specs.items()}}
 
 
-def check_features(x: np.ndarray, deployed: Deployed, max_batch: int) -> None:
-    """Features must be (N, C, H, W) = the model's feature map, or flattened (N, C*H*W); N <= max_batch."""
+def check_start(start: int | None, deployed: Deployed) -> int:
+    """The first layer to run: ``start`` (0 to n_edge) or, when None, ``n_edge`` (the cloud part)."""
+    n_edge = deployed.spec.n_edge
+    if start is None:
+        return n_edge
+    if not 0 <= start <= n_edge:
+        raise InvalidInput(f"start {start} is out of range: 0 to {n_edge} (the edge layers of "
+                           f"{deployed.spec.name})")
+    return start
+
+
+def check_features(x: np.ndarray, deployed: Deployed, max_batch: int, start: int | None = None) -> None:
+    """Features must be (N, C, H, W) = the input map of layer ``start`` (default ``n_edge``: the feature
+    map, then also flattened (N, C*H*W)); N <= max_batch."""
     spec = deployed.spec
-    c, h, w = spec.feature_shape
-    ok = (x.ndim == 4 and tuple(x.shape[1:]) == (c, h, w)) or (x.ndim == 2 and x.shape[1] == c * h * w)
-    if not ok:
+    first = spec.n_edge if start is None else start
+    c, h, w = spec.shapes()[first]
+    flat_ok = first == spec.n_edge and x.ndim == 2 and x.shape[1] == c * h * w
+    if not (x.ndim == 4 and tuple(x.shape[1:]) == (c, h, w)) and not flat_ok:
+        also = f" or [N, {math.prod((c, h, w))}]" if first == spec.n_edge else ""
         raise InvalidInput(f"features have shape {list(x.shape)}, model {spec.name} expects "
-                           f"[N, {c}, {h}, {w}] or [N, {math.prod((c, h, w))}]")
+                           f"[N, {c}, {h}, {w}]{also} (the input of layer {first})")
     if not 1 <= x.shape[0] <= max_batch:
         raise InvalidInput(f"batch of {x.shape[0]} feature maps; expected 1 to {max_batch}")
 
@@ -100,15 +118,16 @@ def _routes(router: APIRouter, state: CloudState) -> None:
     s = state.settings
 
     @router.post("/v1/infer/{model}", response_class=Response)
-    async def infer(model: str, request: Request) -> Response:
+    async def infer(model: str, request: Request, start: int | None = None) -> Response:
         deployed = state.deployed(model)
+        first = check_start(start, deployed)
         check_npy_request(request)
         x = wire.decode(await read_body(request, s.max_body_bytes))
-        check_features(x, deployed, s.max_batch)
+        check_features(x, deployed, s.max_batch, first)
         arrived = time.perf_counter()
         state.queued.inc()
         try:
-            logits, started = await asyncio.wrap_future(state.compute.submit(_forward, deployed, x))
+            logits, started = await asyncio.wrap_future(state.compute.submit(_forward, deployed, x, first))
         finally:
             state.queued.dec()
         state.wait.labels(model).observe(started - arrived)
@@ -126,9 +145,10 @@ def _routes(router: APIRouter, state: CloudState) -> None:
 
 
 @torch.no_grad()
-def _forward(deployed: Deployed, x: np.ndarray) -> tuple[np.ndarray, float]:
+def _forward(deployed: Deployed, x: np.ndarray, start: int) -> tuple[np.ndarray, float]:
+    """Logits of ``module[start:]`` (the whole model is loaded) on ``x``; and when compute started."""
     started = time.perf_counter()
-    return deployed.module(torch.from_numpy(x)).numpy(), started
+    return deployed.module[start:](torch.from_numpy(x)).numpy(), started
 
 
 def create_app(settings: CloudSettings) -> FastAPI:

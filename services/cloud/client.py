@@ -24,12 +24,16 @@ class CloudClient(ServiceClient):
                  http: httpx.AsyncClient | None = None) -> None:
         super().__init__(base_url, token, timeout_s, http)
 
-    async def infer(self, model: str, features: np.ndarray) -> np.ndarray:
-        """Logits (N, num_classes) float32 of ``module[spec.n_edge:]`` on ``features``.
+    async def infer(self, model: str, features: np.ndarray, start: int | None = None) -> np.ndarray:
+        """Logits (N, num_classes) float32 of ``module[start:]`` on ``features`` (default
+        ``start = spec.n_edge``: the cloud part).
 
-        ``features``: float32, the merged output of the last edge layer (N, C, H, W), or flattened (N, F).
+        ``features``: float32, the input map of layer ``start`` (N, C, H, W): by default the merged output
+        of the last edge layer, then also flattened (N, F). A ``start`` inside the edge part (a DADS cut)
+        makes the cloud run the remaining convs too; out of ``[0, n_edge]`` it is ``InvalidInput``.
         """
-        _, body = await self.request("POST", f"/v1/infer/{model}", content=wire.encode(features),
+        path = f"/v1/infer/{model}" if start is None else f"/v1/infer/{model}?start={int(start)}"
+        _, body = await self.request("POST", path, content=wire.encode(features),
                                      headers={"Content-Type": wire.CONTENT_TYPE})
         return wire.decode(body, expect_shape=(features.shape[0], None))
 

@@ -34,7 +34,8 @@ class ExecutorState:
     def __init__(self, settings: ExecutorSettings) -> None:
         self.settings = settings
         self.specs = deployment_specs(settings.models, settings.model_files)
-        self.pool = ZonePool(settings.capacity, {n: s.n_edge for n, s in self.specs.items()})
+        self.pool = ZonePool(settings.capacity, {n: s.n_edge for n, s in self.specs.items()},
+                             settings.halo_max)
         self.metrics = ExecutorMetrics(self.pool)
         self.models: dict[str, Deployed] | None = None
         self.load_error: str | None = None

@@ -85,8 +85,8 @@ class Worker:
 class SubZone:
     """The k worker threads of one (model, stage); one slice at a time, FIFO."""
 
-    def __init__(self, model: str, index: int, workers: int) -> None:
-        self.model, self.index, self.target = model, index, workers
+    def __init__(self, model: str, index: int, workers: int, halo_max: float | None = None) -> None:
+        self.model, self.index, self.target, self.halo_max = model, index, workers, halo_max
         self.lock = asyncio.Lock()
         self.threads: list[Worker] = []
         self.queued = 0
@@ -113,19 +113,23 @@ class SubZone:
                 await asyncio.sleep(delay_s)
             self._resize()
             parts = worker_parts(deployed.spec, sl, len(self.threads))
-            out, idents = await self._compute(deployed, sl, x, parts)
+            flops = sum(slice_flops(deployed.spec, p.slice, x.shape[0]) for p in parts)
+            whole = slice_flops(deployed.spec, sl, x.shape[0]) if len(parts) > 1 else flops
+            intra = self.halo_max is not None and flops > (1.0 + self.halo_max) * whole
+            if intra:
+                parts, flops = [Part(sl, 2, 0)], whole
+            out, idents = await self._compute(deployed, sl, x, parts, len(self.threads) if intra else 1)
             done = time.perf_counter()
         finally:
             self.lock.release()
-        flops = sum(slice_flops(deployed.spec, p.slice, x.shape[0]) for p in parts)
-        self.last_workers = len(set(idents))
+        self.last_workers = len(self.threads) if intra else len(set(idents))
         return SliceRun(out, started - arrived, done - started, self.last_workers, flops, started, done)
 
     async def _compute(self, deployed: Deployed, sl: Slice, x: torch.Tensor,
-                       parts: list[Part]) -> tuple[torch.Tensor, list[int]]:
+                       parts: list[Part], intra_threads: int = 1) -> tuple[torch.Tensor, list[int]]:
         module, spec = deployed.module, deployed.spec
         if len(parts) == 1:
-            jobs = [self.threads[0].submit(lambda: (compute_slice(module, spec, sl, x), _ident()))]
+            jobs = [self.threads[0].submit(_whole_job(module, deployed, sl, x, intra_threads))]
         else:
             out = x.new_empty(sl.out_shape(spec, x.shape[0]))
             jobs = [w.submit(_part_job(module, deployed, p, x, out)) for w, p in zip(self.threads, parts,
@@ -153,8 +157,20 @@ class SubZone:
         self.threads.clear()
 
 
-def _ident() -> int:
-    return threading.get_ident()
+def _whole_job(module: torch.nn.Sequential, deployed: Deployed, sl: Slice, x: torch.Tensor,
+               threads: int) -> Callable[[], tuple[torch.Tensor, int]]:
+    """The whole slice on this worker with ``threads`` torch intra-op threads (back to 1 after)."""
+
+    def job() -> tuple[torch.Tensor, int]:
+        if threads <= 1:
+            return compute_slice(module, deployed.spec, sl, x), threading.get_ident()
+        torch.set_num_threads(threads)  # this thread's OpenMP team only (see Worker)
+        try:
+            return compute_slice(module, deployed.spec, sl, x), threading.get_ident()
+        finally:
+            torch.set_num_threads(1)
+
+    return job
 
 
 def _part_job(module: torch.nn.Sequential, deployed: Deployed, part: Part, x: torch.Tensor,
@@ -175,8 +191,10 @@ class ZonePool:
     or a function giving it now (the CPU limit, which an in-place pod resize changes).
     """
 
-    def __init__(self, capacity: int | Callable[[], int], n_edge: Mapping[str, int]) -> None:
+    def __init__(self, capacity: int | Callable[[], int], n_edge: Mapping[str, int],
+                 halo_max: float | None = None) -> None:
         self._capacity = capacity
+        self.halo_max = halo_max
         self._n_edge = dict(n_edge)
         self._quotas: Quotas = {}
         self.subzones: dict[tuple[str, int], SubZone] = {}
@@ -218,7 +236,7 @@ class ZonePool:
         self.check_stage(model, index)
         zone = self.subzones.get((model, index))
         if zone is None:
-            zone = SubZone(model, index, self._quotas.get(model, {}).get(index, 1))
+            zone = SubZone(model, index, self._quotas.get(model, {}).get(index, 1), self.halo_max)
             self.subzones[(model, index)] = zone
         return zone
 

@@ -15,7 +15,9 @@ class ExecutorSettings(ServiceSettings):
     exceed it. Unset, it follows the CPU limit the process sees (cgroup quota included), read again
     whenever it is needed, so an in-place resize of the pod's CPU changes it. ``slice_delay_s`` is
     fault injection: seconds added to every slice's compute (a slow server for the allocator's
-    tests); 0 in production.
+    tests); 0 in production. ``halo_max``: a slice whose k worker bands would recompute more than
+    this fraction of its FLOPs (halo) runs on one worker with k intra-op threads instead (None:
+    always bands).
     """
 
     model_config = SettingsConfigDict(env_prefix="EDGESPLIT_EXECUTOR_", extra="ignore")
@@ -23,6 +25,7 @@ class ExecutorSettings(ServiceSettings):
     port: int = Field(8101, ge=1, le=65535)
     threads: int | None = Field(None, ge=1, le=1024)  # type: ignore[assignment]
     slice_delay_s: float = Field(0.0, ge=0.0, le=60.0)
+    halo_max: float | None = Field(None, ge=0.0)
 
     def capacity(self) -> int:
         """Thread capacity now: ``threads`` when set, else the CPU limit visible at this moment."""

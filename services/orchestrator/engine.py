@@ -4,13 +4,13 @@ A ``Job`` is a claimed task on its way through the pipeline: its current activat
 input of the next step), its route and the timings recorded so far (wall-clock Unix seconds, so
 intervals of different tasks can be compared). ``Engine.run_step`` runs step k of a job on sub-zone
 k of the executors (the paper's section 3.2), retrying on a re-plan without an executor that failed;
-``Engine.run_cloud`` sends the merged features to the cloud for the remaining layers.
+``Engine.run_cloud`` sends the merged features to the cloud for the remaining layers, through the
+orchestrator's priority gate (``cloudgate``): the most urgent waiting task's call goes first.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import math
 import time
 from dataclasses import dataclass, field
@@ -24,6 +24,7 @@ from edgesplit.errors import EdgesplitError, Unavailable
 from edgesplit.models.spec import ModelSpec
 from edgesplit.split import crop_input, merge
 from services.executor.work import slice_flops
+from services.orchestrator.cloudgate import PriorityGate
 from services.orchestrator.metrics import Metrics
 from services.orchestrator.pool import ExecutorFailed, ExecutorPool
 from services.orchestrator.queue import Claimed
@@ -34,7 +35,7 @@ from services.orchestrator.xfer import SliceLog
 class CloudInfer(Protocol):
     """What the engine needs of the cloud client (``services.cloud.client.CloudClient``)."""
 
-    async def infer(self, model: str, features: np.ndarray) -> np.ndarray: ...
+    async def infer(self, model: str, features: np.ndarray, start: int | None = None) -> np.ndarray: ...
 
 
 class Replanner(Protocol):
@@ -69,7 +70,7 @@ class Engine:
 
     def __init__(self, spec: ModelSpec, module: nn.Sequential, pool: ExecutorPool, cloud: CloudInfer,
                  replanner: Replanner, metrics: Metrics, max_retries: int, cloud_retries: int = 2,
-                 slice_log: SliceLog | None = None) -> None:
+                 slice_log: SliceLog | None = None, gate: PriorityGate | None = None) -> None:
         self.spec = spec
         self.model = spec.name
         self.module = module
@@ -80,6 +81,7 @@ class Engine:
         self.max_retries = max_retries
         self.cloud_retries = cloud_retries
         self.slice_log = slice_log
+        self.gate = gate if gate is not None else PriorityGate(1 << 30)
 
     async def run_step(self, job: Job, k: int, subzone: int | None = None) -> None:
         """Step k of the job's route on sub-zone k (or ``subzone``); updates ``job.x`` and timings."""
@@ -140,26 +142,25 @@ class Engine:
     async def _cloud_call(self, features: np.ndarray, start: int) -> np.ndarray:
         """The cloud's logits for ``features``, the input of layer ``start``.
 
-        A DADS cut inside the edge part (``start < n_edge``) needs the cloud to run convs too: with a
-        client taking ``start`` (``POST /v1/infer/{model}?start=L``) the cloud runs them; otherwise
-        they run here, off the event loop, and only the flattened features go to the cloud.
+        A DADS cut inside the edge part (``start < n_edge``) has the cloud run the remaining convs too
+        (``POST /v1/infer/{model}?start=L``): the cut's map goes there as it is.
         """
         if start == self.spec.n_edge:
             return await self.cloud.infer(self.model, features)
-        if "start" in inspect.signature(self.cloud.infer).parameters:
-            return await self.cloud.infer(self.model, features, start=start)  # type: ignore[call-arg]
-        x = torch.from_numpy(features)
-        rest = await asyncio.to_thread(_run_layers, self.module, x, start, self.spec.n_edge)
-        return await self.cloud.infer(self.model, rest.contiguous().numpy())
+        return await self.cloud.infer(self.model, features, start=start)
 
     async def run_cloud(self, job: Job) -> np.ndarray:
         """Send the features to the cloud (layers from ``route.cloud_from`` on); returns the logits (1, K)."""
         features = job.x.contiguous().numpy()
         start = job.route.cloud_from
         t0 = time.time()
+        waited = 0.0
         for attempt in range(self.cloud_retries + 1):
             try:
-                logits = await self._cloud_call(features, start)
+                t_wait = time.time()
+                async with self.gate.slot(job.task.priority, job.task.submitted):
+                    waited += time.time() - t_wait
+                    logits = await self._cloud_call(features, start)
                 break
             except Unavailable as e:
                 self.metrics.failures.labels(self.model, "cloud").inc()
@@ -169,13 +170,7 @@ class Engine:
             except EdgesplitError as e:
                 raise TaskFailed("cloud", f"the cloud refused the features: {e}") from e
         t1 = time.time()
-        job.cloud = {"start": t0, "end": t1, "layers": [start, len(self.spec.layers)], "tick": job.tick}
+        job.cloud = {"start": t0, "end": t1, "layers": [start, len(self.spec.layers)], "tick": job.tick,
+                     "wait_s": waited}
         self.metrics.cloud.labels(self.model).observe(t1 - t0)
         return np.asarray(logits, dtype=np.float32).reshape(1, -1)
-
-
-@torch.no_grad()
-def _run_layers(module: nn.Sequential, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-    for i in range(start, stop):
-        x = module[i](x)
-    return x

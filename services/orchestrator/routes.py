@@ -127,3 +127,17 @@ def plan_quotas(routes: Mapping[str, Route], up: Sequence[int]) -> dict[int, Quo
                 if m in quotas:
                     quotas[m].setdefault(name, {})[k] = threads
     return quotas
+
+
+def owned_models(routes: Mapping[str, Route]) -> set[str]:
+    """The models whose quotas this orchestrator sets: those planned here (not taken from Redis)."""
+    return {name for name, route in routes.items() if route.source != "redis"}
+
+
+def merge_quotas(current: Quotas, ours: Quotas, owned: set[str]) -> Quotas:
+    """An executor's quota table with the entries of the ``owned`` models replaced by ``ours`` (a model
+    in ``owned`` but not in ``ours`` loses its entry) and every other model's entry kept as it is
+    (the allocator service's, or another orchestrator's)."""
+    merged = {m: dict(q) for m, q in current.items() if m not in owned}
+    merged.update({m: dict(q) for m, q in ours.items() if m in owned and q})
+    return merged

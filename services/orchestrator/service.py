@@ -14,7 +14,7 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 import torch
@@ -25,6 +25,7 @@ from edgesplit.models.spec import ModelSpec
 from services.common.http import new_http_client
 from services.common.models import Deployed, deployment_specs, load_deployed
 from services.orchestrator import images
+from services.orchestrator.cloudgate import PriorityGate
 from services.orchestrator.engine import Engine
 from services.orchestrator.metrics import Metrics
 from services.orchestrator.notify import Notifier
@@ -32,13 +33,36 @@ from services.orchestrator.pipeline import runner_class
 from services.orchestrator.plans import PlanSource, model_zones
 from services.orchestrator.pool import ExecutorPool
 from services.orchestrator.queue import Submitted, TaskQueue
-from services.orchestrator.routes import plan_quotas
+from services.orchestrator.routes import Quotas, merge_quotas, owned_models, plan_quotas
 from services.orchestrator.runner import Runner
 from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.xfer import SliceLog
 
 log = logging.getLogger("edgesplit.orchestrator")
 MAX_WAIT_S = 60.0
+
+
+class QuotaClient(Protocol):
+    """What ``push_quotas`` needs of an executor client (``services.executor.client.ExecutorClient``)."""
+
+    async def get_quotas(self) -> Quotas: ...
+
+    async def put_quotas(self, quotas: Quotas) -> Quotas: ...
+
+
+async def push_quotas(client: QuotaClient, ours: Quotas, owned: set[str], server: int = 0) -> Quotas | None:
+    """Read an executor's quotas, replace the entries of the ``owned`` models with ``ours`` and put the
+    result back when it differs; the table the executor holds afterwards (None when it could not be
+    read or set: logged, the executor keeps its quotas)."""
+    try:
+        current = await client.get_quotas()
+        merged = merge_quotas(current, ours, owned)
+        return current if merged == current else await client.put_quotas(merged)
+    except CapacityExceeded as e:
+        log.warning("executor %d keeps its quotas: %s", server, e)
+    except EdgesplitError as e:
+        log.warning("cannot set the quotas of executor %d: %s", server, e)
+    return None
 
 
 class Orchestrator:
@@ -91,11 +115,12 @@ class Orchestrator:
         self.cloud = CloudClient(str(cluster.cloud.url), s.token, timeout_s=s.slice_timeout_s,
                                  http=self._http)
         zones = model_zones(cluster, self.specs)
+        gate = PriorityGate(s.cloud_concurrency)  # one for every model: they share the cloud
         for name, spec in self.specs.items():
             plans = PlanSource(spec, zones[name], self.pool, self.queue, s.mode, s.split,
                                conv_groups=s.conv_groups)
             engine = Engine(spec, self.models[name].module, self.pool, self.cloud, plans, self.metrics,
-                            s.max_retries, slice_log=self.slice_log)
+                            s.max_retries, slice_log=self.slice_log, gate=gate)
             runner = runner_class(s.mode, s.pipeline)(engine, self.queue, plans, s, self.metrics)
             self.runners[name] = runner
             self._spawn(self._supervise(runner))
@@ -174,20 +199,24 @@ class Orchestrator:
             await asyncio.sleep(self.settings.probe_interval_s)
 
     async def apply_quotas(self) -> None:
-        """Give each executor the sub-zone threads of the local plans (the allocator sets its own)."""
+        """Give each executor that is up the sub-zone threads of the plans made here.
+
+        ``PUT /v1/quotas`` replaces an executor's whole table, so the table is read first and only the
+        entries of the models planned here change (``merge_quotas``): the quotas of models whose plan
+        comes from Redis (set by the allocator service, its publisher) are kept. Nothing is sent when
+        no model is planned here or the table would not change.
+        """
         if self.pool is None or self.settings.mode != "split":
             return
         routes = {}
         for name, runner in self.runners.items():
             with contextlib.suppress(EdgesplitError):
                 routes[name] = await runner.plans.route()
+        owned = owned_models(routes)
+        if not owned:
+            return
         for m, quotas in plan_quotas(routes, self.pool.up).items():
-            try:
-                await self.pool.clients[m].put_quotas(quotas)
-            except CapacityExceeded as e:
-                log.warning("executor %d keeps its quotas: %s", m, e)
-            except EdgesplitError as e:
-                log.warning("cannot set the quotas of executor %d: %s", m, e)
+            await push_quotas(self.pool.clients[m], quotas, owned, m)
 
     # --- what the API calls -------------------------------------------------------------------------
 

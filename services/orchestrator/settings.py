@@ -31,6 +31,8 @@ class OrchestratorSettings(ServiceSettings):
     priorities; > 0 makes a waiting task gain one level per ``aging_s``. ``max_queue`` is per model.
     ``lease_s``: how long a claimed task stays ours without a renewal (a crashed orchestrator's tasks
     come back after it). ``api_token``: when set, clients must send it as a bearer token.
+    ``cloud_concurrency``: cloud calls in flight at once, all models together; when more wait, the
+    most urgent task's call goes first (``cloudgate.PriorityGate``).
     """
 
     model_config = SettingsConfigDict(env_prefix="EDGESPLIT_ORCHESTRATOR_", extra="ignore")

@@ -223,3 +223,72 @@ def test_internal_token_is_shared_and_admin_token_differs(compose: dict[str, Any
     assert len(tokens) == 1
     admin = _compose_value(compose["services"]["allocator"]["environment"]["EDGESPLIT_ALLOCATOR_ADMIN_TOKEN"])
     assert admin not in tokens
+
+
+# --- the local stack (services/stack.py, `edgesplit up`) --------------------------------------------
+
+STACK_ONLY = {"EDGESPLIT_EXECUTOR_THREADS"}  # no cgroup limit per local process: capacity set explicitly
+STACK_API_TOKEN = "stack-api-token-0123456789abcdef"
+
+
+def optional_vars(objs: list[support.Obj], role: str) -> set[str]:
+    """Variables the chart leaves unset when their (optional) Secret key is missing."""
+    return {
+        e["name"]
+        for e in chart_container(objs, role)[1]["env"]
+        if e.get("valueFrom", {}).get("secretKeyRef", {}).get("optional")
+    }
+
+
+@pytest.fixture
+def local_stack(tmp_path: Path) -> Any:
+    from services.stack import LocalStack
+
+    stack = LocalStack(executors=2, models=("digits-cnn",), allocator=True, log_dir=tmp_path / "stack")
+    stack.write_cluster()  # what start() writes first; nothing is started here
+    stack.weights_dir.mkdir(parents=True, exist_ok=True)
+    return stack
+
+
+@pytest.mark.parametrize("role", support.ROLES)
+def test_the_local_stack_sets_the_chart_and_compose_variables(
+    role: str, rendered: Renderer, compose: dict[str, Any], local_stack: Any
+) -> None:
+    objs = rendered(None)
+    chart = set(chart_vars(objs, role))
+    for svc in compose_services(compose, role):
+        assert {k for k in svc["environment"] if k.startswith(prefix(role))} == chart
+    extra = STACK_ONLY & field_vars(role)
+    indices = range(local_stack.n_executors) if role == "executor" else [0]
+    for index in indices:
+        names = set(local_stack.role_env(role, index))
+        assert names | optional_vars(objs, role) == chart | extra, (
+            f"{role}: only in the chart {chart - names - optional_vars(objs, role)}, "
+            f"only in the stack {names - chart - extra}"
+        )
+
+
+def test_the_local_stack_sets_the_api_token_when_it_has_one(rendered: Renderer, tmp_path: Path) -> None:
+    from services.stack import LocalStack
+
+    stack = LocalStack(models=("digits-cnn",), log_dir=tmp_path, orchestrator={"api_token": STACK_API_TOKEN})
+    assert set(stack.role_env("orchestrator")) == set(chart_vars(rendered(None), "orchestrator"))
+    assert stack.role_env("orchestrator")["EDGESPLIT_ORCHESTRATOR_API_TOKEN"] == STACK_API_TOKEN
+
+
+@pytest.mark.parametrize("role", support.ROLES)
+def test_the_local_stack_env_is_accepted_by_the_settings(
+    role: str, local_stack: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = local_stack.role_env(role, 1 if role == "executor" else 0)
+    settings: Any = _instantiate(role, env, monkeypatch)
+    assert settings.host == "127.0.0.1" and settings.token == local_stack.token
+    assert settings.models == ["digits-cnn"]
+    if role == "executor":
+        assert settings.port == local_stack.exec_ports[1] and settings.name == "executor-1"
+        assert settings.threads == local_stack.threads
+    if role == "orchestrator":
+        assert settings.prefix == local_stack.prefix and settings.api_token is None
+    if role == "allocator":
+        assert settings.kubernetes is False and settings.admin_token == local_stack.admin_token
+        assert settings.cluster_file == local_stack.cluster_path

@@ -83,3 +83,31 @@ async def test_bad_requests_get_4xx_and_the_cloud_keeps_serving(cloud_client: Cl
     assert r.status_code == 422 and "truncated" in r.json()["error"]
     assert (await cloud_client.infer("digits-cnn", good)).shape == (1, 10)
     assert "edgesplit_cloud_infer_seconds_count" in await cloud_client.metrics_text()
+
+
+@pytest.mark.parametrize("name", ["digits-cnn", "alexnet-paper"])
+async def test_a_dads_cut_inside_the_convs_runs_the_rest_of_the_model_exactly(cloud_client: CloudClient,
+                                                                              name: str) -> None:
+    spec = get_spec(name)
+    module = build_module(spec, seed=0).requires_grad_(False)
+    x = torch.randn(2, *spec.input, generator=torch.Generator().manual_seed(2))
+    cut = spec.conv_indices()[1]  # the second conv: inside the edge part
+    assert 0 < cut < spec.n_edge
+    for start in (0, cut, spec.n_edge):
+        logits = await cloud_client.infer(name, module[:start](x).contiguous().numpy(), start=start)
+        torch.testing.assert_close(torch.from_numpy(logits), module(x), rtol=1e-4, atol=1e-4)
+
+
+async def test_a_bad_start_or_a_map_of_the_wrong_layer_is_422(cloud_client: CloudClient) -> None:
+    spec = get_spec("digits-cnn")
+    cut = spec.conv_indices()[1]
+    c, h, w = spec.shapes()[cut]
+    with pytest.raises(InvalidInput, match=rf"HTTP 422: start {spec.n_edge + 1} is out of range: 0 to "):
+        await cloud_client.infer(spec.name, np.zeros((1, *spec.feature_shape), np.float32),
+                                 start=spec.n_edge + 1)
+    with pytest.raises(InvalidInput, match=r"HTTP 422: start -1 is out of range"):
+        await cloud_client.infer(spec.name, np.zeros((1, c, h, w), np.float32), start=-1)
+    with pytest.raises(InvalidInput, match=rf"HTTP 422: .*\[N, {c}, {h}, {w}\] \(the input of layer {cut}\)"):
+        await cloud_client.infer(spec.name, np.zeros((1, *spec.feature_shape), np.float32), start=cut)
+    with pytest.raises(InvalidInput, match="HTTP 422"):  # flattened maps only for the cloud part
+        await cloud_client.infer(spec.name, np.zeros((1, c * h * w), np.float32), start=cut)

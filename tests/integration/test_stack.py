@@ -55,7 +55,9 @@ def test_baseline_modes_give_the_unsplit_result(mode: str, tmp_path: Path) -> No
         assert used == {0, 1}, "tasks are spread over the executors"
     else:  # edge layers [0, cut) on one executor, the rest in the cloud
         cuts = {i["route"]["cloud_from"] for i in infos}
-        assert len(cuts) == 1 and 0 <= cuts.pop() <= get_spec("alexnet-paper").n_edge
+        assert len(cuts) == 1 and 0 <= (cut := cuts.pop()) <= get_spec("alexnet-paper").n_edge
+        # a cut inside the edge part: the cloud ran layers [cut, ...), convs included
+        assert all(i["timings"]["cloud"]["layers"][0] == cut for i in infos)
 
 
 def _run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -107,3 +109,35 @@ def test_demo_runs_end_to_end() -> None:
     sample = report["sample"]
     assert sample["status"] == "done" and sample["top1"] == sample["label"]
     assert sample["max_abs_diff_vs_local"] < 1e-4
+
+
+def test_the_stack_runs_the_allocator_service_too(tmp_path: Path) -> None:
+    """``LocalStack(allocator=True)``: the allocator publishes the plans (the orchestrator runs them from
+    Redis) and sets the executors' quotas; results stay exact."""
+    from services.executor.client import ExecutorClient
+
+    model = "digits-cnn"
+    with LocalStack(executors=2, models=(model,), threads=2, log_dir=tmp_path, allocator=True,
+                    allocator_settings={"period_s": 1.0, "measure_s": 0.25}) as st, \
+            OrchestratorClient(st.url) as oc:
+        assert st.allocator is not None and st.allocator in st.services()
+        assert httpx.get(st.allocator.url + "/v2/health/ready", timeout=5).status_code == 200
+        deadline = time.monotonic() + 60
+        while True:  # the allocator's first plan reaches the orchestrator between tasks
+            infos = _exact(oc, model, range(2))
+            if all(i["route"]["source"] == "redis" for i in infos):
+                break
+            assert time.monotonic() < deadline, [i["route"] for i in infos]
+            time.sleep(0.5)
+
+        async def quotas() -> list[dict[str, dict[int, int]]]:
+            out = []
+            for port in st.exec_ports:
+                async with ExecutorClient(f"http://127.0.0.1:{port}", st.token) as ex:
+                    out.append(await ex.get_quotas())
+            return out
+
+        import asyncio
+
+        tables = asyncio.run(quotas())
+        assert any(model in t for t in tables), tables  # set by the allocator, kept by the orchestrator

@@ -140,3 +140,19 @@ def test_capacity_can_follow_a_changing_cpu_limit() -> None:
     limit[0] = 3  # e.g. the pod's CPU was resized in place
     assert pool.set_quotas({"digits-cnn": {0: 2, 1: 1}}) == {"digits-cnn": {0: 2, 1: 1}}
     assert pool.capacity == 3
+
+
+async def test_a_haloed_slice_runs_on_one_worker_with_intra_op_threads_exactly() -> None:
+    spec = get_spec("digits-cnn")
+    dep = _deployed(spec)
+    sl = make_slices(spec, 0, spec.n_edge, "rows", [part_total(spec, 0, spec.n_edge, "rows")])[0]
+    x = torch.randn(2, *spec.input, generator=torch.Generator().manual_seed(3))
+    banded, intra = SubZone(spec.name, 0, 2), SubZone(spec.name, 0, 2, halo_max=0.0)
+    a, b = await banded.run(dep, sl, x), await intra.run(dep, sl, x)
+    banded.stop()
+    intra.stop()
+    want = compute_slice(dep.module, spec, sl, x)
+    torch.testing.assert_close(a.output, want)
+    torch.testing.assert_close(b.output, want)
+    assert a.flops > b.flops == pytest.approx(slice_flops(spec, sl, 2))  # the bands recompute the halo
+    assert b.workers == 2

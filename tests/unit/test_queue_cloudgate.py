@@ -1,0 +1,86 @@
+"""The priority gate around cloud calls: bounded concurrency, most urgent waiter first."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from services.orchestrator.cloudgate import PriorityGate
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def _settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_waiters_go_by_priority_then_submission_time() -> None:
+    gate = PriorityGate(1)
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def call(name: str, priority: int, submitted: float) -> None:
+        async with gate.slot(priority, submitted):
+            order.append(name)
+            if name == "first":
+                await release.wait()
+
+    tasks = [asyncio.create_task(call("first", 5, 0.0))]
+    await _settle()
+    # arrival order at the cloud stage: a crowd of priority 5, then 3, then the urgent one
+    for name, prio, submitted in [("p5-a", 5, 1.0), ("p5-b", 5, 2.0), ("p3", 3, 3.0), ("p5-c", 5, 0.5),
+                                  ("p1", 1, 4.0)]:
+        tasks.append(asyncio.create_task(call(name, prio, submitted)))
+        await _settle()
+    assert order == ["first"] and gate.waiting == 5
+    release.set()
+    await asyncio.gather(*tasks)
+    assert order == ["first", "p1", "p3", "p5-c", "p5-a", "p5-b"]
+    assert gate.busy == 0 and gate.waiting == 0
+
+
+async def test_at_most_limit_calls_are_in_flight() -> None:
+    gate = PriorityGate(2)
+    inside = peak = 0
+
+    async def call(priority: int) -> None:
+        nonlocal inside, peak
+        async with gate.slot(priority):
+            inside += 1
+            peak = max(peak, inside)
+            await asyncio.sleep(0.001)
+            inside -= 1
+
+    await asyncio.gather(*(call(1 + i % 5) for i in range(20)))
+    assert peak == 2 and gate.busy == 0
+
+
+async def test_a_cancelled_waiter_does_not_keep_a_slot() -> None:
+    gate = PriorityGate(1)
+    hold = asyncio.Event()
+    order: list[int] = []
+
+    async def call(priority: int) -> None:
+        async with gate.slot(priority):
+            order.append(priority)
+            if priority == 9:
+                await hold.wait()
+
+    first = asyncio.create_task(call(9))
+    await _settle()
+    urgent, later = asyncio.create_task(call(1)), asyncio.create_task(call(5))
+    await _settle()
+    urgent.cancel()
+    await _settle()
+    hold.set()
+    await asyncio.gather(first, later)
+    assert urgent.cancelled() and order == [9, 5] and gate.busy == 0
+    async with gate.slot(3):  # free again at once
+        assert gate.busy == 1
