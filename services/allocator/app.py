@@ -1,6 +1,6 @@
 """The allocator's HTTP layer (controller co2): health, metrics, plans, decisions, admin re-plan.
 
-Endpoints (docs/parts/API_allocator.md): ``GET /v2/health/live``, ``GET /v2/health/ready`` (open);
+Endpoints (docs/API.md): ``GET /v2/health/live``, ``GET /v2/health/ready`` (open);
 ``GET /metrics``, ``GET /v1/plan/{model}``, ``GET /v1/decisions``, ``GET /v1/measurements`` (behind the
 internal bearer token when one is configured); ``POST /v1/replan`` (the admin token only: 401 without
 a bearer token, 403 with another one or when no admin token is configured).

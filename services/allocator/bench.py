@@ -225,7 +225,7 @@ class Adapt:
     def summary(self, before: list[float], during: list[Done], after: list[float],
                 times: tuple[float, float | None, float | None], decisions: list[dict[str, Any]], name: str,
                 units: int, down_s: float) -> dict[str, Any]:
-        """The benchmark's JSON (see docs/parts/BENCH_adapt.md)."""
+        """The benchmark's JSON (see docs/BENCHMARKS.md)."""
         t_slow, hit, recovered = times
         start = hit if hit is not None else t_slow
         shift = next((d for d in decisions if d["time"] >= t_slow and d["published"]

@@ -1,6 +1,6 @@
 """The executor's HTTP layer: decode a slice request, run it in its sub-zone, encode the answer.
 
-Endpoints (docs/parts/API_executor.md): ``POST /v1/slices/{model}``, ``POST /v1/echo``,
+Endpoints (docs/API.md): ``POST /v1/slices/{model}``, ``POST /v1/echo``,
 ``GET|PUT /v1/quotas``, ``GET /v1/info``, ``GET /metrics`` (all behind the bearer token when one is
 configured) and ``GET /v2/health/live``, ``GET /v2/health/ready`` (open).
 """

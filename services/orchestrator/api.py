@@ -1,4 +1,4 @@
-"""The orchestrator's HTTP layer (docs/parts/API_orchestrator.md): decode, call the service, encode.
+"""The orchestrator's HTTP layer (docs/API.md): decode, call the service, encode.
 
 Public: ``POST /v1/tasks``, ``GET /v1/tasks/{id}``, ``GET /v1/models``, ``GET /v1/status`` and the
 KServe V2 ``POST /v2/models/{model}/infer``, ``GET /v2/models/{model}``, ``/v2/models/{model}/ready``,

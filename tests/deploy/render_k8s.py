@@ -22,7 +22,7 @@ import yaml
 from tests.deploy import support
 
 BASE = support.K8S / "base"
-# Tokens of the plain manifests: for a local kind cluster only (see docs/parts/DEPLOY.md).
+# Tokens of the plain manifests: for a local kind cluster only (see README.md).
 VALUES = ["auth.internalToken=kind-local-only-internal-token", "auth.adminToken=kind-local-only-admin-token"]
 FILES = ("namespace", "config", "redis", "executor", "cloud", "orchestrator", "allocator")
 HEADER = (

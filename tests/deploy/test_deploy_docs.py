@@ -15,13 +15,10 @@ HEADING = "## Deploy on kind"
 
 @pytest.fixture(scope="module")
 def section() -> str:
-    """The section in README.md, or in docs/parts/DEPLOY.md until it is merged into the README."""
-    for path in (support.ROOT / "README.md", support.ROOT / "docs" / "parts" / "DEPLOY.md"):
-        text = path.read_text() if path.is_file() else ""
-        if HEADING in text:
-            body = text.split(HEADING, 1)[1]
-            return body.split("\n## ", 1)[0]
-    raise AssertionError(f"no '{HEADING}' section in README.md or docs/parts/DEPLOY.md")
+    """The "Deploy on kind" section of README.md."""
+    text = (support.ROOT / "README.md").read_text()
+    assert HEADING in text, f"no '{HEADING}' section in README.md"
+    return text.split(HEADING, 1)[1].split("\n## ", 1)[0]
 
 
 def test_every_step_is_there(section: str) -> None:
