@@ -25,9 +25,9 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from edgesplit import wire
-from edgesplit.errors import InvalidInput, ModelNotFound, Unavailable
+from edgesplit.errors import InvalidInput
 from services.cloud.settings import CloudSettings
-from services.common.models import Deployed, deployment_specs, load_deployed
+from services.common.models import Deployed, ModelHost, deployment_specs
 from services.common.security import bearer_auth, read_body
 from services.common.web import base_app, check_npy_request, health_router, metrics_response, npy_response
 
@@ -36,14 +36,13 @@ NS = "edgesplit_cloud"
 BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
 
-class CloudState:
+class CloudState(ModelHost):
     """Deployed models (once loaded), the single compute thread and the metrics."""
 
     def __init__(self, settings: CloudSettings) -> None:
+        specs = deployment_specs(settings.models, settings.model_files)
+        super().__init__("cloud", settings.name, specs, "all")
         self.settings = settings
-        self.specs = deployment_specs(settings.models, settings.model_files)
-        self.models: dict[str, Deployed] | None = None
-        self.load_error: str | None = None
         # FIFO, ``threads`` torch threads each; a Python thread must set its own OpenMP team size
         self.compute = ThreadPoolExecutor(1, thread_name_prefix="es-cloud",
                                           initializer=torch.set_num_threads, initargs=(settings.threads,))
@@ -56,29 +55,12 @@ class CloudState:
         self.queued = Gauge(f"{NS}_queued_requests", "Requests waiting or computing", registry=r)
         self.ready = Gauge(f"{NS}_ready", "1 once the weights are loaded", registry=r)
 
-    def not_ready(self) -> str | None:
-        if self.load_error is not None:
-            return f"weights failed to load: {self.load_error}"
-        return None if self.models is not None else "loading model weights"
-
     async def load(self) -> None:
         s = self.settings
-        try:
-            self.models = await asyncio.to_thread(load_deployed, self.specs, "all", s.weights_dir, s.seed)
-        except Exception as e:
-            self.load_error = f"{type(e).__name__}: {e}"
-            log.exception("cloud %s: loading the models failed", s.name)
+        if not await self.load_models(s.weights_dir, s.seed):
             return
         self.ready.set(1)
-        log.info("cloud %s ready: models %s, %d threads", s.name, ", ".join(self.models), s.threads)
-
-    def deployed(self, model: str) -> Deployed:
-        if model not in self.specs:
-            raise ModelNotFound(f"model {model!r} is not deployed on cloud {self.settings.name}; "
-                                f"deployed: {', '.join(self.specs)}")
-        if self.models is None:
-            raise Unavailable(f"cloud {self.settings.name} is not ready: {self.not_ready()}")
-        return self.models[model]
+        log.info("cloud %s ready: models %s, %d threads", s.name, ", ".join(self.specs), s.threads)
 
     def info(self) -> dict[str, Any]:
         return {"name": self.settings.name, "threads": self.settings.threads,

@@ -8,6 +8,7 @@ whose seeded weights are drawn after the convs' and so do not change them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from edgesplit.errors import InvalidSpec
+from edgesplit.errors import InvalidSpec, ModelNotFound, Unavailable
 from edgesplit.models import Flatten, Linear, ModelSpec, get_spec, load_spec_file
 from edgesplit.models.build import build_module, load_model
 
@@ -89,3 +90,41 @@ def load_deployed(specs: dict[str, ModelSpec], part: Part, weights_dir: Path | N
                   seed: int) -> dict[str, Deployed]:
     """Load every deployed model (seconds for large ones: run it off the event loop)."""
     return {name: load_part(spec, part, weights_dir, seed) for name, spec in specs.items()}
+
+
+class ModelHost:
+    """The deployed models of a service, loaded off the event loop at start-up.
+
+    Shared by the executor (edge layers) and the cloud (whole models): readiness is "loaded", a
+    failed load keeps the service live but not ready with the reason, and ``deployed`` maps an
+    unknown model to 404 and a not-yet-loaded one to 503.
+    """
+
+    def __init__(self, role: str, name: str, specs: dict[str, ModelSpec], part: Part) -> None:
+        self.role, self.name, self.specs, self.part = role, name, specs, part
+        self.models: dict[str, Deployed] | None = None
+        self.load_error: str | None = None
+
+    def not_ready(self) -> str | None:
+        if self.load_error is not None:
+            return f"weights failed to load: {self.load_error}"
+        return None if self.models is not None else "loading model weights"
+
+    async def load_models(self, weights_dir: Path | None, seed: int) -> bool:
+        """Load the weights in a thread; False (and the reason kept for readiness) on failure."""
+        try:
+            self.models = await asyncio.to_thread(load_deployed, self.specs, self.part, weights_dir, seed)
+        except Exception as e:
+            self.load_error = f"{type(e).__name__}: {e}"
+            logging.getLogger(f"edgesplit.{self.role}").exception("%s %s: loading the models failed",
+                                                                  self.role, self.name)
+            return False
+        return True
+
+    def deployed(self, model: str) -> Deployed:
+        if model not in self.specs:
+            raise ModelNotFound(f"model {model!r} is not deployed on {self.role} {self.name}; "
+                                f"deployed: {', '.join(self.specs)}")
+        if self.models is None:
+            raise Unavailable(f"{self.role} {self.name} is not ready: {self.not_ready()}")
+        return self.models[model]

@@ -17,8 +17,8 @@ import torch
 from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request, Response
 
 from edgesplit import wire
-from edgesplit.errors import InvalidInput, ModelNotFound, Unavailable
-from services.common.models import Deployed, deployment_specs, load_deployed
+from edgesplit.errors import InvalidInput
+from services.common.models import ModelHost, deployment_specs
 from services.common.security import bearer_auth, read_body
 from services.common.web import base_app, check_npy_request, health_router, metrics_response, npy_response
 from services.executor.metrics import ExecutorMetrics
@@ -28,43 +28,25 @@ from services.executor.settings import ExecutorSettings
 log = logging.getLogger("edgesplit.executor")
 
 
-class ExecutorState:
+class ExecutorState(ModelHost):
     """What one executor holds: its deployed models (once loaded), sub-zones and metrics."""
 
     def __init__(self, settings: ExecutorSettings) -> None:
+        super().__init__("executor", settings.name, deployment_specs(settings.models, settings.model_files),
+                         "edge")
         self.settings = settings
-        self.specs = deployment_specs(settings.models, settings.model_files)
         self.pool = ZonePool(settings.capacity, {n: s.n_edge for n, s in self.specs.items()},
                              settings.halo_max)
         self.metrics = ExecutorMetrics(self.pool)
-        self.models: dict[str, Deployed] | None = None
-        self.load_error: str | None = None
-
-    def not_ready(self) -> str | None:
-        if self.load_error is not None:
-            return f"weights failed to load: {self.load_error}"
-        return None if self.models is not None else "loading model weights"
 
     async def load(self) -> None:
         """Load the edge layers of every deployed model off the event loop; ready afterwards."""
         s = self.settings
-        try:
-            self.models = await asyncio.to_thread(load_deployed, self.specs, "edge", s.weights_dir, s.seed)
-        except Exception as e:
-            self.load_error = f"{type(e).__name__}: {e}"
-            log.exception("executor %s: loading the models failed", s.name)
+        if not await self.load_models(s.weights_dir, s.seed):
             return
         self.metrics.ready.set(1)
-        log.info("executor %s ready: models %s, capacity %d threads%s", s.name, ", ".join(self.models),
+        log.info("executor %s ready: models %s, capacity %d threads%s", s.name, ", ".join(self.specs),
                  s.capacity(), "" if s.threads else " (the CPU limit)")
-
-    def deployed(self, model: str) -> Deployed:
-        if model not in self.specs:
-            raise ModelNotFound(f"model {model!r} is not deployed on executor {self.settings.name}; "
-                                f"deployed: {', '.join(self.specs)}")
-        if self.models is None:
-            raise Unavailable(f"executor {self.settings.name} is not ready: {self.not_ready()}")
-        return self.models[model]
 
     def info(self) -> dict[str, Any]:
         quotas = self.pool.quotas()

@@ -9,6 +9,7 @@ while running ends ``expired`` there. Results are written with one atomic acknow
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import json
@@ -30,7 +31,7 @@ from services.orchestrator.settings import OrchestratorSettings
 log = logging.getLogger("edgesplit.orchestrator")
 
 
-class Runner:
+class Runner(abc.ABC):
     """Base of the pipelines of one model; subclasses implement ``run``."""
 
     def __init__(self, engine: Engine, queue: TaskQueue, plans: PlanSource, settings: OrchestratorSettings,
@@ -45,8 +46,9 @@ class Runner:
         self.active: dict[str, Job] = {}
         self._claim_failing = False
 
+    @abc.abstractmethod
     async def run(self) -> None:
-        raise NotImplementedError
+        """Serve the model's queue until cancelled."""
 
     async def claim(self, block: bool, server: int | None = None) -> Job | None:
         """The next task as a job (None when ``block`` is False and the queue is empty)."""
