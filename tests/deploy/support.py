@@ -146,3 +146,16 @@ def cpu_cores(quantity: str | int | float) -> float:
     """A Kubernetes CPU quantity in cores (``"500m"`` -> 0.5, ``"2"`` -> 2.0)."""
     s = str(quantity)
     return float(s[:-1]) / 1000 if s.endswith("m") else float(s)
+
+
+# Volume types the "restricted" Pod Security Standard allows.
+RESTRICTED_VOLUMES = frozenset({
+    "configMap",
+    "secret",
+    "emptyDir",
+    "persistentVolumeClaim",
+    "projected",
+    "downwardAPI",
+    "csi",
+    "ephemeral",
+})

@@ -318,16 +318,7 @@ def test_ingress_and_loadtest_target_the_orchestrator(rendered: Renderer) -> Non
 
 @ci
 def test_pods_meet_the_restricted_pod_security_standard_volumes(ci_file: Path, rendered: Renderer) -> None:
-    allowed = {
-        "configMap",
-        "secret",
-        "emptyDir",
-        "persistentVolumeClaim",
-        "projected",
-        "downwardAPI",
-        "csi",
-        "ephemeral",
-    }
+    allowed = support.RESTRICTED_VOLUMES
     for obj in rendered(ci_file):
         pod = support.pod_spec(obj)
         if pod is None:

@@ -15,16 +15,6 @@ KIND_CONFIG = support.K8S / "kind-cluster.yaml"
 KUSTOMIZATION = render_k8s.BASE / "kustomization.yaml"
 MANIFESTS = sorted(p for p in render_k8s.BASE.glob("*.yaml") if p != KUSTOMIZATION)
 KIND_NODE_KEYS = {"role", "image", "labels", "extraMounts", "extraPortMappings", "kubeadmConfigPatches"}
-RESTRICTED_VOLUMES = {
-    "configMap",
-    "secret",
-    "emptyDir",
-    "persistentVolumeClaim",
-    "projected",
-    "downwardAPI",
-    "csi",
-    "ephemeral",
-}
 
 
 def test_every_file_in_k8s_is_checked() -> None:
@@ -86,6 +76,6 @@ def test_namespace_enforces_restricted_pod_security() -> None:
             if pod is None:
                 continue
             kinds = {k for v in pod.get("volumes", []) for k in v if k != "name"}
-            assert kinds <= RESTRICTED_VOLUMES, (
-                f"{obj['metadata']['name']} mounts {kinds - RESTRICTED_VOLUMES}"
+            assert kinds <= support.RESTRICTED_VOLUMES, (
+                f"{obj['metadata']['name']} mounts {kinds - support.RESTRICTED_VOLUMES}"
             )

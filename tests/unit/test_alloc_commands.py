@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import typer
+from cli_helpers import cli_json, command_app
 from typer.testing import CliRunner
 
 from edgesplit.alloc.commands import register
@@ -17,23 +17,13 @@ FIELDS = {"policy", "objective", "latency_s", "optimum_s", "lower_bound_s", "gap
 
 @pytest.fixture(scope="module")
 def app() -> typer.Typer:
-    main = typer.Typer()
-    bench = typer.Typer()
-    main.add_typer(bench, name="bench")
-    register(main, bench)
-    return main
-
-
-def _json(app: typer.Typer, *args: str) -> dict:
-    result = CliRunner().invoke(app, [*args, "--json"])
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
+    return command_app(register)
 
 
 @pytest.mark.parametrize("objective", ["sum", "bottleneck"])
 def test_allocate_exact_and_even(app: typer.Typer, objective: str) -> None:
-    exact = _json(app, "allocate", "--model", "digits-cnn", "--policy", "exact", "--objective", objective)
-    even = _json(app, "allocate", "--model", "digits-cnn", "--policy", "even", "--objective", objective)
+    exact = cli_json(app, "allocate", "--model", "digits-cnn", "--policy", "exact", "--objective", objective)
+    even = cli_json(app, "allocate", "--model", "digits-cnn", "--policy", "even", "--objective", objective)
     for out in (exact, even):
         assert set(out) >= FIELDS
         assert out["gap"] == pytest.approx(out["latency_s"] / out["lower_bound_s"] - 1)
@@ -46,7 +36,7 @@ def test_allocate_exact_and_even(app: typer.Typer, objective: str) -> None:
 def test_allocate_with_a_trained_policy(app: typer.Typer, tmp_path: Path) -> None:
     args = ["train-allocator", "--model", "digits-cnn", "--steps", "120", "--out", str(tmp_path), "--json"]
     CliRunner().invoke(app, args, catch_exceptions=False)
-    out = _json(app, "allocate", "--model", "digits-cnn", "--policy", f"td3:{tmp_path}")
+    out = cli_json(app, "allocate", "--model", "digits-cnn", "--policy", f"td3:{tmp_path}")
     assert out["policy"] == f"td3:{tmp_path}" and out["gap"] >= 0
     with pytest.raises(InvalidInput, match="trained with 'td3'"):
         CliRunner().invoke(app, ["allocate", "--model", "digits-cnn", "--policy", f"ddpg:{tmp_path}"],
@@ -63,6 +53,6 @@ def test_unknown_policy_and_missing_shipped_policy_are_domain_errors(app: typer.
 
 
 def test_bench_alloc_json(app: typer.Typer) -> None:
-    out = _json(app, "bench", "alloc", "--models", "digits-cnn", "--repeat", "1")
+    out = cli_json(app, "bench", "alloc", "--models", "digits-cnn", "--repeat", "1")
     assert len(out["cases"]) == 4
     assert all(c["gap"] >= 0 and c["seconds"] > 0 for c in out["cases"])

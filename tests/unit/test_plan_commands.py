@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import typer
+from cli_helpers import cli_json, command_app
 from typer.testing import CliRunner
 
 from edgesplit.errors import InvalidInput, InvalidPlan, ModelNotFound
@@ -19,22 +19,12 @@ from edgesplit.plan.planner import Plan
 
 @pytest.fixture(scope="module")
 def app() -> typer.Typer:
-    main = typer.Typer()
-    bench = typer.Typer()
-    main.add_typer(bench, name="bench")
-    register(main, bench)
-    return main
-
-
-def _json(app: typer.Typer, *args: str) -> dict:
-    result = CliRunner().invoke(app, [*args, "--json"])
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
+    return command_app(register)
 
 
 def test_plan_json(app: typer.Typer) -> None:
-    ours = _json(app, "plan", "--model", "alexnet-paper", "--scenario", "paper")
-    paper = _json(app, "plan", "--model", "alexnet-paper", "--scenario", "paper", "--split", "paper")
+    ours = cli_json(app, "plan", "--model", "alexnet-paper", "--scenario", "paper")
+    paper = cli_json(app, "plan", "--model", "alexnet-paper", "--scenario", "paper", "--split", "paper")
     assert ours["plan"]["split"] == "edgesplit" and paper["plan"]["split"] == "paper"
     assert {s["strategy"] for s in paper["plan"]["stages"]} == {"kernel-rows"}
     assert ours["edge_ms"] <= paper["edge_ms"]
@@ -45,16 +35,16 @@ def test_plan_json(app: typer.Typer) -> None:
 
 
 def test_plan_options(app: typer.Typer, tmp_path: Path) -> None:
-    few = _json(app, "plan", "--model", "vgg16-paper", "--scenario", "edge-1g", "--servers", "3",
+    few = cli_json(app, "plan", "--model", "vgg16-paper", "--scenario", "edge-1g", "--servers", "3",
                 "--seed", "4")
     assert few["servers"] == 3 and all(max(s["servers"]) < 3 for s in few["plan"]["stages"])
-    excluded = _json(app, "plan", "--scenario", "paper", "--exclude", "ex0", "--exclude", "ex1")
+    excluded = cli_json(app, "plan", "--scenario", "paper", "--exclude", "ex0", "--exclude", "ex1")
     assert all(min(s["servers"]) >= 2 for s in excluded["plan"]["stages"])
-    conv = _json(app, "plan", "--scenario", "paper", "--one-conv-per-group")
+    conv = cli_json(app, "plan", "--scenario", "paper", "--one-conv-per-group")
     assert len(conv["plan"]["stages"]) == 5
     path = tmp_path / "cluster.yaml"
     dump_cluster(scenario("edge-1g", 1, servers=4), path)
-    from_file = _json(app, "plan", "--scenario", str(path))
+    from_file = cli_json(app, "plan", "--scenario", str(path))
     assert from_file["servers"] == 4
 
 
@@ -85,7 +75,7 @@ def test_cli_exits_non_zero_with_one_line() -> None:
 
 
 def test_bench_plan_json(app: typer.Typer) -> None:
-    report = _json(app, "bench", "plan", "--repeats", "1")
+    report = cli_json(app, "bench", "plan", "--repeats", "1")
     rows = {(c["model"], c["scenario"]): c for c in report["comparisons"]}
     assert set(rows) == {(m, s) for m in ("alexnet-paper", "vgg16-paper") for s in ("paper", "edge-1g")}
     assert all(c["ours_edge_ms"] <= c["paper_edge_ms"] for c in rows.values())
