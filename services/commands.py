@@ -20,7 +20,7 @@ err = Console(stderr=True)
 MODES = "split | no-split | dads"
 CONV_GROUPS = "one conv per stage, a sub-zone each (needs threads >= convs)"
 HALO_MAX = ("executors run a slice whose worker bands would recompute more than this fraction of its "
-            "FLOPs on one worker with intra-op threads")
+            "FLOPs on one worker with intra-op threads (default: the executor's, 0.1)")
 ALLOCATOR = ("also run the allocator service: it measures the executors, re-plans and publishes the plans "
              "and quotas (the orchestrator then takes its plans from Redis)")
 SHIPPED_WEIGHTS = Path(__file__).resolve().parents[1] / "edgesplit" / "models" / "weights"

@@ -43,9 +43,14 @@ import redis
 from edgesplit.errors import Unavailable
 from edgesplit.plan.cluster import cluster_from_dict, dump_cluster
 from services.common.proc import ServiceProcess, free_port, spawn, wait_ready
+from services.common.settings import cpu_limit
 
 LOOPBACK_LINK_BPS = 10e9  # what the planner assumes of loopback links
-REQUEST_OVERHEAD_S = 1e-3  # HTTP round trip + NPY encode/decode on loopback, measured order
+# one slice request on loopback, compute excluded: HTTP round trip, NPY encode and decode, hand-off to
+# the sub-zone's workers. Measured 2.8-3.5 ms on the 2-core development machine (the orchestrator's
+# per-slice ``transfer_s`` of an alexnet-paper task; docs/BENCHMARKS.md, end-to-end section).
+REQUEST_OVERHEAD_S = 3e-3
+HOST_NAME = "localhost"  # the one machine every process of the stack shares
 ROLES = ("executor", "cloud", "orchestrator", "allocator")
 MODULES = {role: f"services.{role}" for role in ROLES}
 
@@ -88,6 +93,12 @@ class LocalStack:
     ``allocator``: also run the allocator service (measured re-planning, plans published in Redis),
     with ``allocator_settings`` added to its settings. Logs go to ``log_dir``, or to a temporary
     folder deleted by ``stop`` unless ``keep_logs``.
+
+    ``shared_host`` (default): the cluster file says that the executors share this machine's cores
+    (``host: localhost``, ``hosts: {localhost: {cores: N}}``, N = the CPUs this process may use), so
+    the planner does not count on executors running side by side faster than the machine can
+    (``edgesplit.plan.latency.host_slowdown``). False describes them as separate machines, as in a
+    cluster of nodes: plans then spread work over them (tests of that machinery use it).
     """
 
     def __init__(self, executors: int = 2, models: Sequence[str] = ("alexnet-paper",), mode: str = "split",
@@ -97,7 +108,8 @@ class LocalStack:
                  executor: Mapping[str, object] | None = None, log_dir: Path | None = None,
                  port: int | None = None, keep_keys: bool = False, seed: int = 0,
                  weights_dir: Path | None = None, keep_logs: bool = False, cloud_threads: int = 2,
-                 allocator: bool = False, allocator_settings: Mapping[str, object] | None = None) -> None:
+                 allocator: bool = False, allocator_settings: Mapping[str, object] | None = None,
+                 shared_host: bool = True) -> None:
         if executors < 1:
             raise ValueError(f"a stack needs at least 1 executor, got {executors}")
         self.n_executors = executors
@@ -127,6 +139,7 @@ class LocalStack:
         self.orch: ServiceProcess | None = None
         self.allocator: ServiceProcess | None = None
         self.cluster_path = self.log_dir / "cluster.yaml"
+        self.shared_host = shared_host
 
     @property
     def url(self) -> str:
@@ -214,13 +227,18 @@ class LocalStack:
             time.sleep(0.05)
 
     def write_cluster(self) -> None:
-        """The cluster description of this stack (executor urls and threads, the cloud's url)."""
-        raw = {"executors": [{"name": f"executor-{i}", "url": f"http://127.0.0.1:{p}",
-                              "threads": self.threads, "link_bps": LOOPBACK_LINK_BPS,
-                              "overhead_s": REQUEST_OVERHEAD_S} for i, p in enumerate(self.exec_ports)],
-               "cloud": {"url": f"http://127.0.0.1:{self.cloud_port}", "link_bps": LOOPBACK_LINK_BPS,
-                         "overhead_s": REQUEST_OVERHEAD_S},
-               "models": self.models}
+        """The cluster description of this stack (executor urls and threads, the cloud's url, and the
+        machine they share unless ``shared_host`` is False)."""
+        host = {"host": HOST_NAME} if self.shared_host else {}
+        raw: dict[str, Any] = {
+            "executors": [{"name": f"executor-{i}", "url": f"http://127.0.0.1:{p}", "threads": self.threads,
+                           "link_bps": LOOPBACK_LINK_BPS, "overhead_s": REQUEST_OVERHEAD_S, **host}
+                          for i, p in enumerate(self.exec_ports)],
+            "cloud": {"url": f"http://127.0.0.1:{self.cloud_port}", "link_bps": LOOPBACK_LINK_BPS,
+                      "overhead_s": REQUEST_OVERHEAD_S},
+            "models": self.models}
+        if self.shared_host:
+            raw["hosts"] = {HOST_NAME: {"cores": cpu_limit()}}
         dump_cluster(cluster_from_dict(raw), self.cluster_path)
 
     def start(self, timeout_s: float = 120.0) -> LocalStack:

@@ -6,6 +6,12 @@ FLOPS), ``link_bps`` the rate between it and the controller co1 (ra_m, bits/s) a
 a fixed cost per request (serialisation, HTTP, scheduling). The ``Cloud`` holds the fully
 connected layers: ``flops`` is k_c of eq. (2), ``link_bps`` the edge-cloud rate ra_c of eq. (4).
 
+The paper's servers are separate machines. Executors may instead share one: pods on one node, or
+the whole local stack on one computer. ``host`` names the machine a server runs on and
+``host_cores`` its cores; servers of the same host that compute at the same time share those cores
+(``latency.host_slowdown``). A server without a host has its zone's threads to itself. In a cluster
+file, ``hosts: {name: {cores: N}}`` lists the machines and each executor names its ``host``.
+
 Named scenarios:
 
 * ``paper``: section 5.1 of the paper. 8 servers x 20 threads x 80 GFLOPS/thread, edge links drawn
@@ -64,6 +70,8 @@ class Server:
     url: str | None = None
     overhead_s: float = 0.0
     flops_known: bool = True
+    host: str | None = None
+    host_cores: int | None = None
 
     def __post_init__(self) -> None:
         if self.threads < 1:
@@ -71,6 +79,11 @@ class Server:
         if self.flops_per_thread <= 0 or self.link_bps <= 0 or self.overhead_s < 0:
             raise InvalidPlan(f"server {self.name}: flops_per_thread and link_bps must be > 0 and "
                               f"overhead_s >= 0")
+        if (self.host is None) != (self.host_cores is None):
+            raise InvalidPlan(f"server {self.name}: host and host_cores go together (got host={self.host!r}, "
+                              f"host_cores={self.host_cores!r})")
+        if self.host_cores is not None and self.host_cores < 1:
+            raise InvalidPlan(f"server {self.name}: host_cores must be at least 1, got {self.host_cores}")
 
     @property
     def flops(self) -> float:
@@ -106,6 +119,15 @@ class Cluster:
         names = [s.name for s in self.servers]
         if len(set(names)) != len(names):
             raise InvalidPlan(f"server names must be unique, got {names}")
+        cores: dict[str, int | None] = {}
+        for s in self.servers:
+            if s.host is not None and cores.setdefault(s.host, s.host_cores) != s.host_cores:
+                raise InvalidPlan(f"host {s.host!r} has {cores[s.host]} cores for one server and "
+                                  f"{s.host_cores} for {s.name}")
+
+    def hosts(self) -> dict[str, int]:
+        """Cores of each named host."""
+        return {s.host: s.host_cores for s in self.servers if s.host is not None and s.host_cores}
 
     def index(self, server: int | str) -> int:
         """Index of a server given by index or name; InvalidPlan if there is none."""
@@ -166,6 +188,12 @@ class _ExecutorModel(BaseModel):
     flops_per_thread: PositiveFloat | None = None
     link_bps: PositiveFloat = DEFAULT_LINK_BPS
     overhead_s: float = Field(default=0.0, ge=0)
+    host: str | None = Field(default=None, min_length=1)
+
+
+class _HostModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    cores: PositiveInt
 
 
 class _CloudModel(BaseModel):
@@ -181,6 +209,7 @@ class _ClusterModel(BaseModel):
     executors: list[_ExecutorModel] = Field(min_length=1)
     cloud: _CloudModel = Field(default_factory=_CloudModel)
     models: list[str] = Field(default_factory=list)
+    hosts: dict[str, _HostModel] = Field(default_factory=dict)
 
 
 def cluster_from_dict(raw: Mapping[str, Any], where: str = "cluster") -> Cluster:
@@ -191,10 +220,16 @@ def cluster_from_dict(raw: Mapping[str, Any], where: str = "cluster") -> Cluster
         err = e.errors()[0]
         loc = ".".join(str(p) for p in err["loc"]) or "<root>"
         raise InvalidInput(f"{where}: {loc}: {err['msg']}") from e
+    for i, ex in enumerate(parsed.executors):
+        if ex.host is not None and ex.host not in parsed.hosts:
+            listed = ", ".join(parsed.hosts) or "none"
+            raise InvalidInput(f"{where}: executors.{i}.host: host {ex.host!r} is not listed under 'hosts' "
+                               f"(listed: {listed}); expected hosts: {{{ex.host}: {{cores: N}}}}")
     servers = tuple(
         Server(name=ex.name or f"ex{i}", threads=ex.threads,
                flops_per_thread=ex.flops_per_thread or DEFAULT_FLOPS_PER_THREAD, link_bps=ex.link_bps,
-               url=ex.url, overhead_s=ex.overhead_s, flops_known=ex.flops_per_thread is not None)
+               url=ex.url, overhead_s=ex.overhead_s, flops_known=ex.flops_per_thread is not None,
+               host=ex.host, host_cores=None if ex.host is None else parsed.hosts[ex.host].cores)
         for i, ex in enumerate(parsed.executors))
     c = parsed.cloud
     try:
@@ -207,11 +242,14 @@ def cluster_to_dict(cluster: Cluster) -> dict[str, Any]:
     """The ``cluster.yaml`` layout of a cluster (inverse of ``cluster_from_dict``)."""
     executors = [{"name": s.name, "url": s.url, "threads": s.threads,
                   "flops_per_thread": s.flops_per_thread if s.flops_known else None,
-                  "link_bps": s.link_bps, "overhead_s": s.overhead_s} for s in cluster.servers]
+                  "link_bps": s.link_bps, "overhead_s": s.overhead_s, **({"host": s.host} if s.host else {})}
+                 for s in cluster.servers]
     c = cluster.cloud
-    return {"executors": executors,
-            "cloud": {"url": c.url, "flops": c.flops, "link_bps": c.link_bps, "overhead_s": c.overhead_s},
-            "models": list(cluster.models)}
+    cloud = {"url": c.url, "flops": c.flops, "link_bps": c.link_bps, "overhead_s": c.overhead_s}
+    out: dict[str, Any] = {"executors": executors, "cloud": cloud, "models": list(cluster.models)}
+    if cluster.hosts():
+        out["hosts"] = {name: {"cores": cores} for name, cores in cluster.hosts().items()}
+    return out
 
 
 def load_cluster(path: str | Path) -> Cluster:

@@ -10,7 +10,8 @@ Sizes are float32 tensors of batch 1. What a server receives and returns per str
   output channels.
 
 A server's time in a stage is compute (eq. 1) + round trip (eq. 3) + its ``overhead_s`` (one request
-per stage); a stage takes the slowest server's time; a task takes the sum of its stages (eq. 5/6)
+per stage); servers sharing a host that is short of cores for them compute slower
+(:func:`host_slowdown`); a stage takes the slowest server's time; a task takes the sum of its stages (eq. 5/6)
 plus the edge-cloud transfer (eq. 4), the cloud's request overhead and the cloud compute (eq. 2).
 Work at the controller (merges, kernel-rows' post layers) is neglected, as the paper does.
 """
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 from edgesplit.models.spec import Conv2d, ModelSpec, Shape
-from edgesplit.plan.cluster import Cloud, Cluster
+from edgesplit.plan.cluster import Cloud, Cluster, Server
 from edgesplit.split import Slice, Strategy, group_needs, make_slices
 
 BYTES_PER_VALUE = 4
@@ -32,6 +33,25 @@ BYTES_PER_VALUE = 4
 def compute_time(flops: float, threads: float, flops_per_thread: float) -> float:
     """Computing time on edge server m, eq. (1): x * size / (k * eta), with ``flops`` = x * size. Seconds."""
     return flops / (threads * flops_per_thread)
+
+
+def host_slowdown(servers: Sequence[Server], threads: Sequence[float],
+                  active: Sequence[bool] | None = None) -> list[float]:
+    """Factor (>= 1) on each server's compute time of eq. (1) when servers share a machine.
+
+    The paper's servers are separate machines. Where several run on one host (``Server.host``), the
+    active ones (those computing a part of this stage) run their threads at once on the host's
+    ``host_cores``; when their threads add up to more than that, each thread gets
+    ``host_cores / sum(threads)`` of a core, so each of them computes ``sum(threads) / host_cores``
+    times slower. A server without a host, or not active, keeps factor 1.
+    """
+    on = [True] * len(servers) if active is None else list(active)
+    demand: dict[str, float] = {}
+    for srv, k, a in zip(servers, threads, on, strict=True):
+        if a and srv.host is not None:
+            demand[srv.host] = demand.get(srv.host, 0.0) + k
+    return [max(1.0, demand[srv.host] / srv.host_cores) if a and srv.host is not None and srv.host_cores
+            else 1.0 for srv, a in zip(servers, on, strict=True)]
 
 
 def cloud_compute_time(size_full: float, cloud_flops: float) -> float:
@@ -152,14 +172,15 @@ def server_times(spec: ModelSpec, cluster: Cluster, stage: StageLike,
     """Per-server times of one stage; servers with an empty part send no request and take 0 s."""
     slices = make_slices(spec, stage.start, stage.stop, stage.strategy, stage.parts)
     shapes = spec.shapes()
+    servers = [cluster.servers[m] for m in stage.servers]
+    slowdown = host_slowdown(servers, stage.threads, [not sl.empty for sl in slices])
     out = []
-    for m, k, sl in zip(stage.servers, stage.threads, slices, strict=True):
+    for m, srv, k, sl, slow in zip(stage.servers, servers, stage.threads, slices, slowdown, strict=True):
         load = slice_load(spec, sl, flops, shapes)
-        srv = cluster.servers[m]
         if sl.empty:
             out.append(ServerTime(m, 0.0, 0.0, 0.0))
             continue
-        out.append(ServerTime(m, compute_time(load.flops, k, srv.flops_per_thread),
+        out.append(ServerTime(m, slow * compute_time(load.flops, k, srv.flops_per_thread),
                               round_trip_time(load.out_bytes, load.in_bytes, srv.link_bps), srv.overhead_s))
     return out
 

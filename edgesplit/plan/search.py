@@ -18,6 +18,7 @@ The final plan is always scored with the exact model (``latency.predict``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -28,7 +29,7 @@ import numpy.typing as npt
 from edgesplit.errors import InvalidPlan
 from edgesplit.models.spec import Conv2d, ModelSpec, is_window
 from edgesplit.plan.cluster import Server
-from edgesplit.plan.latency import BYTES_PER_VALUE
+from edgesplit.plan.latency import BYTES_PER_VALUE, host_slowdown
 from edgesplit.plan.ratios import minmax_split
 from edgesplit.split import STRATEGIES, Strategy, check_group, group_needs, part_total
 
@@ -128,14 +129,22 @@ def unit_loads(f: SpecFacts, start: int, stop: int, strategy: Strategy) -> UnitL
     return _channels_loads(f, start, stop)
 
 
-def cost_table(loads: UnitLoads, servers: Sequence[Server], threads: Sequence[float]) -> Array:
-    """``table[m, n]``: seconds for n units on ``servers[m]`` with ``threads[m]`` threads, 0 at n = 0."""
+def cost_table(loads: UnitLoads, servers: Sequence[Server], threads: Sequence[float],
+               slowdown: Sequence[float] | None = None) -> Array:
+    """``table[m, n]``: seconds for n units on ``servers[m]`` with ``threads[m]`` threads, 0 at n = 0;
+    ``slowdown[m]`` (>= 1, ``inf`` to leave the server out) divides its computing rate."""
     speed = np.array([k * s.flops_per_thread for s, k in zip(servers, threads, strict=True)])
+    out = np.zeros(len(servers), dtype=bool)
+    if slowdown is not None:
+        slow = np.asarray(slowdown, dtype=np.float64)
+        out = np.isinf(slow)
+        speed = speed / np.where(out, 1.0, slow)
     link = np.array([s.link_bps for s in servers])
     overhead = np.array([s.overhead_s for s in servers])
     table = (loads.flops[None, :] / speed[:, None]
              + 8.0 * (loads.in_bytes + loads.out_bytes)[None, :] / link[:, None]
              + overhead[:, None])
+    table[out, :] = np.inf
     table[:, 0] = 0.0
     return np.maximum.accumulate(table, axis=1)
 
@@ -150,6 +159,34 @@ class StageChoice(NamedTuple):
     cost_s: float
 
 
+def host_candidates(servers: Sequence[Server], threads: Sequence[float]) -> list[list[float]]:
+    """Slowdown vectors (``host_slowdown``, ``inf`` = left out) of the server sets a stage may use.
+
+    Servers on separate machines do not interact, so one set (all, factor 1) is exact. Co-hosted
+    servers share cores, and whether one runs slows the others, so a cost per server is only right
+    for a given set. Two sets are tried: every server, each host shared by all of its servers; and
+    each host *packed*: its fastest servers until their threads reach its cores, the rest left out.
+    With zones as large as the host (the local stack: 2 executors x 2 threads on 2 cores) packing
+    gives one executor all the cores rather than two executors half a core's worth of threads each
+    recomputing a halo.
+    """
+    every = host_slowdown(servers, threads)
+    if all(srv.host is None for srv in servers):
+        return [every]
+    packed = [1.0 if srv.host is None else math.inf for srv in servers]
+    taken: dict[str, float] = {}
+    fastest = sorted(range(len(servers)), key=lambda m: (-threads[m] * servers[m].flops_per_thread, m))
+    for m in fastest:
+        srv = servers[m]
+        if srv.host is not None and taken.get(srv.host, 0.0) < (srv.host_cores or 1):
+            taken[srv.host] = taken.get(srv.host, 0.0) + threads[m]
+            packed[m] = 1.0
+    on = [x == 1.0 for x in packed]
+    slow = host_slowdown(servers, threads, on)
+    packed = [s if a else math.inf for s, a in zip(slow, on, strict=True)]
+    return [every] if packed == every else [every, packed]
+
+
 def best_stage(f: SpecFacts, start: int, stop: int, servers: Sequence[Server], threads: Sequence[float],
                allowed: Sequence[Strategy] = STRATEGIES) -> StageChoice | None:
     """Best (strategy, optimal split) of one group; ``parts`` is aligned with ``servers``.
@@ -157,15 +194,17 @@ def best_stage(f: SpecFacts, start: int, stop: int, servers: Sequence[Server], t
     Trying each number of servers 1..M (fastest first) is subsumed: an unused server costs 0, so the
     optimum over all M servers is at most the optimum over any subset, and ``minmax_split`` breaks
     ties towards fewer servers. A server whose round trip and overhead cost more than the compute
-    they save gets no units.
+    they save gets no units. Co-hosted servers are costed per candidate set (``host_candidates``).
     """
     best: StageChoice | None = None
+    candidates = host_candidates(servers, threads)
     for strategy in valid_strategies(f.spec, start, stop, allowed):
         total = part_total(f.spec, start, stop, strategy)
-        table = cost_table(unit_loads(f, start, stop, strategy), servers, threads)
-        parts, cost = minmax_split(total, table)
-        if best is None or cost < best.cost_s:
-            best = StageChoice(start, stop, strategy, tuple(parts), cost)
+        loads = unit_loads(f, start, stop, strategy)
+        for slowdown in candidates:
+            parts, cost = minmax_split(total, cost_table(loads, servers, threads, slowdown))
+            if best is None or cost < best.cost_s:
+                best = StageChoice(start, stop, strategy, tuple(parts), cost)
     return best
 
 

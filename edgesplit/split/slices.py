@@ -176,16 +176,21 @@ def apply_window(mod: nn.Module, layer: Conv2d | MaxPool2d | AvgPool2d, x: torch
     own padding. Avg-pool counts padded cells like torch's default ``count_include_pad=True``.
     """
     pw = layer.padding[1]
+    # equal padding above and below, within the layer's own (a band against neither or both map
+    # edges, e.g. a whole map): the operator pads itself, the same values without a padded copy
+    native = top == bottom <= layer.padding[0]
+    pad = (top, pw) if native else (0, pw)
+    if not native:
+        fill = float("-inf") if isinstance(layer, MaxPool2d) else 0.0
+        x = _pad_rows(x, top, bottom, fill)
     if isinstance(layer, Conv2d):
         assert isinstance(mod, nn.Conv2d)
         w = mod.weight if weight is None else weight
         b = mod.bias if weight is None else bias
-        return F.conv2d(_pad_rows(x, top, bottom, 0.0), w, b, layer.stride, (0, pw), layer.dilation)
+        return F.conv2d(x, w, b, layer.stride, pad, layer.dilation)
     if isinstance(layer, MaxPool2d):
-        return F.max_pool2d(_pad_rows(x, top, bottom, float("-inf")), layer.kernel, layer.stride, (0, pw),
-                            layer.dilation)
-    return F.avg_pool2d(_pad_rows(x, top, bottom, 0.0), layer.kernel, layer.stride, (0, pw),
-                        count_include_pad=True)
+        return F.max_pool2d(x, layer.kernel, layer.stride, pad, layer.dilation)
+    return F.avg_pool2d(x, layer.kernel, layer.stride, pad, count_include_pad=True)
 
 
 @torch.no_grad()

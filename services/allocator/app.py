@@ -27,6 +27,7 @@ from services.allocator.settings import AllocatorSettings
 from services.common.errors import Unauthorized
 from services.common.http import new_http_client
 from services.common.models import deployment_specs
+from services.common.redisconn import redis_client
 from services.common.web import base_app, health_router, metrics_response
 
 log = logging.getLogger("edgesplit.allocator")
@@ -156,7 +157,7 @@ def create_app(settings: AllocatorSettings, kube: KubeExecutors | None = None) -
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
-        redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+        redis = redis_client(settings.redis_url, health_check_interval_s=0)
         http = new_http_client(max(settings.http_timeout_s, 5.0))
         k = kube if kube is not None else (make_kube(settings) if settings.kubernetes else None)
         controller = Controller(settings, specs, base, redis, http, metrics, k)

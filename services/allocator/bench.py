@@ -198,7 +198,9 @@ class Adapt:
     def run(self) -> dict[str, Any]:
         c = self.c
         pretrain = c.policy == "td3" and c.train_steps > 0
-        with LocalStack(executors=c.executors, models=(c.model,), threads=c.threads, seed=c.seed) as st:
+        # separate machines: the plan spreads over the executors, so slowing one of them matters
+        with LocalStack(executors=c.executors, models=(c.model,), threads=c.threads, seed=c.seed,
+                        shared_host=False) as st:
             self.stack = st
             try:
                 alloc = self.start_allocator("exact" if pretrain else c.policy)

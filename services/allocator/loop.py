@@ -29,7 +29,6 @@ import time
 from dataclasses import replace
 from typing import Any
 
-import httpx
 import redis.asyncio as aioredis
 
 from edgesplit.errors import EdgesplitError, Unavailable
@@ -66,6 +65,7 @@ from services.allocator.plans import PlanStore
 from services.allocator.push import Pusher
 from services.allocator.settings import AllocatorSettings
 from services.allocator.zones import zone_clusters
+from services.common.http import HttpPool
 
 log = logging.getLogger("edgesplit.allocator")
 
@@ -82,7 +82,7 @@ class Controller:
     """Controller co2 (module docstring). ``base``: the cluster file, or None (Kubernetes discovery)."""
 
     def __init__(self, settings: AllocatorSettings, specs: dict[str, ModelSpec], base: Cluster | None,
-                 redis: aioredis.Redis, http: httpx.AsyncClient, metrics: AllocatorMetrics,
+                 redis: aioredis.Redis, http: HttpPool, metrics: AllocatorMetrics,
                  kube: KubeExecutors | None = None) -> None:
         self.settings = settings
         self.specs = specs

@@ -28,9 +28,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
+
+from edgesplit.errors import Unavailable
+from services.common.http import HttpPool
 
 NS = "edgesplit_executor"
 XFER_KEY = "xfer:{name}"
@@ -214,7 +216,7 @@ class ComputeFit:
 class Measurer:
     """Reads the executors and the transfer streams (one shared HTTP client, one Redis client)."""
 
-    def __init__(self, http: httpx.AsyncClient, redis: aioredis.Redis, prefix: str, token: str | None,
+    def __init__(self, http: HttpPool, redis: aioredis.Redis, prefix: str, token: str | None,
                  timeout_s: float = 2.0, window: int = 64) -> None:
         self.http = http
         self.redis = redis
@@ -229,16 +231,17 @@ class Measurer:
             return ExecutorSample(name, url, False, error="no address")
         base = url.rstrip("/")
         try:
-            ready = await self.http.get(f"{base}/v2/health/ready", timeout=self.timeout_s)
-            if ready.status_code != 200:
-                return ExecutorSample(name, url, False, error=f"not ready: HTTP {ready.status_code}")
-            resp = await self.http.get(f"{base}/metrics", headers=self._auth, timeout=self.timeout_s)
-        except httpx.HTTPError as e:
-            return ExecutorSample(name, url, False, error=f"{type(e).__name__}: {e}")
-        if resp.status_code != 200:
-            return ExecutorSample(name, url, False, error=f"/metrics answered HTTP {resp.status_code}")
+            ready = await self.http.fetch("GET", f"{base}/v2/health/ready", timeout_s=self.timeout_s)
+            if ready.status != 200:
+                return ExecutorSample(name, url, False, error=f"not ready: HTTP {ready.status}")
+            resp = await self.http.fetch("GET", f"{base}/metrics", headers=self._auth,
+                                         timeout_s=self.timeout_s)
+        except Unavailable as e:
+            return ExecutorSample(name, url, False, error=str(e))
+        if resp.status != 200:
+            return ExecutorSample(name, url, False, error=f"/metrics answered HTTP {resp.status}")
         try:
-            m = parse_executor_metrics(resp.text)
+            m = parse_executor_metrics(resp.body.decode())
         except ValueError as e:
             return ExecutorSample(name, url, False, error=f"unreadable /metrics: {e}")
         return ExecutorSample(name, url, True, m["flops_per_thread"], m["capacity"], m["queued"], m["busy"],

@@ -15,12 +15,11 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import httpx
-
 from edgesplit.errors import EdgesplitError
 from services.allocator.executors import ExecutorRef, Quotas, total, update_order
 from services.allocator.kube import KubeExecutors
 from services.allocator.metrics import AllocatorMetrics
+from services.common.http import HttpPool
 from services.executor.client import ExecutorClient
 
 log = logging.getLogger("edgesplit.allocator")
@@ -29,7 +28,7 @@ log = logging.getLogger("edgesplit.allocator")
 class Pusher:
     """Sends quotas (one pooled HTTP client) and resizes pods; counts both in the metrics."""
 
-    def __init__(self, http: httpx.AsyncClient, token: str | None, timeout_s: float,
+    def __init__(self, http: HttpPool, token: str | None, timeout_s: float,
                  metrics: AllocatorMetrics, kube: KubeExecutors | None = None) -> None:
         self.http = http
         self.token = token

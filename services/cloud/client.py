@@ -1,6 +1,6 @@
 """Async client of the cloud service (the orchestrator's last stage).
 
-Share one pooled ``httpx.AsyncClient`` per process (``http=``, see ``services.common.http``).
+Share one pooled HTTP session per process (``http=``, see ``services.common.http``).
 Errors: the domain error the service answered with, carrying its message (``ModelNotFound``,
 ``InvalidInput``, ``Unauthorized``...), or ``Unavailable`` when it cannot be reached in time.
 """
@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 import numpy as np
 
 from edgesplit import wire
-from services.common.http import DEFAULT_TIMEOUT_S, ServiceClient
+from services.common.http import DEFAULT_TIMEOUT_S, HttpPool, ServiceClient
 
 
 class CloudClient(ServiceClient):
@@ -21,7 +20,7 @@ class CloudClient(ServiceClient):
     call in seconds; ``token`` the bearer token or None; ``http`` the process's shared client."""
 
     def __init__(self, base_url: str, token: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
-                 http: httpx.AsyncClient | None = None) -> None:
+                 http: HttpPool | None = None) -> None:
         super().__init__(base_url, token, timeout_s, http)
 
     async def infer(self, model: str, features: np.ndarray, start: int | None = None) -> np.ndarray:
@@ -33,9 +32,9 @@ class CloudClient(ServiceClient):
         makes the cloud run the remaining convs too; out of ``[0, n_edge]`` it is ``InvalidInput``.
         """
         path = f"/v1/infer/{model}" if start is None else f"/v1/infer/{model}?start={int(start)}"
-        _, body = await self.request("POST", path, content=wire.encode(features),
-                                     headers={"Content-Type": wire.CONTENT_TYPE})
-        return wire.decode(body, expect_shape=(features.shape[0], None))
+        answer = await self.request("POST", path, content=wire.encode(features),
+                                    headers={"Content-Type": wire.CONTENT_TYPE})
+        return wire.decode(answer.body, expect_shape=(features.shape[0], None))
 
     async def info(self) -> dict[str, Any]:
         """Name, threads and the deployed models (feature shape, classes, weights source)."""

@@ -1,17 +1,24 @@
-"""The base of the services' async clients: one pooled ``httpx.AsyncClient``, bearer token, errors.
+"""The base of the services' async clients: one pooled HTTP session per process, bearer token, errors.
 
-A new ``httpx.AsyncClient`` per call costs ~25 ms (DESIGN.md section 5), so a process creates one
-with :func:`new_http_client` and passes it to every client it builds (``http=``); a client built
-without one creates its own and closes it in :meth:`ServiceClient.aclose`.
+The internal calls (orchestrator -> executors and cloud, allocator -> executors) go through one
+``aiohttp`` session per process (:class:`HttpPool`, from :func:`new_http_client`), passed to every
+client the process builds (``http=``); a client built without one creates its own and closes it in
+:meth:`ServiceClient.aclose`. A new session per call costs ~25 ms (DESIGN.md section 5).
+
+Why aiohttp and not httpx: one loopback round trip of a 16 KiB body to a bare uvicorn echo takes
+0.54 ms with an aiohttp session and 1.78 ms with an ``httpx.AsyncClient`` on the 2-core development
+machine (median of 250, same server, same run; ``docs/BENCHMARKS.md``, RPC section). A task crosses
+two to six such calls, so that difference is a visible share of the end-to-end latency.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
-import httpx
+import aiohttp
 
 from edgesplit.errors import Unavailable
 from services.common.errors import error_from_response
@@ -19,24 +26,73 @@ from services.common.errors import error_from_response
 DEFAULT_TIMEOUT_S = 30.0
 
 
-def new_http_client(timeout_s: float = DEFAULT_TIMEOUT_S, max_connections: int = 256) -> httpx.AsyncClient:
-    """A pooled async HTTP client for a whole process (keep-alive connections to every service)."""
-    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-    return httpx.AsyncClient(timeout=httpx.Timeout(timeout_s), limits=limits)
+class Answer(NamedTuple):
+    """An HTTP answer: status, headers (case-insensitive mapping) and the body in a writable buffer."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytearray
 
 
-async def _read_all(response: httpx.Response) -> bytearray:
-    """The response body in one writable buffer (preallocated from Content-Length when given)."""
-    length = response.headers.get("content-length")
+class HttpPool:
+    """A process's pooled HTTP session (keep-alive connections to every service).
+
+    The ``aiohttp`` session is made on first use, inside the running event loop (a session is bound
+    to the loop that made it); :meth:`aclose` closes it and a later call makes a new one.
+    """
+
+    def __init__(self, timeout_s: float = DEFAULT_TIMEOUT_S, max_connections: int = 256) -> None:
+        self.timeout_s = timeout_s
+        self.max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0,
+                                             keepalive_timeout=60.0)
+            self._session = aiohttp.ClientSession(connector=connector,
+                                                  timeout=aiohttp.ClientTimeout(total=self.timeout_s))
+        return self._session
+
+    async def fetch(self, method: str, url: str, *, params: Mapping[str, str] | None = None,
+                    content: bytes | None = None, json_body: Any = None,
+                    headers: Mapping[str, str] | None = None, timeout_s: float | None = None) -> Answer:
+        """Send one request and read the whole answer; ``Unavailable`` when the server cannot be
+        reached or does not answer within ``timeout_s`` (default: the pool's)."""
+        limit = timeout_s or self.timeout_s
+        try:
+            async with self.session.request(method, url, params=params, data=content, json=json_body,
+                                            headers=headers,
+                                            timeout=aiohttp.ClientTimeout(total=limit)) as response:
+                body = await _read_all(response)
+                return Answer(response.status, response.headers, body)
+        except TimeoutError as e:
+            raise Unavailable(f"{url} did not answer within {limit} s") from e
+        except aiohttp.ClientError as e:
+            raise Unavailable(f"{url} does not answer: {type(e).__name__}: {e}") from e
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def new_http_client(timeout_s: float = DEFAULT_TIMEOUT_S, max_connections: int = 256) -> HttpPool:
+    """A pooled HTTP session for a whole process (keep-alive connections to every service)."""
+    return HttpPool(timeout_s, max_connections)
+
+
+async def _read_all(response: aiohttp.ClientResponse) -> bytearray:
+    """The response body in one writable buffer (preallocated from Content-Length when given), so
+    the NPY decoded from it can back a tensor without another copy."""
+    length = response.content_length
     if length is None or response.headers.get("content-encoding"):
-        buf = bytearray()
-        async for chunk in response.aiter_bytes():
-            buf += chunk
-        return buf
-    out = bytearray(int(length))
+        return bytearray(await response.read())
+    out = bytearray(length)
     view = memoryview(out)
     at = 0
-    async for chunk in response.aiter_raw():
+    async for chunk in response.content.iter_any():
         view[at : at + len(chunk)] = chunk
         at += len(chunk)
     return out[:at] if at != len(out) else out
@@ -51,7 +107,7 @@ class ServiceClient:
     """
 
     def __init__(self, base_url: str, token: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
-                 http: httpx.AsyncClient | None = None) -> None:
+                 http: HttpPool | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
         self._own = http is None
@@ -59,7 +115,7 @@ class ServiceClient:
         self._auth = {"Authorization": f"Bearer {token}"} if token else {}
 
     async def aclose(self) -> None:
-        """Close the HTTP client if this object created it (a shared one is left open)."""
+        """Close the HTTP session if this object created it (a shared one is left open)."""
         if self._own:
             await self._http.aclose()
 
@@ -72,37 +128,27 @@ class ServiceClient:
 
     async def request(self, method: str, path: str, *, params: dict[str, str] | None = None,
                       content: bytes | None = None, json_body: Any = None,
-                      headers: dict[str, str] | None = None,
-                      timeout_s: float | None = None) -> tuple[httpx.Response, bytearray]:
-        """Send one request; return the response and its body, or raise the matching domain error."""
+                      headers: dict[str, str] | None = None, timeout_s: float | None = None) -> Answer:
+        """Send one request; return the answer, or raise the matching domain error."""
         url = f"{self.base_url}{path}"
-        hdrs = {**self._auth, **(headers or {})}
-        timeout = httpx.Timeout(timeout_s or self.timeout_s)
-        try:
-            async with self._http.stream(method, url, params=params, content=content, json=json_body,
-                                         headers=hdrs, timeout=timeout) as response:
-                body = await _read_all(response)
-        except httpx.TimeoutException as e:
-            raise Unavailable(f"{url} did not answer within {timeout_s or self.timeout_s} s") from e
-        except httpx.TransportError as e:
-            raise Unavailable(f"{url} does not answer: {type(e).__name__}: {e}") from e
-        if response.status_code >= 400:
+        answer = await self._http.fetch(method, url, params=params, content=content, json_body=json_body,
+                                        headers={**self._auth, **(headers or {})},
+                                        timeout_s=timeout_s or self.timeout_s)
+        if answer.status >= 400:
             try:
-                payload = json.loads(body)
+                payload = json.loads(answer.body)
             except ValueError:
-                payload = {"error": body[:200].decode("utf-8", "replace")}
-            raise error_from_response(response.status_code, payload, response.headers, url)
-        return response, body
+                payload = {"error": answer.body[:200].decode("utf-8", "replace")}
+            raise error_from_response(answer.status, payload, answer.headers, url)
+        return answer
 
     async def json(self, method: str, path: str, json_body: Any = None) -> Any:
         """A JSON request/answer."""
-        _, body = await self.request(method, path, json_body=json_body)
-        return json.loads(body)
+        return json.loads((await self.request(method, path, json_body=json_body)).body)
 
     async def metrics_text(self) -> str:
         """The Prometheus exposition text of ``GET /metrics``."""
-        _, body = await self.request("GET", "/metrics")
-        return body.decode()
+        return (await self.request("GET", "/metrics")).body.decode()
 
     async def live(self) -> bool:
         """True when ``GET /v2/health/live`` answers 200."""
@@ -114,7 +160,8 @@ class ServiceClient:
 
     async def _probe(self, path: str) -> bool:
         try:
-            response = await self._http.get(f"{self.base_url}{path}", timeout=min(self.timeout_s, 5.0))
-        except httpx.HTTPError:
+            answer = await self._http.fetch("GET", f"{self.base_url}{path}",
+                                            timeout_s=min(self.timeout_s, 5.0))
+        except Unavailable:
             return False
-        return response.status_code == 200
+        return answer.status == 200

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import TypeVar
@@ -22,6 +23,11 @@ def serve(settings_cls: type[S], create_app: Callable[[], Callable[[S], FastAPI]
     ``create_app`` returns the app factory: the app's heavy imports (torch) wait until the settings
     are known to be valid, so bad settings fail in well under a second.
     """
+    # Idle OpenMP threads sleep instead of spinning: the services share cores (several pods on a node,
+    # or the whole local stack on one machine), and a process spinning after its slice slowed the next
+    # stage's process (the cloud's FC layers by 3-4 ms, docs/BENCHMARKS.md). Read once, when torch
+    # loads its OpenMP runtime, so it is set before the app (and torch) is imported.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = settings_cls()  # type: ignore[call-arg]  # read from the environment

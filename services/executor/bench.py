@@ -44,7 +44,11 @@ async def _timed(call: Callable[[], Awaitable[Any]]) -> float:
 
 async def _rpc_rounds(ex_url: str, echo_url: str, token: str, shape: tuple[int, ...], rounds: int,
                       warmup: int) -> dict[str, list[float]]:
-    """Alternate an executor echo, a bare echo and a real slice (same client, same bytes) ``rounds`` times."""
+    """Alternate an executor echo, a bare echo and a real slice (same client, same bytes) ``rounds``
+    times; and the bare echo through an ``httpx.AsyncClient``, the client the services used before
+    (``services.common.http`` says why they moved to aiohttp)."""
+    import httpx
+
     spec = get_spec("alexnet-paper")
     start, stop = conv_groups(spec)[2]  # conv3: its input is 256x18x18, the benchmark's tensor
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
@@ -55,14 +59,17 @@ async def _rpc_rounds(ex_url: str, echo_url: str, token: str, shape: tuple[int, 
     bare = ServiceClient(echo_url, http=http)
     npy = {"Content-Type": wire.CONTENT_TYPE}
     with_slice = x.shape[1:] == sl.in_shape(spec)[1:]  # the real slice only fits the default shape
-    times: dict[str, list[float]] = {"executor": [], "bare": [], "slice_minus_compute": []}
+    times: dict[str, list[float]] = {"executor": [], "bare": [], "bare_httpx": [], "slice_minus_compute": []}
+    other = httpx.AsyncClient()
     try:
         for i in range(warmup + rounds):
             t_ex = await _timed(lambda: ex.request("POST", "/v1/echo", content=body, headers=npy))
             t_bare = await _timed(lambda: bare.request("POST", "/echo", content=body, headers=npy))
+            t_httpx = await _timed(lambda: other.post(f"{echo_url}/echo", content=body, headers=npy))
             if i >= warmup:
                 times["executor"].append(t_ex)
                 times["bare"].append(t_bare)
+                times["bare_httpx"].append(t_httpx)
             if with_slice:
                 t0 = time.perf_counter()
                 run = await ex.run_slice_timed(spec.name, sl, x, subzone=start)
@@ -70,6 +77,7 @@ async def _rpc_rounds(ex_url: str, echo_url: str, token: str, shape: tuple[int, 
                     times["slice_minus_compute"].append(time.perf_counter() - t0 - run.compute_s)
     finally:
         await http.aclose()
+        await other.aclose()
     return times
 
 
@@ -85,6 +93,7 @@ def bench_rpc(rounds: int, warmup: int, shape: tuple[int, ...], progress: Progre
     ratio = ex_ms["median"] / bare_ms["median"]
     out: dict[str, Any] = {"shape": list(shape), "bytes": int(np.prod(shape)) * 4, "rounds": rounds,
                            "executor_echo_ms": ex_ms, "bare_echo_ms": bare_ms, "ratio": ratio,
+                           "bare_echo_httpx_ms": _stats_ms(times["bare_httpx"]),
                            "target": RPC_TARGET, "meets_target": ratio <= RPC_TARGET,
                            "load_average": os.getloadavg()[0]}
     if times["slice_minus_compute"]:

@@ -1,6 +1,6 @@
 """Async client of an executor, used by the orchestrator, the allocator and the benchmarks.
 
-Share one pooled ``httpx.AsyncClient`` per process::
+Share one pooled HTTP session per process (``services.common.http``)::
 
     http = new_http_client()
     ex = ExecutorClient("http://10.0.0.5:8101", token=TOKEN, http=http)
@@ -16,12 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import numpy as np
 
 from edgesplit import wire
 from edgesplit.split import Slice
-from services.common.http import DEFAULT_TIMEOUT_S, ServiceClient
+from services.common.http import DEFAULT_TIMEOUT_S, HttpPool, ServiceClient
 
 _NPY = {"Content-Type": wire.CONTENT_TYPE}
 
@@ -41,11 +40,11 @@ class ExecutorClient(ServiceClient):
     """Client of one executor at ``base_url`` (e.g. ``http://127.0.0.1:8101``).
 
     ``token``: bearer token (None when the executor has none); ``timeout_s``: per call, seconds,
-    queueing in the sub-zone included; ``http``: the process's shared ``httpx.AsyncClient``.
+    queueing in the sub-zone included; ``http``: the process's shared ``HttpPool``.
     """
 
     def __init__(self, base_url: str, token: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
-                 http: httpx.AsyncClient | None = None) -> None:
+                 http: HttpPool | None = None) -> None:
         super().__init__(base_url, token, timeout_s, http)
 
     async def run_slice_timed(self, model: str, slice: Slice, x: np.ndarray, subzone: int,
@@ -55,10 +54,10 @@ class ExecutorClient(ServiceClient):
         params["subzone"] = str(subzone)
         if task_id:
             params["task_id"] = task_id
-        response, body = await self.request("POST", f"/v1/slices/{model}", params=params,
-                                            content=wire.encode(x), headers=_NPY)
-        out = wire.decode(body, expect_shape=(x.shape[0], None, None, None))
-        h = response.headers
+        answer = await self.request("POST", f"/v1/slices/{model}", params=params, content=wire.encode(x),
+                                    headers=_NPY)
+        out = wire.decode(answer.body, expect_shape=(x.shape[0], None, None, None))
+        h = answer.headers
         return SliceResult(out, float(h.get("x-wait-seconds", 0)), float(h.get("x-compute-seconds", 0)),
                            int(h.get("x-workers", 0)))
 
@@ -75,8 +74,8 @@ class ExecutorClient(ServiceClient):
 
     async def echo(self, x: np.ndarray) -> np.ndarray:
         """Send ``x`` through the executor's request path without compute; get it back (benchmarks)."""
-        _, body = await self.request("POST", "/v1/echo", content=wire.encode(x), headers=_NPY)
-        return wire.decode(body, expect_dtype=None)
+        answer = await self.request("POST", "/v1/echo", content=wire.encode(x), headers=_NPY)
+        return wire.decode(answer.body, expect_dtype=None)
 
     async def get_quotas(self) -> dict[str, dict[int, int]]:
         """Threads per sub-zone ``{model: {subzone: threads}}``; sub-zones not listed have 1."""

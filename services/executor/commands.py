@@ -43,6 +43,7 @@ def bench_rpc(
     print(f"{out['shape']} float32 ({out['bytes']} bytes), {out['rounds']} rounds, median round trip:")
     print(f"  executor /v1/echo  {ex['median']:.3f} ms (p90 {ex['p90']:.3f})")
     print(f"  bare FastAPI echo  {bare['median']:.3f} ms (p90 {bare['p90']:.3f})")
+    print(f"  bare echo, httpx   {out['bare_echo_httpx_ms']['median']:.3f} ms (the services' old client)")
     print(f"  ratio {out['ratio']:.2f} (target <= {out['target']})")
     if "slice_minus_compute_ms" in out:
         print(f"  real conv3 slice minus its compute: {out['slice_minus_compute_ms']['median']:.3f} ms")

@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from edgesplit import wire
 from edgesplit.errors import EdgesplitError, InvalidInput, TaskExpired, Unavailable
 from services.common.security import bearer_auth, read_body
+from services.orchestrator.queue import TERMINAL
 from services.orchestrator.service import MAX_WAIT_S, Orchestrator
 from services.orchestrator.views import model_metadata, task_view, v2_input, v2_output
 
@@ -56,8 +57,16 @@ def public_router(orch: Orchestrator) -> APIRouter:
 
     @router.post("/v1/tasks", status_code=202, tags=["tasks"])
     async def submit(request: Request, model: str | None = None, priority: str | None = None,
-                     timeout: str | None = None, idem: Annotated[str | None, IDEM] = None) -> JSONResponse:
-        """Queue one image task. Body: PNG/JPEG/NPY (raw, or multipart field ``image``). 202 with the id."""
+                     timeout: str | None = None, idem: Annotated[str | None, IDEM] = None,
+                     wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 0.0,
+                     top_k: Annotated[int, Query(ge=1, le=1000)] = 5,
+                     logits: bool = True) -> JSONResponse:
+        """Queue one image task. Body: PNG/JPEG/NPY (raw, or multipart field ``image``). 202 with the id.
+
+        ``wait`` > 0: also wait up to that many seconds for the result, as ``GET /v1/tasks/{id}?wait=``
+        does, and answer 200 with the task (``top_k``, ``logits``) once it has a final status (one
+        round trip instead of two); still 202 with the id when it has none by then.
+        """
         body, form = await _upload(request, s.max_body_bytes)
         name = model or form.get("model") or s.models[0]
         orch.spec(name)
@@ -69,6 +78,11 @@ def public_router(orch: Orchestrator) -> APIRouter:
             orch.metrics.rejected.labels(str(e.status)).inc()
             raise
         url = f"/v1/tasks/{sub.id}"
+        if wait > 0:
+            info = await orch.wait(sub.id, wait)
+            if info["status"] in TERMINAL:
+                view = {**task_view(info, top_k, logits), "duplicate": sub.duplicate, "url": url}
+                return JSONResponse(view, headers={"Location": url})
         body_out = {"id": sub.id, "status": "queued", "model": name, "priority": prio,
                     "duplicate": sub.duplicate, "url": url}
         return JSONResponse(body_out, status_code=202, headers={"Location": url})

@@ -38,17 +38,33 @@ class OrchestratorClient:
             raise error_from_response(r.status_code, payload, r.headers, str(r.url))
         return r.json()
 
-    def submit(self, body: bytes, model: str, priority: int | None = None, timeout_s: float | None = None,
-               idempotency_key: str | None = None) -> str:
-        """Queue one task (PNG, JPEG or NPY bytes); returns its id."""
-        params: dict[str, str] = {"model": model}
+    def _post_task(self, body: bytes, model: str, priority: int | None, timeout_s: float | None,
+                   idempotency_key: str | None, extra: dict[str, str]) -> dict[str, Any]:
+        params: dict[str, str] = {"model": model, **extra}
         if priority is not None:
             params["priority"] = str(priority)
         if timeout_s is not None:
             params["timeout"] = str(timeout_s)
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        answer = self._check(self.http.post("/v1/tasks", params=params, content=body, headers=headers))
-        return str(answer["id"])
+        answer: dict[str, Any] = self._check(self.http.post("/v1/tasks", params=params, content=body,
+                                                            headers=headers))
+        return answer
+
+    def submit(self, body: bytes, model: str, priority: int | None = None, timeout_s: float | None = None,
+               idempotency_key: str | None = None) -> str:
+        """Queue one task (PNG, JPEG or NPY bytes); returns its id."""
+        return str(self._post_task(body, model, priority, timeout_s, idempotency_key, {})["id"])
+
+    def run(self, body: bytes, model: str, priority: int | None = None, timeout_s: float | None = None,
+            wait_s: float = 60.0, logits: bool = True, idempotency_key: str | None = None) -> dict[str, Any]:
+        """Submit one task and wait for it in the same request (``POST /v1/tasks?wait=``); the task as
+        ``result`` gives it (long-polling on if it has no final status after the first 30 s)."""
+        first = min(30.0, wait_s)
+        answer = self._post_task(body, model, priority, timeout_s, idempotency_key,
+                                 {"wait": str(first), "logits": str(logits).lower()})
+        if answer["status"] in TERMINAL:
+            return answer
+        return self.result(str(answer["id"]), max(0.0, wait_s - first), logits)
 
     def get(self, task_id: str, wait_s: float = 0.0, logits: bool = True) -> dict[str, Any]:
         info: dict[str, Any] = self._check(self.http.get(f"/v1/tasks/{task_id}",

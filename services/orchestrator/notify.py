@@ -39,8 +39,7 @@ class Notifier:
                         continue
                     channel = msg["channel"].decode()
                     if channel == done:
-                        for event in self._waiters.get(msg["data"].decode(), ()):
-                            event.set()
+                        self.notify(msg["data"].decode())
                     elif channel.startswith(new):
                         self.on_new(channel[len(new) :])
             except (OSError, aioredis.RedisError) as e:
@@ -49,6 +48,13 @@ class Notifier:
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
+
+    def notify(self, task_id: str) -> None:
+        """Wake the long-polls waiting on ``task_id`` (its record has a final status). Called for each
+        ``done`` message, and directly by this process's pipelines when they end a task, which saves
+        the pub/sub round trip for the waits served here."""
+        for event in self._waiters.get(task_id, ()):
+            event.set()
 
     async def wait(self, task_id: str, wait_s: float,
                    read: Callable[[str], Awaitable[dict[str, Any]]]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
@@ -111,9 +111,10 @@ class TaskQueue:
 
     async def submit(self, model: str, data: bytes, priority: int, timeout_s: float, *,
                      max_queue: int, aging_s: float = 0.0, idem_key: str | None = None,
-                     fingerprint: str = "", retry_after_s: float = 1.0) -> Submitted:
+                     fingerprint: str = "", retry_after_s: float | Callable[[], float] = 1.0) -> Submitted:
         """Queue one task. Raises QueueFull (429) beyond ``max_queue`` queued tasks of that model and
-        Conflict (409) when ``idem_key`` was used for a different request."""
+        Conflict (409) when ``idem_key`` was used for a different request. ``retry_after_s`` (or a
+        function giving it, called only for a full queue) is the QueueFull's Retry-After."""
         now = time.time()
         tid = new_task_id()
         idem = self.key("idem", idem_key) if idem_key else ""
@@ -124,6 +125,8 @@ class TaskQueue:
             self.ttl + int(timeout_s) + 1, fingerprint, repr(timeout_s)]
         out = [_s(v) for v in await _guard(self._submit(keys=keys, args=args))]
         if out[0] == "full":
+            if callable(retry_after_s):
+                retry_after_s = retry_after_s()
             raise QueueFull(f"queue of {model} is full ({out[1]} tasks queued, max {max_queue}); "
                             f"retry in {retry_after_s:.0f} s", retry_after_s)
         if out[0] == "conflict":

@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,7 @@ class Runner(abc.ABC):
         self.wake = asyncio.Event()
         self.active: dict[str, Job] = {}
         self._claim_failing = False
+        self.on_finished: Callable[[str], None] | None = None  # wakes this process's waits on a task
 
     @abc.abstractmethod
     async def run(self) -> None:
@@ -159,6 +161,8 @@ class Runner(abc.ABC):
             try:
                 if not await self.queue.finish(job.task, status, fields):
                     log.warning("task %s finished after its lease was lost; result dropped", job.task.id)
+                elif self.on_finished is not None:
+                    self.on_finished(job.task.id)
                 break
             except EdgesplitError as e:  # Redis briefly away: the lease keeps the task safe meanwhile
                 log.warning("cannot acknowledge task %s: %s", job.task.id, e)

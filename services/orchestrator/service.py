@@ -16,7 +16,6 @@ import logging
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
-import redis.asyncio as aioredis
 import torch
 
 from edgesplit import wire
@@ -24,6 +23,7 @@ from edgesplit.errors import CapacityExceeded, EdgesplitError, InvalidInput, Mod
 from edgesplit.models.spec import ModelSpec
 from services.common.http import new_http_client
 from services.common.models import Deployed, deployment_specs, load_deployed
+from services.common.redisconn import redis_client
 from services.orchestrator import images
 from services.orchestrator.cloudgate import PriorityGate
 from services.orchestrator.engine import Engine
@@ -72,8 +72,7 @@ class Orchestrator:
         self.settings = settings
         self.specs: dict[str, ModelSpec] = deployment_specs(settings.models, settings.model_files)
         self.metrics = Metrics()
-        self.redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2,
-                                             health_check_interval=10)
+        self.redis = redis_client(settings.redis_url)
         self.queue = TaskQueue(self.redis, settings.prefix, settings.result_ttl_s, settings.max_claims)
         self.models: dict[str, Deployed] = {}
         self.runners: dict[str, Runner] = {}
@@ -122,6 +121,7 @@ class Orchestrator:
             engine = Engine(spec, self.models[name].module, self.pool, self.cloud, plans, self.metrics,
                             s.max_retries, slice_log=self.slice_log, gate=gate)
             runner = runner_class(s.mode, s.pipeline)(engine, self.queue, plans, s, self.metrics)
+            runner.on_finished = self.notifier.notify
             self.runners[name] = runner
             self._spawn(self._supervise(runner))
             self._spawn(runner.renew_forever())
@@ -252,13 +252,14 @@ class Orchestrator:
         fingerprint = hashlib.sha256(f"{model}|{priority}|{timeout_s}|".encode() + data).hexdigest()
         sub = await self.queue.submit(model, data, priority, timeout_s, max_queue=s.max_queue,
                                       aging_s=s.aging_s, idem_key=idem_key, fingerprint=fingerprint,
-                                      retry_after_s=await self._retry_after(model))
+                                      retry_after_s=lambda: self._retry_after(model))
         if not sub.duplicate:
             self.metrics.pending.labels(model, str(priority)).inc()
             self._known_prios[model].add(priority)
+            self._wake(model)  # this process's pipeline now, without waiting for the pub/sub message
         return sub
 
-    async def _retry_after(self, model: str) -> float:
+    def _retry_after(self, model: str) -> float:
         """Seconds until a full queue likely has room: a tenth of it drained at the recent e2e pace."""
         hist = self.metrics.e2e
         total = count = 0.0

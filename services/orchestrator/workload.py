@@ -50,12 +50,13 @@ def torch_baseline(spec: ModelSpec, threads: int = 2, runs: int = 30, seed: int 
 
 def idle_latency(oc: OrchestratorClient, spec: ModelSpec, runs: int = 30,
                  warmup: int = 3) -> dict[str, float]:
-    """One task at a time: median client-side and server-side end-to-end latency, seconds."""
+    """One task at a time: median client-side and server-side end-to-end latency, seconds. Each task
+    is one request, ``POST /v1/tasks?wait=60`` (submit and wait for the result)."""
     client, server = [], []
     for i in range(warmup + runs):
         body = wire.encode(random_input(spec, i))
         t0 = time.perf_counter()
-        info = oc.result(oc.submit(body, spec.name, priority=1), wait_s=60, logits=False)
+        info = oc.run(body, spec.name, priority=1, wait_s=60, logits=False)
         elapsed = time.perf_counter() - t0
         if info["status"] != "done":
             raise RuntimeError(f"task {info['id']} {info['status']}: {info.get('error')}")

@@ -38,7 +38,8 @@ INPUTS = [RNG.standard_normal((1, 8, 8)).astype(np.float32) for _ in range(4)]
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalStack, ServiceProcess]]:
     log_dir = tmp_path_factory.mktemp("allocator-stack")
-    with LocalStack(executors=3, models=(MODEL,), threads=2, log_dir=log_dir) as st:
+    # separate machines (shared_host=False): plans spread over the executors, as in a cluster
+    with LocalStack(executors=3, models=(MODEL,), threads=2, log_dir=log_dir, shared_host=False) as st:
         alloc = start_module("allocator", "services.allocator", "EDGESPLIT_ALLOCATOR_", {
             "redis_url": st.redis_url, "prefix": st.prefix, "cluster_file": st.cluster_path,
             "token": st.token, "models": MODEL, "period_s": PERIOD_S, "measure_s": 0.25}, log_dir)

@@ -74,6 +74,29 @@ def test_npy_result_equals_unsplit_local_inference(client: httpx.Client, model: 
     assert info["route"]["steps"][0]["layers"][0] == 0
 
 
+def test_submit_with_wait_answers_the_result_in_one_request(client: httpx.Client) -> None:
+    """``POST /v1/tasks?wait=``: 200 with the finished task (what ``GET ?wait=`` gives); 202 with the
+    id when the wait ends first."""
+    x = np.random.default_rng(7).standard_normal((1, *get_spec("digits-cnn").input)).astype(np.float32)
+    r = client.post("/v1/tasks", params={"model": "digits-cnn", "priority": 1, "wait": 30, "top_k": 3},
+                    content=wire.encode(x))
+    assert r.status_code == 200, r.text
+    info = r.json()
+    assert info["status"] == "done" and r.headers["location"] == f"/v1/tasks/{info['id']}"
+    ref = _reference("digits-cnn", x)
+    torch.testing.assert_close(torch.tensor(info["logits"]).view_as(ref), ref, rtol=1e-4, atol=1e-4)
+    assert [t["class"] for t in info["top_k"]] == torch.topk(ref[0], 3).indices.tolist()
+    assert client.get(f"/v1/tasks/{info['id']}").json()["top_k"][:3] == info["top_k"]
+    # a wait shorter than the task: the usual 202, and the task still finishes
+    r = client.post("/v1/tasks", params={"model": "alexnet-paper", "wait": 0.001}, content=_png(8))
+    assert r.status_code in (200, 202), r.text
+    if r.status_code == 202:
+        assert r.json()["status"] == "queued"
+        assert client.get(f"/v1/tasks/{r.json()['id']}", params={"wait": 30}).json()["status"] == "done"
+    bad = client.post("/v1/tasks", params={"model": "digits-cnn", "wait": -1}, content=wire.encode(x))
+    assert bad.status_code == 422 and "wait" in bad.text
+
+
 def test_png_multipart_is_resized_normalised_and_classified(client: httpx.Client) -> None:
     body = _png(2)
     r = client.post("/v1/tasks", files={"image": ("x.png", body, "image/png")},

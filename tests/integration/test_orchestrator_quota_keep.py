@@ -32,7 +32,8 @@ def _quotas(stack: LocalStack, i: int, put: dict[str, dict[int, int]] | None = N
 def test_an_executor_restart_keeps_the_quotas_of_models_planned_elsewhere(tmp_path: Path) -> None:
     # the executors deploy both models and have 2 threads more than the orchestrator plans with;
     # the orchestrator serves (and plans) only OURS
-    with LocalStack(executors=2, models=(OURS, THEIRS), threads=2, log_dir=tmp_path,
+    # separate machines (shared_host=False): the plan uses both executors, so a slice fails on the dead one
+    with LocalStack(executors=2, models=(OURS, THEIRS), threads=2, log_dir=tmp_path, shared_host=False,
                     orchestrator={"models": OURS}, executor={"threads": 4}) as st, \
             httpx.Client(base_url=st.url, timeout=30) as c:
         mine = _quotas(st, 0)[OURS]

@@ -10,7 +10,9 @@ from edgesplit.errors import InvalidInput, InvalidPlan
 from edgesplit.plan.cluster import (
     DEFAULT_FLOPS_PER_THREAD,
     PAPER_CLOUD_FLOPS,
+    Cloud,
     Cluster,
+    Server,
     dump_cluster,
     load_cluster,
     resolve_cluster,
@@ -90,6 +92,9 @@ def test_unknown_flops_get_the_default_and_round_trip(tmp_path: Path) -> None:
     ("executors:\n  - {name: a, threads: 2}\n  - {name: a, threads: 2}\n", "unique"),
     ("- just a list\n", "mapping"),
     ("executors: [\n", "not valid YAML"),
+    ("executors:\n  - {threads: 2, host: n1}\n", "host 'n1' is not listed under 'hosts'"),
+    ("executors:\n  - {threads: 2, host: n1}\nhosts: {n1: {cores: 0}}\n", "hosts.n1.cores"),
+    ("executors:\n  - {threads: 2}\nhosts: {n1: {cores: 2, ram: 4}}\n", "hosts.n1.ram"),
 ])
 def test_bad_files_name_the_problem(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "bad.yaml"
@@ -113,3 +118,29 @@ def test_cluster_lookup_and_take() -> None:
         c.take(9)
     with pytest.raises(InvalidPlan, match="at least 1"):
         Cluster((), c.cloud)
+
+
+def test_hosts_round_trip_and_give_each_server_its_cores(tmp_path: Path) -> None:
+    path = tmp_path / "cluster.yaml"
+    path.write_text(
+        "executors:\n"
+        "  - {name: a, threads: 2, host: node-1}\n"
+        "  - {name: b, threads: 2, host: node-1}\n"
+        "  - {name: c, threads: 4}\n"
+        "hosts: {node-1: {cores: 2}}\n")
+    c = load_cluster(path)
+    a, b, solo = c.servers
+    assert (a.host, a.host_cores) == (b.host, b.host_cores) == ("node-1", 2)
+    assert solo.host is None and solo.host_cores is None
+    assert c.hosts() == {"node-1": 2}
+    dump_cluster(c, tmp_path / "again.yaml")
+    assert load_cluster(tmp_path / "again.yaml") == c
+    assert c.take(2).hosts() == {"node-1": 2}
+
+
+def test_a_host_has_one_core_count() -> None:
+    with pytest.raises(InvalidPlan, match="host 'n' has 2 cores"):
+        Cluster((Server("a", 2, 1e9, 1e9, host="n", host_cores=2),
+                 Server("b", 2, 1e9, 1e9, host="n", host_cores=4)), Cloud(1e9, 1e9))
+    with pytest.raises(InvalidPlan, match="host and host_cores go together"):
+        Server("a", 2, 1e9, 1e9, host="n")

@@ -11,6 +11,7 @@ from edgesplit.errors import InvalidPlan
 from edgesplit.models import BUILTINS, ModelSpec, get_spec, spec_from_dict
 from edgesplit.models.build import build_module
 from edgesplit.plan.cluster import Cloud, Cluster, Server, scenario
+from edgesplit.plan.latency import predict
 from edgesplit.plan.planner import Plan, StagePlan, apportion, make_plan
 from edgesplit.split import conv_groups, part_total, run_group
 
@@ -190,3 +191,45 @@ def test_stage_plan_slices() -> None:
     spec = get_spec("alexnet-paper")
     st = StagePlan(0, 2, "rows", (2, 5), (10, 15), (3, 3))
     assert [s.out_rows for s in st.slices(spec)] == [(0, 10), (10, 25)]
+
+
+def _local(threads: int, cores: int | None, n: int = 2) -> Cluster:
+    """n executors on loopback; on one host of ``cores`` cores, or on separate machines (None)."""
+    host = {} if cores is None else {"host": "local", "host_cores": cores}
+    return Cluster(tuple(Server(f"ex{m}", threads, 60e9, 1e10, overhead_s=3e-3, **host) for m in range(n)),
+                   Cloud(2e11, 1e10, overhead_s=3e-3))
+
+
+def test_host_slowdown_shares_the_cores_among_the_active_servers() -> None:
+    from edgesplit.plan.latency import host_slowdown
+
+    shared = _local(2, 2).servers
+    assert host_slowdown(shared, [2, 2]) == [2.0, 2.0]
+    assert host_slowdown(shared, [2, 2], [True, False]) == [1.0, 1.0]
+    assert host_slowdown(shared, [1, 1]) == [1.0, 1.0]
+    assert host_slowdown(_local(2, None).servers, [2, 2]) == [1.0, 1.0]
+
+
+def test_co_hosted_stage_is_predicted_slower_than_on_separate_machines() -> None:
+    from edgesplit.plan.latency import stage_latency
+
+    spec = get_spec("alexnet-paper")
+    stage = StagePlan(0, spec.n_edge, "rows", (0, 1), (3, 2), (2, 2))
+    apart = stage_latency(spec, _local(2, None), stage)
+    shared = stage_latency(spec, _local(2, 2), stage)
+    assert shared.compute_s == pytest.approx(2 * apart.compute_s)
+    assert shared.transfer_s == pytest.approx(apart.transfer_s)
+
+
+def test_planner_packs_a_shared_host_instead_of_oversubscribing_it() -> None:
+    """2 executors x 2 threads on 2 cores (the local stack): one executor with both cores beats two
+    executors recomputing each other's halo at half speed; on separate machines both are used."""
+    spec = get_spec("alexnet-paper")
+    shared = make_plan(spec, _local(2, 2))
+    apart = make_plan(spec, _local(2, None))
+    assert all(st.servers == (0,) and st.threads == (2,) for st in shared.stages)
+    assert any(len(st.servers) == 2 for st in apart.stages)
+    # under the shared-host model, the packed plan beats the plan made for separate machines
+    assert shared.predicted.edge_s < predict(spec, _local(2, 2), apart.stages).edge_s
+    # zones that fit the cores together (1 thread each on 2 cores) are still both used
+    assert any(len(st.servers) == 2 for st in make_plan(spec, _local(1, 2)).stages)
