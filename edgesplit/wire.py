@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import math
+import re
 import struct
 from collections.abc import Mapping, Sequence
 
@@ -31,6 +32,9 @@ _ALIGN = 64
 _MAX_HEADER = 4096  # a 4-d shape needs < 100 bytes; refuse absurd headers before parsing them
 
 ShapePattern = Sequence[int | None]
+# the header np.save and encode() write; anything else goes through ast.literal_eval
+_CANONICAL = re.compile(r"\{'descr': '([<>|=]?[a-zA-Z]\d*)', 'fortran_order': (True|False), "
+                        r"'shape': \(((?:\d+, )*\d*|(?:\d+, )*\d+,?)\), \} *\n")
 
 
 def encode(array: np.ndarray) -> bytes:
@@ -59,8 +63,14 @@ def _parse_header(body: bytes | bytearray | memoryview) -> tuple[dict[str, objec
         raise InvalidInput(f"NPY header of {hlen} bytes is too long; expected at most {_MAX_HEADER}")
     if len(body) < 10 + hlen:
         raise InvalidInput(f"truncated NPY body: header needs {10 + hlen} bytes, body has {len(body)}")
+    text = bytes(body[10 : 10 + hlen]).decode("latin1")
+    fast = _CANONICAL.fullmatch(text)
+    if fast is not None:  # what np.save and encode() write: no need for the literal parser
+        descr, order, dims = fast.groups()
+        shape = tuple(int(d) for d in dims.replace(" ", "").split(",") if d)
+        return {"descr": descr, "fortran_order": order == "True", "shape": shape}, 10 + hlen
     try:
-        header = ast.literal_eval(bytes(body[10 : 10 + hlen]).decode("latin1"))
+        header = ast.literal_eval(text)
     except (ValueError, SyntaxError) as e:
         raise InvalidInput(f"NPY header is not a Python literal dict: {e}") from e
     if not isinstance(header, dict) or set(header) != {"descr", "fortran_order", "shape"}:
@@ -169,6 +179,9 @@ def canonical_slice(spec: ModelSpec, strategy: Strategy, start: int, stop: int,
         raise InvalidInput(f"{what} [{a}, {b}) out of range: layers [{start}, {stop}) of model {spec.name} "
                            f"have {total} ({what} [0, {total}))")
     return make_slices(spec, start, stop, strategy, [a, b - a, total - b])[1]
+
+
+SLICE_PARAMS: tuple[str, ...] = ("strategy", "start", "stop", *_RANGES)
 
 
 def slice_from_params(params: Mapping[str, str], spec: ModelSpec) -> Slice:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Annotated, Any
 
 import torch
@@ -18,6 +18,7 @@ from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request, Response
 
 from edgesplit import wire
 from edgesplit.errors import InvalidInput
+from edgesplit.split import Slice
 from services.common.models import ModelHost, deployment_specs
 from services.common.security import bearer_auth, read_body
 from services.common.web import base_app, check_npy_request, health_router, metrics_response, npy_response
@@ -38,6 +39,19 @@ class ExecutorState(ModelHost):
         self.pool = ZonePool(settings.capacity, {n: s.n_edge for n, s in self.specs.items()},
                              settings.halo_max)
         self.metrics = ExecutorMetrics(self.pool)
+        self._slices: dict[tuple[str, tuple[str | None, ...]], Slice] = {}
+
+    def slice_of(self, model: str, params: Mapping[str, str]) -> Slice:
+        """``wire.slice_from_params`` for a deployed model, remembered per distinct description (a plan
+        sends the same few slices again and again; a refused one is not remembered)."""
+        key = (model, tuple(params.get(n) for n in wire.SLICE_PARAMS))
+        sl = self._slices.get(key)
+        if sl is None:
+            sl = wire.slice_from_params(params, self.deployed(model).spec)
+            if len(self._slices) >= 1024:
+                self._slices.clear()
+            self._slices[key] = sl
+        return sl
 
     async def load(self) -> None:
         """Load the edge layers of every deployed model off the event loop; ready afterwards."""
@@ -76,7 +90,7 @@ def _slice_routes(router: APIRouter, state: ExecutorState) -> None:
                         task_id: Annotated[str, Query(max_length=128)] = "") -> Response:
         deployed = state.deployed(model)
         spec = deployed.spec
-        sl = wire.slice_from_params(request.query_params, spec)
+        sl = state.slice_of(model, request.query_params)
         state.pool.check_stage(model, subzone)
         check_npy_request(request)
         body = await read_body(request, limit)

@@ -92,6 +92,7 @@ class SubZone:
         self.queued = 0
         self.busy = 0
         self.last_workers = 0
+        self._cuts: dict[tuple[Slice, int, int], tuple[list[Part], float, float]] = {}
 
     def _resize(self) -> None:
         while len(self.threads) > self.target:
@@ -112,9 +113,7 @@ class SubZone:
             if delay_s > 0:
                 await asyncio.sleep(delay_s)
             self._resize()
-            parts = worker_parts(deployed.spec, sl, len(self.threads))
-            flops = sum(slice_flops(deployed.spec, p.slice, x.shape[0]) for p in parts)
-            whole = slice_flops(deployed.spec, sl, x.shape[0]) if len(parts) > 1 else flops
+            parts, flops, whole = self._cut(deployed, sl, len(self.threads), x.shape[0])
             intra = self.halo_max is not None and flops > (1.0 + self.halo_max) * whole
             if intra:
                 parts, flops = [Part(sl, 2, 0)], whole
@@ -124,6 +123,21 @@ class SubZone:
             self.lock.release()
         self.last_workers = len(self.threads) if intra else len(set(idents))
         return SliceRun(out, started - arrived, done - started, self.last_workers, flops, started, done)
+
+    def _cut(self, deployed: Deployed, sl: Slice, workers: int,
+             batch: int) -> tuple[list[Part], float, float]:
+        """The slice's parts for ``workers`` workers, their FLOPs and the whole slice's; remembered per
+        (slice, workers, batch), since a plan sends the same slices again and again."""
+        key = (sl, workers, batch)
+        cut = self._cuts.get(key)
+        if cut is None:
+            parts = worker_parts(deployed.spec, sl, workers)
+            flops = sum(slice_flops(deployed.spec, p.slice, batch) for p in parts)
+            whole = slice_flops(deployed.spec, sl, batch) if len(parts) > 1 else flops
+            if len(self._cuts) >= 256:
+                self._cuts.clear()
+            cut = self._cuts[key] = (parts, flops, whole)
+        return cut
 
     async def _compute(self, deployed: Deployed, sl: Slice, x: torch.Tensor,
                        parts: list[Part], intra_threads: int = 1) -> tuple[torch.Tensor, list[int]]:

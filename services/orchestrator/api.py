@@ -79,7 +79,7 @@ def public_router(orch: Orchestrator) -> APIRouter:
             raise
         url = f"/v1/tasks/{sub.id}"
         if wait > 0:
-            info = await orch.wait(sub.id, wait)
+            info = await orch.wait(sub.id, wait, queued=not sub.duplicate)
             if info["status"] in TERMINAL:
                 view = {**task_view(info, top_k, logits), "duplicate": sub.duplicate, "url": url}
                 return JSONResponse(view, headers={"Location": url})
@@ -146,7 +146,7 @@ def _v2_routes(router: APIRouter, orch: Orchestrator) -> None:
         limit = _number(str(params.get("timeout", "")), "parameters.timeout", float, s.default_timeout_s)
         orch.check_request(prio, limit)
         sub = await orch.enqueue(model, wire.encode(x), prio, limit, request.headers.get("idempotency-key"))
-        info = await orch.wait(sub.id, min(limit + 1.0, MAX_WAIT_S))
+        info = await orch.wait(sub.id, min(limit + 1.0, MAX_WAIT_S), queued=not sub.duplicate)
         if info["status"] == "done":
             return v2_output(info, spec)
         if info["status"] in ("expired", "queued", "running"):

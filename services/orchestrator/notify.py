@@ -26,6 +26,7 @@ class Notifier:
         self.p = prefix
         self.on_new = on_new
         self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._final: dict[str, dict[str, Any]] = {}  # finished records handed over by notify
 
     async def listen_forever(self) -> None:
         done, new = f"{self.p}done", f"{self.p}new:"
@@ -49,28 +50,42 @@ class Notifier:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
 
-    def notify(self, task_id: str) -> None:
+    def notify(self, task_id: str, record: dict[str, Any] | None = None) -> None:
         """Wake the long-polls waiting on ``task_id`` (its record has a final status). Called for each
-        ``done`` message, and directly by this process's pipelines when they end a task, which saves
-        the pub/sub round trip for the waits served here."""
-        for event in self._waiters.get(task_id, ()):
+        ``done`` message, and directly by this process's pipelines when they end a task, with the
+        finished ``record``: the waits served here then answer without the pub/sub round trip and
+        without reading the task again."""
+        waiters = self._waiters.get(task_id)
+        if not waiters:
+            return
+        if record is not None:
+            self._final[task_id] = record
+        for event in waiters:
             event.set()
 
-    async def wait(self, task_id: str, wait_s: float,
-                   read: Callable[[str], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
-        """``read(task_id)`` once the task has a final status, or after ``wait_s`` seconds."""
-        info = await read(task_id)
-        if info["status"] in TERMINAL or wait_s <= 0:
-            return info
+    async def wait(self, task_id: str, wait_s: float, read: Callable[[str], Awaitable[dict[str, Any]]],
+                   queued: bool = False) -> dict[str, Any]:
+        """``read(task_id)`` once the task has a final status, or after ``wait_s`` seconds.
+
+        The waiter is registered before the task is read, so a result written in between still wakes
+        it; the task is also re-read every second (a lost message only delays). ``queued``: the caller
+        has just queued the task itself, so it cannot be final yet and the first read is skipped.
+        """
+        if wait_s <= 0:
+            return await read(task_id)
         event = asyncio.Event()
         self._waiters.setdefault(task_id, set()).add(event)
         deadline = time.monotonic() + wait_s
         try:
+            skip = queued
             while True:
-                info = await read(task_id)  # re-read after registering: no lost wake-up
-                left = deadline - time.monotonic()
-                if info["status"] in TERMINAL or left <= 0:
+                info = self._final.get(task_id) or ({} if skip else await read(task_id))
+                if info.get("status") in TERMINAL:
                     return info
+                skip = False
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return await read(task_id)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(event.wait(), min(left, 1.0))
                 event.clear()
@@ -79,3 +94,4 @@ class Notifier:
             waiters.discard(event)
             if not waiters:
                 self._waiters.pop(task_id, None)
+                self._final.pop(task_id, None)

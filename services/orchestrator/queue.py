@@ -85,6 +85,16 @@ def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _record(raw: Mapping[Any, Any]) -> dict[str, Any]:
+    """A task hash as Redis returns it: names and values decoded, ``logits`` kept as bytes, no input."""
+    out: dict[str, Any] = {}
+    for k, v in raw.items():
+        name = _s(k)
+        if name != "input":
+            out[name] = v if name == "logits" else _s(v)
+    return out
+
+
 class TaskQueue:
     """Async access to the queue of every model under one key prefix."""
 
@@ -161,13 +171,18 @@ class TaskQueue:
                                              args=[self.p, task.id, task.token, repr(time.time()),
                                                    repr(lease_s)])))
 
-    async def finish(self, task: Claimed, status: str, fields: Mapping[str, str | bytes]) -> bool:
-        """Acknowledge a task with a terminal status and its result fields; False if the lease was lost."""
+    async def finish(self, task: Claimed, status: str,
+                     fields: Mapping[str, str | bytes]) -> dict[str, Any] | None:
+        """Acknowledge a task with a terminal status and its result fields. Returns the finished task
+        as :meth:`get` gives it (read in the same script), or None if the lease was lost."""
         flat: list[str | bytes] = []
         for k, v in fields.items():
             flat += [k, v]
         args = [self.p, task.id, task.token, status, repr(time.time()), self.ttl, *flat]
-        return bool(await _guard(self._finish(keys=[self.key("inflight", task.model)], args=args)))
+        out = await _guard(self._finish(keys=[self.key("inflight", task.model)], args=args))
+        if not isinstance(out, list):
+            return None
+        return _record(dict(zip(out[::2], out[1::2], strict=True)))
 
     async def give_back(self, task: Claimed) -> bool:
         """Put a claimed task back in its queue now (graceful shutdown), not counting the attempt."""
@@ -195,13 +210,7 @@ class TaskQueue:
         raw = await _guard(self.r.hgetall(self.key("task", task_id)))
         if not raw:
             raise TaskNotFound(f"no task {task_id!r} (unknown id, or its result expired)")
-        out: dict[str, Any] = {}
-        for k, v in raw.items():
-            name = _s(k)
-            if name == "input":
-                continue
-            out[name] = v if name == "logits" else _s(v)
-        return out
+        return _record(raw)
 
     async def status(self, task_id: str) -> str | None:
         value = await _guard(self.r.hget(self.key("task", task_id), "status"))

@@ -46,7 +46,8 @@ class Runner(abc.ABC):
         self.wake = asyncio.Event()
         self.active: dict[str, Job] = {}
         self._claim_failing = False
-        self.on_finished: Callable[[str], None] | None = None  # wakes this process's waits on a task
+        # called with the finished task (id, record): wakes this process's waits on it
+        self.on_finished: Callable[[str, dict[str, Any]], None] | None = None
 
     @abc.abstractmethod
     async def run(self) -> None:
@@ -159,10 +160,11 @@ class Runner(abc.ABC):
                                        "steps": [s.to_dict() for s in job.route.steps]})}
         for _ in range(3):
             try:
-                if not await self.queue.finish(job.task, status, fields):
+                record = await self.queue.finish(job.task, status, fields)
+                if record is None:
                     log.warning("task %s finished after its lease was lost; result dropped", job.task.id)
                 elif self.on_finished is not None:
-                    self.on_finished(job.task.id)
+                    self.on_finished(job.task.id, record)
                 break
             except EdgesplitError as e:  # Redis briefly away: the lease keeps the task safe meanwhile
                 log.warning("cannot acknowledge task %s: %s", job.task.id, e)

@@ -106,6 +106,7 @@ return 1
 """
 
 # KEYS: inflight   ARGV: prefix, id, token, status, now, ttl, field1, value1, ...
+# Returns 0 (lease lost) or the finished task hash as HGETALL gives it.
 FINISH = """
 local p = ARGV[1]
 local key = p .. 'task:' .. ARGV[2]
@@ -116,7 +117,7 @@ for i = 7, #ARGV, 2 do redis.call('HSET', key, ARGV[i], ARGV[i + 1]) end
 redis.call('HDEL', key, 'lease', 'input')
 redis.call('EXPIRE', key, tonumber(ARGV[6]))
 redis.call('PUBLISH', p .. 'done', ARGV[2])
-return 1
+return redis.call('HGETALL', key)
 """
 
 # Put one running task back in its queue with its original score (lease expired, or given back).

@@ -272,9 +272,10 @@ class Orchestrator:
         mean = total / count if count else 1.0
         return float(min(60.0, max(1.0, mean * self.settings.max_queue / 10)))
 
-    async def wait(self, task_id: str, wait_s: float) -> dict[str, Any]:
-        """The task hash, after waiting up to ``wait_s`` seconds (at most 60) for a final status."""
-        return await self.notifier.wait(task_id, min(wait_s, MAX_WAIT_S), self.queue.get)
+    async def wait(self, task_id: str, wait_s: float, queued: bool = False) -> dict[str, Any]:
+        """The task hash, after waiting up to ``wait_s`` seconds (at most 60) for a final status;
+        ``queued``: this request has just queued it (``Notifier.wait``)."""
+        return await self.notifier.wait(task_id, min(wait_s, MAX_WAIT_S), self.queue.get, queued)
 
     async def not_ready(self) -> str | None:
         """None when ready: models loaded, Redis answers, and with workers an executor and the cloud up."""

@@ -2,9 +2,14 @@
 
 ``bench_e2e`` measures, in one run: the median end-to-end latency of one task on an idle stack (client
 side: submit to result, sequential tasks) against the same model in one torch process with 2 threads
-(this process, before the stack starts, so the two never compete), and the throughput at saturation
-(K tasks submitted at once, K / (last finish - first submit)) against that torch process's throughput
-(back-to-back single-image forwards).
+(this process), and the throughput at saturation (K tasks submitted at once, K / (last finish - first
+submit)) against that torch process's throughput (back-to-back single-image forwards).
+
+The torch process's latency is measured twice. *Interleaved*: one forward right after each stack task,
+on the same input, so each of the two finds an idle machine (caches and cores as a task arriving at
+an idle server finds them) and a change in the machine's speed during the run hits both alike.
+*Hot loop*: back-to-back forwards before the stack starts, the torch process at its warmest (a
+forward after 20-40 ms idle took 10-50% longer than back to back on the development machine).
 """
 
 from __future__ import annotations
@@ -48,23 +53,49 @@ def torch_baseline(spec: ModelSpec, threads: int = 2, runs: int = 30, seed: int 
     return {"threads": threads, "median_s": statistics.median(times), "throughput_per_s": runs / sum(times)}
 
 
-def idle_latency(oc: OrchestratorClient, spec: ModelSpec, runs: int = 30,
-                 warmup: int = 3) -> dict[str, float]:
+class TorchSide:
+    """The whole model in this process with ``threads`` torch threads, one timed forward at a time."""
+
+    def __init__(self, spec: ModelSpec, threads: int = 2, seed: int = 0) -> None:
+        self.threads = threads
+        self.module = load_model(spec, seed=seed)
+
+    def forward_s(self, x: np.ndarray) -> float:
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            with torch.no_grad():
+                t0 = time.perf_counter()
+                self.module(torch.from_numpy(x))
+                return time.perf_counter() - t0
+        finally:
+            torch.set_num_threads(before)
+
+
+def idle_latency(oc: OrchestratorClient, spec: ModelSpec, runs: int = 30, warmup: int = 3,
+                 torch_side: TorchSide | None = None) -> dict[str, float]:
     """One task at a time: median client-side and server-side end-to-end latency, seconds. Each task
-    is one request, ``POST /v1/tasks?wait=60`` (submit and wait for the result)."""
-    client, server = [], []
+    is one request, ``POST /v1/tasks?wait=60`` (submit and wait for the result). With ``torch_side``,
+    one torch forward of the same input follows each task (``torch_median_s``; module docstring)."""
+    client, server, local = [], [], []
     for i in range(warmup + runs):
-        body = wire.encode(random_input(spec, i))
+        x = random_input(spec, i)
+        body = wire.encode(x)
         t0 = time.perf_counter()
         info = oc.run(body, spec.name, priority=1, wait_s=60, logits=False)
         elapsed = time.perf_counter() - t0
         if info["status"] != "done":
             raise RuntimeError(f"task {info['id']} {info['status']}: {info.get('error')}")
+        alone = torch_side.forward_s(x) if torch_side is not None else 0.0
         if i >= warmup:
             client.append(elapsed)
             server.append(float(info["e2e_s"]))
-    return {"runs": runs, "median_s": statistics.median(client), "server_median_s": statistics.median(server),
-            "p90_s": float(np.percentile(client, 90))}
+            local.append(alone)
+    out = {"runs": runs, "median_s": statistics.median(client), "server_median_s": statistics.median(server),
+           "p90_s": float(np.percentile(client, 90))}
+    if torch_side is not None:
+        out["torch_median_s"] = statistics.median(local)
+    return out
 
 
 def saturation(oc: OrchestratorClient, spec: ModelSpec, tasks: int = 60) -> dict[str, float]:

@@ -39,6 +39,17 @@ def test_round_trip_and_numpy_compatibility(shape: list[int], dtype: type, seed:
     assert np.array_equal(decode(saved.getvalue(), expect_dtype=None), x)
 
 
+def test_headers_other_writers_may_produce_take_the_general_parser() -> None:
+    """np.save's and encode()'s header is parsed by a fast pattern; any other valid header (keys in
+    another order, other spacing) by the Python literal parser, with the same result."""
+    data = np.arange(6, dtype="<f4").tobytes()
+    for text in ("{'shape': (2, 3), 'fortran_order': False, 'descr': '<f4'}",
+                 "{'descr':'<f4','fortran_order':False,'shape':(2,3)}"):
+        text += " " * (63 - (10 + len(text)) % 64) + "\n"
+        body = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text.encode() + data
+        assert np.array_equal(decode(body), np.arange(6, dtype=np.float32).reshape(2, 3))
+
+
 def test_non_contiguous_and_big_endian_arrays_are_written_in_c_order_little_endian() -> None:
     x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
     assert np.array_equal(decode(encode(x.transpose(2, 0, 1))), x.transpose(2, 0, 1))
