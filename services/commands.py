@@ -207,6 +207,8 @@ def bench_e2e(
     table.add_row("throughput, saturated (tasks/s)", f"{sat['throughput_per_s']:.1f}",
                   f"{base['throughput_per_s']:.1f}", f"{report['throughput_ratio']:.2f}")
     Console().print(table)
+    parts = ", ".join(f"{k.replace('_', ' ')} {v:.1f}" for k, v in lat["parts_ms"].items())
+    Console().print(f"one idle task, medians in ms: {parts}")
 
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:

@@ -77,11 +77,11 @@ def idle_latency(oc: OrchestratorClient, spec: ModelSpec, runs: int = 30, warmup
     """One task at a time: median client-side and server-side end-to-end latency, seconds. Each task
     is one request, ``POST /v1/tasks?wait=60`` (submit and wait for the result). With ``torch_side``,
     one torch forward of the same input follows each task (``torch_median_s``; module docstring)."""
-    client, server, local = [], [], []
+    client, server, local, parts = [], [], [], []
     for i in range(warmup + runs):
         x = random_input(spec, i)
         body = wire.encode(x)
-        t0 = time.perf_counter()
+        sent, t0 = time.time(), time.perf_counter()
         info = oc.run(body, spec.name, priority=1, wait_s=60, logits=False)
         elapsed = time.perf_counter() - t0
         if info["status"] != "done":
@@ -91,10 +91,33 @@ def idle_latency(oc: OrchestratorClient, spec: ModelSpec, runs: int = 30, warmup
             client.append(elapsed)
             server.append(float(info["e2e_s"]))
             local.append(alone)
-    out = {"runs": runs, "median_s": statistics.median(client), "server_median_s": statistics.median(server),
-           "p90_s": float(np.percentile(client, 90))}
+            parts.append(task_parts(info, sent, sent + elapsed))
+    out: dict[str, Any] = {"runs": runs, "median_s": statistics.median(client),
+                           "server_median_s": statistics.median(server),
+                           "p90_s": float(np.percentile(client, 90)),
+                           "parts_ms": {k: 1e3 * statistics.median(p[k] for p in parts) for k in parts[0]}}
     if torch_side is not None:
         out["torch_median_s"] = statistics.median(local)
+    return out
+
+
+def task_parts(info: dict[str, Any], sent: float, received: float) -> dict[str, float]:
+    """Where one task's time went, seconds, from the timings the orchestrator records (Unix clocks of
+    the same machine): the client's request until the task was queued, the queue (until claimed),
+    edge compute (each stage's slowest slice), edge transfer and request overhead (the rest of each
+    stage's slowest slice), the cloud call, from the result being written until the client had it,
+    and the rest (slicing, merges, the steps between; the parts add up to the client's time)."""
+    t = info["timings"]
+    compute = transfer = 0.0
+    for stage in t["stages"]:
+        slowest = max(stage["slices"], key=lambda s: s["end"] - s["start"])
+        compute += slowest["compute_s"]
+        transfer += slowest["end"] - slowest["start"] - slowest["compute_s"]
+    cloud = t["cloud"]["end"] - t["cloud"]["start"] if t.get("cloud") else 0.0
+    out = {"submit": info["submitted"] - sent, "queue": t["claimed"] - info["submitted"],
+           "edge_compute": compute, "edge_transfer": transfer, "cloud": cloud,
+           "result": received - info["finished"]}
+    out["other"] = received - sent - sum(out.values())
     return out
 
 

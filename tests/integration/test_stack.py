@@ -141,3 +141,22 @@ def test_the_stack_runs_the_allocator_service_too(tmp_path: Path) -> None:
 
         tables = asyncio.run(quotas())
         assert any(model in t for t in tables), tables  # set by the allocator, kept by the orchestrator
+
+
+def test_bench_e2e_reports_latency_ratios_and_where_the_time_went() -> None:
+    """``edgesplit bench e2e`` end to end on a small sample (timings are reported, never asserted):
+    the report holds both torch baselines, both ratios and a breakdown of the stack's time whose
+    parts are those of real tasks; the stack's cluster file says the executors share this machine."""
+    out = _run_cli("bench", "e2e", "--model", "digits-cnn", "--executors", "2", "--runs", "3", "--tasks", "4",
+                   "--json", timeout=300)
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    idle = r["stack_idle"]
+    assert r["latency_ratio"] == pytest.approx(idle["median_s"] / r["torch"]["median_s"])
+    assert r["latency_ratio_hot"] == pytest.approx(idle["median_s"] / r["torch"]["hot_median_s"])
+    parts = idle["parts_ms"]
+    assert set(parts) == {"submit", "queue", "edge_compute", "edge_transfer", "cloud", "result", "other"}
+    assert parts["edge_compute"] > 0 and parts["cloud"] > 0 and parts["queue"] >= 0
+    assert r["stack_saturated"]["tasks"] == 4 and r["stack_saturated"]["throughput_per_s"] > 0
+    used = {m for step in r["route"]["steps"] for m in step["servers"]}
+    assert used and used <= {0, 1}
