@@ -47,8 +47,8 @@ from services.common.settings import cpu_limit
 
 LOOPBACK_LINK_BPS = 10e9  # what the planner assumes of loopback links
 # one slice request on loopback, compute excluded: HTTP round trip, NPY encode and decode, hand-off to
-# the sub-zone's workers. Measured 2.8-3.5 ms on the 2-core development machine (the orchestrator's
-# per-slice ``transfer_s`` of an alexnet-paper task; docs/BENCHMARKS.md, end-to-end section).
+# the sub-zone's workers. Measured 2.2-3.5 ms on the 2-core development machine (``edge_transfer`` in
+# ``edgesplit bench e2e``'s ``parts_ms`` for alexnet-paper; docs/BENCHMARKS.md, end-to-end section).
 REQUEST_OVERHEAD_S = 3e-3
 HOST_NAME = "localhost"  # the one machine every process of the stack shares
 ROLES = ("executor", "cloud", "orchestrator", "allocator")
