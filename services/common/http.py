@@ -5,10 +5,11 @@ The internal calls (orchestrator -> executors and cloud, allocator -> executors)
 client the process builds (``http=``); a client built without one creates its own and closes it in
 :meth:`ServiceClient.aclose`. A new session per call costs ~25 ms (DESIGN.md section 5).
 
-Why aiohttp and not httpx: one loopback round trip of a 16 KiB body to a bare uvicorn echo takes
-0.54 ms with an aiohttp session and 1.78 ms with an ``httpx.AsyncClient`` on the 2-core development
-machine (median of 250, same server, same run; ``docs/BENCHMARKS.md``, RPC section). A task crosses
-two to six such calls, so that difference is a visible share of the end-to-end latency.
+Why aiohttp and not httpx: one loopback round trip of a 1x256x18x18 float32 NPY body to a bare
+uvicorn echo took 1.56 ms with an aiohttp session and 3.62 ms with an ``httpx.AsyncClient`` on the
+2-core development machine (medians of 300, same server, same run: ``edgesplit bench rpc``;
+``docs/BENCHMARKS.md``, RPC section). A task crosses two to six such calls, so that difference is a
+visible share of the end-to-end latency.
 """
 
 from __future__ import annotations
