@@ -1,9 +1,9 @@
 """The orchestrator's HTTP layer (docs/API.md): decode, call the service, encode.
 
-Public: ``POST /v1/tasks``, ``GET /v1/tasks/{id}``, ``GET /v1/models``, ``GET /v1/status`` and the
-KServe V2 ``POST /v2/models/{model}/infer``, ``GET /v2/models/{model}``, ``/v2/models/{model}/ready``,
-``GET /v2`` (behind ``api_token`` when one is set); open: ``/v2/health/live``, ``/v2/health/ready``,
-``/metrics``. Errors are ``{"error": "..."}`` with the status of the domain error.
+Public: ``POST /v1/tasks``, ``GET /v1/tasks/{id}``, ``GET /v1/models``, ``GET /v1/status`` (behind
+``api_token`` when one is set; the KServe V2 inference routes are in :mod:`services.orchestrator.v2`);
+open: ``/v2/health/live``, ``/v2/health/ready``, ``/metrics``. Errors are ``{"error": "..."}`` with
+the status of the domain error.
 """
 
 from __future__ import annotations
@@ -14,12 +14,11 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from edgesplit import wire
-from edgesplit.errors import EdgesplitError, InvalidInput, TaskExpired, Unavailable
+from edgesplit.errors import EdgesplitError, InvalidInput
 from services.common.security import bearer_auth, read_body
 from services.orchestrator.queue import TERMINAL
 from services.orchestrator.service import MAX_WAIT_S, Orchestrator
-from services.orchestrator.views import model_metadata, task_view, v2_input, v2_output
+from services.orchestrator.views import model_metadata, task_view
 
 IDEM = Header(alias="Idempotency-Key", max_length=200, description="repeat-safe submit key")
 
@@ -111,48 +110,7 @@ def public_router(orch: Orchestrator) -> APIRouter:
         return {"executors": orch.pool.describe() if orch.pool else [], "cloud_up": orch.cloud_up,
                 "in_flight": {m: len(r.active) for m, r in orch.runners.items()}}
 
-    _v2_routes(router, orch)
     return router
-
-
-def _v2_routes(router: APIRouter, orch: Orchestrator) -> None:
-    s = orch.settings
-
-    @router.get("/v2", tags=["kserve-v2"])
-    async def server_metadata() -> dict[str, Any]:
-        return {"name": "edgesplit", "version": "0.1.0", "extensions": ["priority", "timeout"]}
-
-    @router.get("/v2/models/{model}", tags=["kserve-v2"])
-    async def metadata(model: str) -> dict[str, Any]:
-        return model_metadata(orch.spec(model))
-
-    @router.get("/v2/models/{model}/ready", tags=["kserve-v2"])
-    async def model_ready(model: str) -> JSONResponse:
-        orch.spec(model)
-        reason = await orch.not_ready()
-        return JSONResponse({"name": model, "ready": reason is None},
-                            status_code=200 if reason is None else 503)
-
-    @router.post("/v2/models/{model}/infer", tags=["kserve-v2"])
-    async def infer(model: str, request: Request) -> dict[str, Any]:
-        """Synchronous inference (JSON tensors); ``parameters.priority`` and ``parameters.timeout``."""
-        spec = orch.spec(model)
-        try:
-            payload = await request.json()
-        except ValueError as e:
-            raise InvalidInput(f"body is not JSON: {e}") from e
-        x, params = v2_input(payload, spec)
-        prio = _number(str(params.get("priority", "")), "parameters.priority", int, s.max_priority // 2 or 1)
-        limit = _number(str(params.get("timeout", "")), "parameters.timeout", float, s.default_timeout_s)
-        orch.check_request(prio, limit)
-        sub = await orch.enqueue(model, wire.encode(x), prio, limit, request.headers.get("idempotency-key"))
-        info = await orch.wait(sub.id, min(limit + 1.0, MAX_WAIT_S), queued=not sub.duplicate)
-        if info["status"] == "done":
-            return v2_output(info, spec)
-        if info["status"] in ("expired", "queued", "running"):
-            raise TaskExpired(f"task {sub.id} did not finish within its timeout of {limit} s "
-                              f"(status {info['status']})")
-        raise Unavailable(f"task {sub.id} {info['status']}: {info.get('error', 'no detail')}")
 
 
 def open_router(orch: Orchestrator) -> APIRouter:

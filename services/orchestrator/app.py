@@ -12,6 +12,7 @@ from services.common.web import base_app
 from services.orchestrator.api import open_router, public_router
 from services.orchestrator.service import Orchestrator
 from services.orchestrator.settings import OrchestratorSettings
+from services.orchestrator.v2 import v2_router
 
 
 def create_app(settings: OrchestratorSettings) -> FastAPI:
@@ -30,4 +31,5 @@ def create_app(settings: OrchestratorSettings) -> FastAPI:
     app.state.orchestrator = orch
     app.include_router(open_router(orch))
     app.include_router(public_router(orch))
+    app.include_router(v2_router(orch))
     return app
