@@ -93,6 +93,11 @@ def public_router(orch: Orchestrator) -> APIRouter:
         """Status, top-k, per-stage timings; ``wait`` long-polls up to that many seconds for the result."""
         return task_view(await orch.wait(task_id, wait), top_k, logits)
 
+    @router.delete("/v1/tasks/{task_id}", tags=["tasks"])
+    async def cancel_task(task_id: str) -> dict[str, Any]:
+        """Cancel a queued or running task: 200 with status ``cancelled``; 404 unknown; 409 already final."""
+        return {"id": task_id, "status": await orch.cancel(task_id)}
+
     @router.get("/v1/models", tags=["models"])
     async def models() -> dict[str, Any]:
         out = {}
@@ -117,8 +122,11 @@ def open_router(orch: Orchestrator) -> APIRouter:
     router = APIRouter()
 
     @router.get("/v2/health/live", tags=["health"])
-    async def live() -> dict[str, bool]:
-        return {"live": True}
+    async def live() -> JSONResponse:
+        reason = orch.not_live()  # a background loop that cannot run: restart the process
+        if reason is None:
+            return JSONResponse({"live": True})
+        return JSONResponse({"live": False, "error": reason}, status_code=503)
 
     @router.get("/v2/health/ready", tags=["health"])
     async def ready() -> JSONResponse:

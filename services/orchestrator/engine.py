@@ -63,6 +63,18 @@ class Job:
     retries: int = 0
     lost: bool = False
     tick: int | None = None
+    calls: list[asyncio.Future[Any]] = field(default_factory=list)  # slice calls in flight
+
+    def abandon(self) -> None:
+        """This attempt no longer holds its task: stop at the next check and cancel the slices in
+        flight (the executors drop a cancelled slice still waiting for its sub-zone)."""
+        self.lost = True
+        for call in self.calls:
+            call.cancel()
+
+
+class JobLost(Exception):
+    """The job was abandoned (lease lost, task cancelled) while its slices were in flight."""
 
 
 class Engine:
@@ -112,7 +124,13 @@ class Engine:
                 continue
             x = crop_input(job.x, sl).contiguous().numpy()
             calls.append((server, sl, self.pool.run(server, self.model, sl, x, subzone, job.task.id)))
-        results = await asyncio.gather(*(c for _, _, c in calls), return_exceptions=True)
+        job.calls = [asyncio.ensure_future(c) for _, _, c in calls]
+        try:
+            results = await asyncio.gather(*job.calls, return_exceptions=True)
+        finally:
+            job.calls = []
+        if job.lost:
+            raise JobLost(job.task.id)
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:
             first = next((r for r in failed if isinstance(r, ExecutorFailed)), failed[0])

@@ -41,6 +41,13 @@ class Metrics:
                                 registry=r)
         self.executors_up = Gauge(f"{ns}_executors_up", "Executors answering", registry=r)
         self.plan_version = Gauge(f"{ns}_plan_version", "Version of the plan in use", ["model"], registry=r)
+        self.stale = Counter(f"{ns}_stale_results_total", "Results of attempts that no longer held their "
+                             "task (re-claimed after a lost lease, or cancelled), dropped", ["model"],
+                             registry=r)
+        self.loop_restarts = Counter(f"{ns}_loop_restarts_total", "Background loops restarted after an "
+                                     "unexpected exception", ["loop"], registry=r)
+        self.orphans = Counter(f"{ns}_orphans_total", "Queued ids found without their task record, dropped "
+                               "by a claim", ["model"], registry=r)
 
     def set_pending(self, model: str, counts: dict[int, int], known: set[int]) -> None:
         """Set the pending gauge from Redis counts; priorities seen before and now empty go to 0."""

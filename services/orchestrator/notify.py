@@ -21,10 +21,12 @@ log = logging.getLogger("edgesplit.orchestrator")
 class Notifier:
     """Dispatches pub/sub messages: ``on_new(model)`` for submits, events for task results."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str, on_new: Callable[[str], None]) -> None:
+    def __init__(self, client: aioredis.Redis, prefix: str, on_new: Callable[[str], None],
+                 on_done: Callable[[str], None] | None = None) -> None:
         self.r = client
         self.p = prefix
         self.on_new = on_new
+        self.on_done = on_done  # called with the id of every task that got a final status
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self._final: dict[str, dict[str, Any]] = {}  # finished records handed over by notify
 
@@ -41,6 +43,8 @@ class Notifier:
                     channel = msg["channel"].decode()
                     if channel == done:
                         self.notify(msg["data"].decode())
+                        if self.on_done is not None:
+                            self.on_done(msg["data"].decode())
                     elif channel.startswith(new):
                         self.on_new(channel[len(new) :])
             except (OSError, aioredis.RedisError) as e:

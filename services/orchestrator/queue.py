@@ -25,7 +25,7 @@ from edgesplit.errors import Conflict, QueueFull, TaskNotFound, Unavailable
 from services.orchestrator import scripts
 
 T = TypeVar("T")
-TERMINAL = frozenset({"done", "failed", "expired", "rejected"})
+TERMINAL = frozenset({"done", "failed", "expired", "rejected", "cancelled"})
 STATUSES = ("queued", "running", *sorted(TERMINAL))
 
 
@@ -50,6 +50,15 @@ class Claimed:
     attempts: int
     input: bytes
     token: str
+
+
+class ClaimResult(NamedTuple):
+    """What one claim found: the task taken (None when none), ids that expired while queued, and
+    queued ids without a task record (dropped; counted by the caller)."""
+
+    task: Claimed | None
+    expired: list[str]
+    orphans: list[str]
 
 
 def new_task_id() -> str:
@@ -99,11 +108,12 @@ class TaskQueue:
     """Async access to the queue of every model under one key prefix."""
 
     def __init__(self, client: aioredis.Redis, prefix: str = "es:", result_ttl_s: int = 3600,
-                 max_attempts: int = 5) -> None:
+                 max_attempts: int = 5, max_finished: int = 100_000) -> None:
         self.r = client
         self.p = prefix
         self.ttl = int(result_ttl_s)
         self.max_attempts = max_attempts
+        self.max_finished = max_finished
         self._submit = client.register_script(scripts.SUBMIT)
         self._claim = client.register_script(scripts.CLAIM)
         self._renew = client.register_script(scripts.RENEW)
@@ -111,6 +121,8 @@ class TaskQueue:
         self._reap = client.register_script(scripts.REAP)
         self._give_back = client.register_script(scripts.GIVE_BACK)
         self._expire = client.register_script(scripts.EXPIRE)
+        self._cancel = client.register_script(scripts.CANCEL)
+        self._trim = client.register_script(scripts.TRIM)
 
     def key(self, kind: str, name: str) -> str:
         """Full Redis key, e.g. ``key("q", "alexnet-paper")`` -> ``es:q:alexnet-paper``."""
@@ -146,11 +158,12 @@ class TaskQueue:
             return Submitted(out[1], True, 0)
         return Submitted(out[1], False, int(out[2]))
 
-    async def claim(self, model: str, lease_s: float,
-                    token: str | None = None) -> tuple[Claimed | None, list[str]]:
-        """Take the best queued task into ``inflight`` with a lease of ``lease_s`` seconds.
+    async def claim(self, model: str, lease_s: float, token: str | None = None) -> ClaimResult:
+        """Take the best queued task into ``inflight`` with a lease of ``lease_s`` seconds, under a
+        fresh attempt ``token`` (the fence: only this attempt may renew or finish it).
 
-        Returns the task (None when the queue is empty) and the ids found expired on the way.
+        Returns the task (None when the queue is empty), the ids found expired on the way and the
+        queued ids found without a record (dropped).
         """
         token = token or uuid.uuid4().hex
         keys = [self.key("q", model), self.key("inflight", model), self.key("dl", model),
@@ -158,12 +171,15 @@ class TaskQueue:
         out = await _guard(self._claim(keys=keys, args=[self.p, repr(time.time()), repr(lease_s), token,
                                                         self.ttl]))
         if not out:
-            return None, []
-        expired = [_s(v) for v in out[6:]]
+            return ClaimResult(None, [], [])
+        n_expired = int(_s(out[6]))
+        expired = [_s(v) for v in out[7 : 7 + n_expired]]
+        orphans = [_s(v) for v in out[7 + n_expired :]]
         if not out[0]:
-            return None, expired
+            return ClaimResult(None, expired, orphans)
         tid, prio, sub, dl, att = (_s(v) for v in out[:5])
-        return Claimed(tid, model, int(prio), float(sub), float(dl), int(att), bytes(out[5]), token), expired
+        task = Claimed(tid, model, int(prio), float(sub), float(dl), int(att), bytes(out[5]), token)
+        return ClaimResult(task, expired, orphans)
 
     async def renew(self, task: Claimed, lease_s: float) -> bool:
         """Extend a lease; False when the task is no longer ours (re-queued by the reaper)."""
@@ -205,12 +221,35 @@ class TaskQueue:
         out = await _guard(self._expire(keys=keys, args=[self.p, repr(time.time()), self.ttl]))
         return [_s(v) for v in out]
 
+    async def cancel(self, model: str, task_id: str) -> str:
+        """Cancel a queued or running task; returns ``cancelled``, or raises TaskNotFound (no such
+        task) or Conflict (it already has a final status, named in the message)."""
+        keys = [self.key("q", model), self.key("inflight", model), self.key("dl", model),
+                self.key("pending", model)]
+        out = [_s(v) for v in await _guard(self._cancel(keys=keys, args=[self.p, task_id, repr(time.time()),
+                                                                          self.ttl]))]
+        if out[0] == "missing":
+            raise TaskNotFound(f"no task {task_id!r} (unknown id, or its result expired)")
+        if out[0] == "final":
+            raise Conflict(f"task {task_id} already ended with status {out[1]}; nothing to cancel")
+        return "cancelled"
+
+    async def trim(self) -> int:
+        """Delete the oldest finished tasks beyond ``max_finished``; returns how many went."""
+        return int(await _guard(self._trim(keys=[f"{self.p}finished"],
+                                           args=[self.p, repr(time.time()), self.ttl, self.max_finished])))
+
     async def get(self, task_id: str) -> dict[str, Any]:
         """The task hash without its input (bytes fields kept raw); TaskNotFound if absent or expired."""
         raw = await _guard(self.r.hgetall(self.key("task", task_id)))
         if not raw:
             raise TaskNotFound(f"no task {task_id!r} (unknown id, or its result expired)")
         return _record(raw)
+
+    async def model_of(self, task_id: str) -> str | None:
+        """The model of a task, or None when there is no such task."""
+        value = await _guard(self.r.hget(self.key("task", task_id), "model"))
+        return None if value is None else _s(value)
 
     async def status(self, task_id: str) -> str | None:
         value = await _guard(self.r.hget(self.key("task", task_id), "status"))

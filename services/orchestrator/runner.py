@@ -5,6 +5,14 @@ queue, not the runner, holds waiting tasks and decides their order. Each claim h
 every ``lease_s / 3`` while the task is in flight; a task whose lease was lost (another orchestrator
 took it after we stalled) is dropped at the next stage boundary, and a task whose deadline passed
 while running ends ``expired`` there. Results are written with one atomic acknowledgement.
+
+Attempts are fenced: each claim carries a fresh token (``Claimed.token``), and only the attempt whose
+token the task still holds may renew, finish or publish (the scripts check it). The jobs in flight
+are kept per attempt token, not per task id: after a lost lease the same process may run a stale and
+the current attempt of one task side by side, and the stale one's end must not touch the current
+one. A stale attempt's late result is dropped and counted (``stale_results_total``). When Redis is
+away, a finished task's acknowledgement is retried (the job stays in flight, so its lease is renewed
+as soon as Redis is back) for up to ``redis_outage_s``.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import torch
 
 from edgesplit import wire
 from edgesplit.errors import EdgesplitError
-from services.orchestrator.engine import Engine, Job, TaskFailed
+from services.orchestrator.engine import Engine, Job, JobLost, TaskFailed
 from services.orchestrator.metrics import Metrics
 from services.orchestrator.plans import PlanSource
 from services.orchestrator.queue import TaskQueue
@@ -44,8 +52,10 @@ class Runner(abc.ABC):
         self.settings = settings
         self.metrics = metrics
         self.wake = asyncio.Event()
-        self.active: dict[str, Job] = {}
+        self.active: dict[str, Job] = {}  # by attempt token (module docstring)
+        self.draining = False
         self._claim_failing = False
+        self._renew_failing = False
         # called with the finished task (id, record): wakes this process's waits on it
         self.on_finished: Callable[[str, dict[str, Any]], None] | None = None
 
@@ -57,6 +67,11 @@ class Runner(abc.ABC):
         """The next task as a job (None when ``block`` is False and the queue is empty)."""
         while True:
             self.wake.clear()  # before the claim: a submit after it sets the event again
+            if self.draining:  # shutting down: claim nothing more, let the tasks in flight finish
+                if not block:
+                    return None
+                await asyncio.sleep(0.5)
+                continue
             try:
                 job = await self._claim_once(server)
             except EdgesplitError as e:
@@ -73,9 +88,12 @@ class Runner(abc.ABC):
 
     async def _claim_once(self, server: int | None) -> Job | None:
         route = self.plans.single(server) if server is not None else await self.plans.route()
-        task, expired = await self.queue.claim(self.model, self.settings.lease_s)
+        task, expired, orphans = await self.queue.claim(self.model, self.settings.lease_s)
         for _ in expired:
             self._count("expired", "timeout")
+        for tid in orphans:
+            log.error("queued task %s of %s had no record; dropped from the queue", tid, self.model)
+            self.metrics.orphans.labels(self.model).inc()
         if task is None:
             return None
         self.metrics.plan_version.labels(self.model).set(route.version)
@@ -88,8 +106,20 @@ class Runner(abc.ABC):
         except EdgesplitError as e:  # validated at submit: only a corrupted record gets here
             await self._end(job, "failed", {"error": f"stored input is unreadable: {e}"}, "invalid")
             return None
-        self.active[task.id] = job
+        self.active[task.token] = job
         return job
+
+    def jobs_of(self, task_id: str) -> list[Job]:
+        """The attempts of ``task_id`` in flight here (two after a lost lease: the stale one, the current)."""
+        return [j for j in self.active.values() if j.task.id == task_id]
+
+    def lose(self, task_id: str) -> int:
+        """Mark every attempt of ``task_id`` in flight here as lost (the task ended elsewhere, or was
+        cancelled) and cancel its slices in flight; returns how many attempts that was."""
+        jobs = self.jobs_of(task_id)
+        for job in jobs:
+            job.abandon()
+        return len(jobs)
 
     def _count(self, status: str, reason: str | None = None) -> None:
         self.metrics.tasks.labels(self.model, status).inc()
@@ -100,18 +130,27 @@ class Runner(abc.ABC):
         """Renew the leases of the tasks in flight every ``lease_s / 3``."""
         while True:
             await asyncio.sleep(self.settings.lease_s / 3)
-            for job in list(self.active.values()):
-                try:
-                    if not await self.queue.renew(job.task, self.settings.lease_s):
-                        job.lost = True
-                except EdgesplitError as e:
+            await self.renew_all()
+
+    async def renew_all(self) -> bool:
+        """Renew every lease in flight now; False when Redis did not answer (logged once per outage)."""
+        for job in list(self.active.values()):
+            try:
+                if not await self.queue.renew(job.task, self.settings.lease_s):
+                    job.abandon()
+            except EdgesplitError as e:
+                if not self._renew_failing:
                     log.warning("lease renewal failed: %s", e)
+                self._renew_failing = True
+                return False
+        self._renew_failing = False
+        return True
 
     async def _usable(self, job: Job) -> bool:
         """False (and the job ended) when its lease is lost or its deadline passed."""
         if job.lost:
             log.warning("task %s: lease lost, leaving it to its new owner", job.task.id)
-            self.active.pop(job.task.id, None)
+            self.active.pop(job.task.token, None)
             self._count("lost", "lease_lost")
             return False
         if time.time() > job.task.deadline:
@@ -126,6 +165,8 @@ class Runner(abc.ABC):
             return False
         try:
             await self.engine.run_step(job, k, subzone)
+        except JobLost:
+            return await self._usable(job)
         except TaskFailed as e:
             await self._end(job, "failed", {"error": str(e)}, e.reason)
             return False
@@ -153,23 +194,40 @@ class Runner(abc.ABC):
         self.metrics.e2e.labels(self.model, str(task.priority)).observe(time.time() - task.submitted)
 
     async def _end(self, job: Job, status: str, fields: dict[str, Any], reason: str | None = None) -> None:
-        self.active.pop(job.task.id, None)
+        """Acknowledge the job's attempt with a final status (dropped and counted if it is stale)."""
         fields = {**fields, "timings": json.dumps(self._timings(job)), "started": repr(job.claimed_at),
                   "route": json.dumps({"source": job.route.source, "version": job.route.version,
                                        "cloud_from": job.route.cloud_from,
                                        "steps": [s.to_dict() for s in job.route.steps]})}
-        for _ in range(3):
-            try:
-                record = await self.queue.finish(job.task, status, fields)
-                if record is None:
-                    log.warning("task %s finished after its lease was lost; result dropped", job.task.id)
-                elif self.on_finished is not None:
-                    self.on_finished(job.task.id, record)
-                break
-            except EdgesplitError as e:  # Redis briefly away: the lease keeps the task safe meanwhile
-                log.warning("cannot acknowledge task %s: %s", job.task.id, e)
-                await asyncio.sleep(0.5)
+        try:
+            record = await self._finish(job, status, fields)
+        finally:
+            self.active.pop(job.task.token, None)
+        if record is None:
+            log.warning("task %s: attempt %d no longer holds the task; its result (%s) is dropped",
+                        job.task.id, job.task.attempts, status)
+            self.metrics.stale.labels(self.model).inc()
+            return
+        if self.on_finished is not None:
+            self.on_finished(job.task.id, record)
         self._count(status, reason if status != "done" else None)
+
+    async def _finish(self, job: Job, status: str, fields: dict[str, Any]) -> dict[str, Any] | None:
+        """``queue.finish``, retried while Redis is away (for up to ``redis_outage_s``); None when the
+        attempt is stale or Redis stayed away (the lease then brings the task back)."""
+        give_up = time.monotonic() + self.settings.redis_outage_s
+        warned = False
+        while True:
+            try:
+                return await self.queue.finish(job.task, status, fields)
+            except EdgesplitError as e:  # Redis away: the job stays in flight, its lease renewed on return
+                if time.monotonic() > give_up:
+                    log.error("cannot acknowledge task %s (%s); its lease will bring it back", job.task.id, e)
+                    return None
+                if not warned:
+                    log.warning("cannot acknowledge task %s yet (retrying): %s", job.task.id, e)
+                    warned = True
+                await asyncio.sleep(0.25)
 
     @staticmethod
     def _timings(job: Job) -> dict[str, Any]:

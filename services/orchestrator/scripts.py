@@ -4,9 +4,10 @@ Keys (prefix ``P``, DESIGN.md section 3, plus two indexes): ``P q:{model}`` ZSET
 ``P task:{id}`` HASH, ``P inflight:{model}`` ZSET id -> lease deadline, ``P idem:{key}`` id,
 ``P dl:{model}`` ZSET id -> deadline of queued tasks (so timeouts are found without a scan),
 ``P pending:{model}`` HASH priority -> queued count (the ``pending`` metric), ``P seq`` arrival
-counter, ``P epoch`` time origin of aged scores. Task keys are derived inside the scripts from the
-prefix, so the queue targets a single Redis (not Redis Cluster). Times are Unix seconds (floats)
-passed by the caller.
+counter, ``P epoch`` time origin of aged scores, ``P finished`` ZSET id -> finish time of the tasks
+with a final status (so ``TRIM`` bounds their number as well as their age). Task keys are derived
+inside the scripts from the prefix, so the queue targets a single Redis (not Redis Cluster). Times
+are Unix seconds (floats) passed by the caller.
 
 The score orders the queue (lowest first):
 
@@ -62,12 +63,21 @@ return {'ok', id, tostring(c)}
 
 # KEYS: q, inflight, dl, pending
 # ARGV: prefix, now, lease_s, token, ttl
-# Returns {} or {id, priority, submitted, deadline, attempts, input, expired_id1, ...}: tasks whose
-# deadline passed are marked expired on the way (reported after the input so the caller can count them).
+# Returns {} or {id, priority, submitted, deadline, attempts, input, n_expired, expired ids..., orphan
+# ids...}: tasks whose deadline passed are marked expired on the way, and queued ids without a task
+# record (orphans: never written by edgesplit's own scripts) are dropped; both are reported so the
+# caller can count them. ``id`` is '' when no task was claimed.
 CLAIM = """
 local p = ARGV[1]
 local now = tonumber(ARGV[2])
 local expired = {}
+local orphans = {}
+local function report(head)
+  head[#head + 1] = tostring(#expired)
+  for _, e in ipairs(expired) do head[#head + 1] = e end
+  for _, o in ipairs(orphans) do head[#head + 1] = o end
+  return head
+end
 for _ = 1, 1000 do
   local top = redis.call('ZPOPMIN', KEYS[1])
   if #top == 0 then break end
@@ -81,19 +91,20 @@ for _ = 1, 1000 do
       redis.call('HSET', key, 'status', 'expired', 'finished', ARGV[2], 'error', 'timed out while queued')
       redis.call('HDEL', key, 'input')
       redis.call('EXPIRE', key, tonumber(ARGV[5]))
+      redis.call('ZADD', p .. 'finished', now, id)
       redis.call('PUBLISH', p .. 'done', id)
       expired[#expired + 1] = id
     else
       local attempts = redis.call('HINCRBY', key, 'attempts', 1)
       redis.call('HSET', key, 'status', 'running', 'lease', ARGV[4], 'claimed', ARGV[2])
       redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), id)
-      local out = {id, f[1], f[2], f[3], tostring(attempts), f[5]}
-      for _, e in ipairs(expired) do out[#out + 1] = e end
-      return out
+      return report({id, f[1], f[2], f[3], tostring(attempts), f[5]})
     end
+  else
+    orphans[#orphans + 1] = id
   end
 end
-if #expired > 0 then return {'', '', '', '', '', '', unpack(expired)} end
+if #expired + #orphans > 0 then return report({'', '', '', '', '', ''}) end
 return {}
 """
 
@@ -116,6 +127,7 @@ redis.call('HSET', key, 'status', ARGV[4], 'finished', ARGV[5])
 for i = 7, #ARGV, 2 do redis.call('HSET', key, ARGV[i], ARGV[i + 1]) end
 redis.call('HDEL', key, 'lease', 'input')
 redis.call('EXPIRE', key, tonumber(ARGV[6]))
+redis.call('ZADD', p .. 'finished', tonumber(ARGV[5]), ARGV[2])
 redis.call('PUBLISH', p .. 'done', ARGV[2])
 return redis.call('HGETALL', key)
 """
@@ -133,6 +145,7 @@ local function requeue(p, id, q, dl, pending, inflight, max_attempts, now, ttl, 
       'error', reason .. ' after ' .. f[4] .. ' attempts')
     redis.call('HDEL', key, 'input')
     redis.call('EXPIRE', key, ttl)
+    redis.call('ZADD', p .. 'finished', now, id)
     redis.call('PUBLISH', p .. 'done', id)
     return 0
   end
@@ -178,8 +191,45 @@ for _, id in ipairs(ids) do
     redis.call('HSET', key, 'status', 'expired', 'finished', ARGV[2], 'error', 'timed out while queued')
     redis.call('HDEL', key, 'input')
     redis.call('EXPIRE', key, tonumber(ARGV[3]))
+    redis.call('ZADD', p .. 'finished', tonumber(ARGV[2]), id)
     redis.call('PUBLISH', p .. 'done', id)
   end
 end
 return ids
+"""
+
+# Cancel one task, queued or running. KEYS: q, inflight, dl, pending   ARGV: prefix, id, now, ttl
+# Returns {'cancelled', id} or {'final', status} (it already had a final status) or {'missing'}.
+# A running task loses its lease, so its attempt can neither renew nor finish: the worker drops it at
+# its next check and counts its late result as stale.
+CANCEL = """
+local p = ARGV[1]
+local id = ARGV[2]
+local key = p .. 'task:' .. id
+local f = redis.call('HMGET', key, 'status', 'priority')
+if not f[1] then return {'missing'} end
+if f[1] ~= 'queued' and f[1] ~= 'running' then return {'final', f[1]} end
+if redis.call('ZREM', KEYS[1], id) == 1 then redis.call('HINCRBY', KEYS[4], f[2], -1) end
+redis.call('ZREM', KEYS[2], id)
+redis.call('ZREM', KEYS[3], id)
+redis.call('HSET', key, 'status', 'cancelled', 'finished', ARGV[3], 'error', 'cancelled by the client')
+redis.call('HDEL', key, 'lease', 'input')
+redis.call('EXPIRE', key, tonumber(ARGV[4]))
+redis.call('ZADD', p .. 'finished', tonumber(ARGV[3]), id)
+redis.call('PUBLISH', p .. 'done', id)
+return {'cancelled', id}
+"""
+
+# Retention of finished tasks: keep at most ``max_finished`` (the oldest records beyond go now) and
+# forget index entries older than the TTL (their records expired by themselves).
+# KEYS: finished   ARGV: prefix, now, ttl, max_finished   Returns how many records were deleted.
+TRIM = """
+local p = ARGV[1]
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[2]) - tonumber(ARGV[3]))
+local extra = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[4])
+if extra <= 0 then return 0 end
+local ids = redis.call('ZRANGE', KEYS[1], 0, extra - 1)
+for _, id in ipairs(ids) do redis.call('DEL', p .. 'task:' .. id) end
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, extra - 1)
+return #ids
 """

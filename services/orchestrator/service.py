@@ -5,6 +5,12 @@
 starts the loops: the runners, lease renewal, the reaper (expired leases back to the queue), the
 timeout timer (queued tasks past their deadline become ``expired``), the executor and cloud probes,
 and one pub/sub listener that wakes the runners on a submit and the long-polls on a result.
+
+Every background loop runs under ``_loop``: an unexpected exception is logged, counted
+(``loop_restarts_total``) and the loop started again after a backoff; a loop that keeps failing
+makes liveness fail (``not_live``), so the kubelet (or ``edgesplit up``) restarts the process.
+``stop`` drains: nothing more is claimed, the tasks in flight get ``drain_s`` to finish, and what is
+left goes back to its queue.
 """
 
 from __future__ import annotations
@@ -13,13 +19,15 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Coroutine
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 
 from edgesplit import wire
-from edgesplit.errors import CapacityExceeded, EdgesplitError, InvalidInput, ModelNotFound
+from edgesplit.errors import CapacityExceeded, EdgesplitError, InvalidInput, ModelNotFound, TaskNotFound
 from edgesplit.models.spec import ModelSpec
 from services.common.http import new_http_client
 from services.common.models import Deployed, deployment_specs, load_deployed
@@ -40,6 +48,18 @@ from services.orchestrator.xfer import SliceLog
 
 log = logging.getLogger("edgesplit.orchestrator")
 MAX_WAIT_S = 60.0
+LOOP_FAILURES_DEAD = 5  # failures in a row (each within LOOP_HEALTHY_S of its start): not live
+LOOP_HEALTHY_S = 30.0  # a loop that ran this long before failing starts a new count
+
+
+@dataclass
+class LoopState:
+    """Health of one supervised background loop."""
+
+    name: str
+    failures: int = 0  # in a row
+    last_error: str = ""
+    running: bool = False
 
 
 class QuotaClient(Protocol):
@@ -73,7 +93,8 @@ class Orchestrator:
         self.specs: dict[str, ModelSpec] = deployment_specs(settings.models, settings.model_files)
         self.metrics = Metrics()
         self.redis = redis_client(settings.redis_url)
-        self.queue = TaskQueue(self.redis, settings.prefix, settings.result_ttl_s, settings.max_claims)
+        self.queue = TaskQueue(self.redis, settings.prefix, settings.result_ttl_s, settings.max_claims,
+                               settings.max_finished)
         self.models: dict[str, Deployed] = {}
         self.runners: dict[str, Runner] = {}
         self.pool: ExecutorPool | None = None
@@ -81,7 +102,8 @@ class Orchestrator:
         self.cloud_up = False
         self._http = new_http_client(max(settings.slice_timeout_s, 30.0))
         self._loops: list[asyncio.Task[None]] = []
-        self.notifier = Notifier(self.redis, settings.prefix, self._wake)
+        self.loop_states: dict[str, LoopState] = {}
+        self.notifier = Notifier(self.redis, settings.prefix, self._wake, self._task_ended)
         self._known_prios: dict[str, set[int]] = {m: set() for m in self.specs}
         self.slice_log = SliceLog(self.redis, settings.prefix)
 
@@ -92,8 +114,8 @@ class Orchestrator:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per slice otherwise
         torch.set_num_threads(s.threads)
         self.models = await asyncio.to_thread(load_deployed, self.specs, "edge", s.weights_dir, s.seed)
-        self._spawn(self.notifier.listen_forever())
-        self._spawn(self._timers())
+        self._loop("pubsub", self.notifier.listen_forever)
+        self._loop("timers", self._timers)
         if s.workers:
             await self._start_workers()
 
@@ -123,32 +145,78 @@ class Orchestrator:
             runner = runner_class(s.mode, s.pipeline)(engine, self.queue, plans, s, self.metrics)
             runner.on_finished = self.notifier.notify
             self.runners[name] = runner
-            self._spawn(self._supervise(runner))
-            self._spawn(runner.renew_forever())
+            # a runner that breaks (a bug) gives its tasks back to the queue before it restarts
+            self._loop(f"runner:{name}", runner.run, runner.give_back_all)
+            self._loop(f"renew:{name}", runner.renew_forever)
         self.pool.on_change(lambda: self._spawn(self.apply_quotas(), keep=False))
-        self._spawn(self.pool.probe_forever(s.probe_interval_s))
-        self._spawn(self.slice_log.flush_forever())
-        self._spawn(self._probe_cloud())
+        self._loop("probe", lambda: self.pool.probe_forever(s.probe_interval_s))  # type: ignore[union-attr]
+        self._loop("slice-log", self.slice_log.flush_forever)
+        self._loop("cloud-probe", self._probe_cloud)
         await self.apply_quotas()
 
-    async def _supervise(self, runner: Runner) -> None:
-        """Run a runner; if it ever breaks (a bug), give its tasks back to the queue and restart it."""
-        while True:
-            try:
-                await runner.run()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("runner of %s failed; its tasks go back to the queue", runner.model)
-                await runner.give_back_all()
-                await asyncio.sleep(1.0)
+    def _loop(self, name: str, run: Callable[[], Awaitable[None]],
+              on_error: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Run ``run()`` forever under supervision (module docstring)."""
+        state = self.loop_states[name] = LoopState(name)
+
+        async def supervised() -> None:
+            while True:
+                started = time.monotonic()
+                state.running = True
+                try:
+                    await run()
+                    raise RuntimeError("the loop returned")
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:
+                    state.running = False
+                    healthy = time.monotonic() - started > LOOP_HEALTHY_S
+                    state.failures = 1 if healthy else state.failures + 1
+                    state.last_error = f"{type(e).__name__}: {e}"
+                    self.metrics.loop_restarts.labels(name).inc()
+                    log.exception("background loop %s failed (%d in a row); restarting it", name,
+                                  state.failures)
+                    if on_error is not None:
+                        with contextlib.suppress(Exception):
+                            await on_error()
+                    await asyncio.sleep(min(5.0, 0.1 * 2 ** min(state.failures, 6)))
+
+        self._spawn(supervised())
+
+    def not_live(self) -> str | None:
+        """None when every background loop can run; else why not (liveness then fails)."""
+        for state in self.loop_states.values():
+            if state.failures >= LOOP_FAILURES_DEAD:
+                return (f"background loop {state.name} failed {state.failures} times in a row: "
+                        f"{state.last_error}")
+        for task in self._loops:
+            if task.done() and not task.cancelled():
+                return "a background loop has ended"
+        return None
 
     def _spawn(self, coro: Coroutine[Any, Any, None], keep: bool = True) -> None:
         task = asyncio.create_task(coro)
         if keep:
             self._loops.append(task)
 
+    async def drain(self, timeout_s: float) -> int:
+        """Claim nothing more and wait up to ``timeout_s`` for the tasks in flight to end; returns how
+        many are still in flight."""
+        for runner in self.runners.values():
+            runner.draining = True
+        deadline = time.monotonic() + timeout_s
+        left = sum(len(r.active) for r in self.runners.values())
+        if left:
+            log.info("draining: %d task(s) in flight get up to %.0f s to finish", left, timeout_s)
+        while left and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            left = sum(len(r.active) for r in self.runners.values())
+        return left
+
     async def stop(self) -> None:
+        left = await self.drain(self.settings.drain_s)
+        if left:
+            log.warning("drain: %d task(s) still in flight go back to the queue", left)
         for task in self._loops:
             task.cancel()
         for task in self._loops:
@@ -164,29 +232,43 @@ class Orchestrator:
     # --- background loops ---------------------------------------------------------------------------
 
     async def _timers(self) -> None:
-        """Reaper and timeout timer, every ``reap_interval_s``; Redis errors are logged and retried."""
+        """Reaper, timeout timer and retention, every ``reap_interval_s``; Redis errors are logged (once
+        per outage) and retried. After an outage this process first renews the leases of its own tasks
+        in flight, so that its reaper does not take back tasks it is still running."""
         failing = False
         while True:
             await asyncio.sleep(self.settings.reap_interval_s)
-            for model in self.specs:
-                try:
-                    requeued = await self.queue.reap(model)
-                    expired = await self.queue.expire(model)
-                except EdgesplitError as e:
-                    if not failing:  # once per outage, not every period
-                        log.warning("reaper and timeout timer paused: %s", e)
-                    failing = True
-                    continue
+            try:
                 if failing:
-                    log.warning("reaper and timeout timer running again")
-                    failing = False
-                if requeued:
-                    log.warning("%d task(s) of %s re-queued after their lease expired", requeued, model)
-                    self.metrics.failures.labels(model, "lease_expired").inc(requeued)
-                    self._wake(model)
-                for _ in expired:
-                    self.metrics.tasks.labels(model, "expired").inc()
-                    self.metrics.failures.labels(model, "timeout").inc()
+                    await self.queue.ping()
+                    for runner in self.runners.values():
+                        await runner.renew_all()
+                for model in self.specs:
+                    self._reaped(model, await self.queue.reap(model), await self.queue.expire(model))
+                await self.queue.trim()
+            except EdgesplitError as e:
+                if not failing:  # once per outage, not every period
+                    log.warning("reaper and timeout timer paused: %s", e)
+                failing = True
+                continue
+            if failing:
+                log.warning("reaper and timeout timer running again")
+                failing = False
+
+    def _reaped(self, model: str, requeued: int, expired: list[str]) -> None:
+        if requeued:
+            log.warning("%d task(s) of %s re-queued after their lease expired", requeued, model)
+            self.metrics.failures.labels(model, "lease_expired").inc(requeued)
+            self._wake(model)
+        for _ in expired:
+            self.metrics.tasks.labels(model, "expired").inc()
+            self.metrics.failures.labels(model, "timeout").inc()
+
+    def _task_ended(self, task_id: str) -> None:
+        """A task got a final status (pub/sub ``done``): attempts of it still in flight here are stale."""
+        for runner in self.runners.values():
+            if runner.lose(task_id):
+                log.info("task %s ended elsewhere; its attempt here stops", task_id)
 
     def _wake(self, model: str) -> None:
         runner = self.runners.get(model)
@@ -271,6 +353,17 @@ class Orchestrator:
                     count += sample.value
         mean = total / count if count else 1.0
         return float(min(60.0, max(1.0, mean * self.settings.max_queue / 10)))
+
+    async def cancel(self, task_id: str) -> str:
+        """Cancel a queued or running task (its slices in flight here are cancelled too); TaskNotFound
+        or Conflict (already final) otherwise."""
+        model = await self.queue.model_of(task_id)
+        if model is None or model not in self.specs:
+            raise TaskNotFound(f"no task {task_id!r} (unknown id, or its result expired)")
+        status = await self.queue.cancel(model, task_id)
+        self.metrics.tasks.labels(model, "cancelled").inc()
+        self._task_ended(task_id)
+        return status
 
     async def wait(self, task_id: str, wait_s: float, queued: bool = False) -> dict[str, Any]:
         """The task hash, after waiting up to ``wait_s`` seconds (at most 60) for a final status;

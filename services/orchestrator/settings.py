@@ -33,6 +33,16 @@ class OrchestratorSettings(ServiceSettings):
     come back after it). ``api_token``: when set, clients must send it as a bearer token.
     ``cloud_concurrency``: cloud calls in flight at once, all models together; when more wait, the
     most urgent task's call goes first (``cloudgate.PriorityGate``).
+
+    Durability (docs/ARCHITECTURE.md, Guarantees): ``result_ttl_s`` and ``max_finished`` bound how
+    long and how many finished tasks Redis keeps (the oldest beyond ``max_finished`` are deleted).
+    ``redis_outage_s``: how long a finished task's acknowledgement is retried while Redis is away
+    (after that, its lease brings it back and it runs again). ``drain_s``: on SIGTERM, how long the
+    tasks in flight may run to the end (nothing new is claimed) before the rest go back to the queue.
+    ``breaker_failures`` failures of one executor within ``breaker_window_s`` open its circuit (no
+    slices for it); after ``breaker_open_s`` one probe slice or ready probe may close it again.
+    ``overload_wait_s``: the longest an executor's ``Retry-After`` (its sub-zone queue full) is waited
+    for before the slice goes to another executor instead.
     """
 
     model_config = SettingsConfigDict(env_prefix="EDGESPLIT_ORCHESTRATOR_", extra="ignore")
@@ -62,6 +72,13 @@ class OrchestratorSettings(ServiceSettings):
     cloud_concurrency: int = Field(4, ge=1)
     api_token: str | None = None
     workers: bool = True
+    max_finished: int = Field(50_000, ge=1)
+    redis_outage_s: float = Field(60.0, ge=0.0)
+    drain_s: float = Field(15.0, ge=0.0)
+    breaker_failures: int = Field(3, ge=1)
+    breaker_window_s: float = Field(10.0, gt=0.0)
+    breaker_open_s: float = Field(2.0, gt=0.0)
+    overload_wait_s: float = Field(1.0, ge=0.0)
 
     @field_validator("api_token")
     @classmethod

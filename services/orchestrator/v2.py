@@ -7,13 +7,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from edgesplit import wire
-from edgesplit.errors import InvalidInput, TaskExpired, Unavailable
+from edgesplit.errors import EdgesplitError, InvalidInput, TaskExpired, Unavailable
 from services.common.security import bearer_auth
 from services.orchestrator.service import MAX_WAIT_S, Orchestrator
 from services.orchestrator.views import model_metadata, v2_input, v2_output
@@ -64,6 +65,9 @@ def v2_router(orch: Orchestrator) -> APIRouter:
         info = await orch.wait(sub.id, min(limit + 1.0, MAX_WAIT_S), queued=not sub.duplicate)
         if info["status"] == "done":
             return v2_output(info, spec)
+        if info["status"] in ("queued", "running"):  # the request gives up: so does its task
+            with contextlib.suppress(EdgesplitError):
+                await orch.cancel(sub.id)
         if info["status"] in ("expired", "queued", "running"):
             raise TaskExpired(f"task {sub.id} did not finish within its timeout of {limit} s "
                               f"(status {info['status']})")

@@ -41,7 +41,7 @@ async def _submit(q: TaskQueue, priority: int, timeout_s: float = 60.0, aging_s:
 async def _drain(q: TaskQueue) -> list[str]:
     ids = []
     while True:
-        task, _ = await q.claim(MODEL, lease_s=30)
+        task, _, _ = await q.claim(MODEL, lease_s=30)
         if task is None:
             return ids
         ids.append(task.id)
@@ -83,7 +83,7 @@ async def test_idempotent_submit(queue: TaskQueue) -> None:
 
 async def test_claim_finish_and_ttl(queue: TaskQueue) -> None:
     tid = await _submit(queue, 2)
-    task, _ = await queue.claim(MODEL, lease_s=30)
+    task, _, _ = await queue.claim(MODEL, lease_s=30)
     assert task is not None and task.id == tid and task.input == b"x" and task.attempts == 1
     assert (await queue.get(tid))["status"] == "running"
     assert await queue.inflight(MODEL) == 1
@@ -98,7 +98,7 @@ async def test_claim_finish_and_ttl(queue: TaskQueue) -> None:
 
 async def test_expired_lease_is_requeued_with_its_score_and_stale_ack_ignored(queue: TaskQueue) -> None:
     first = await _submit(queue, 3)
-    task, _ = await queue.claim(MODEL, lease_s=0.05)
+    task, _, _ = await queue.claim(MODEL, lease_s=0.05)
     assert task is not None
     later = await _submit(queue, 3)
     await asyncio.sleep(0.1)
@@ -110,7 +110,7 @@ async def test_expired_lease_is_requeued_with_its_score_and_stale_ack_ignored(qu
 
 async def test_lease_renewal_keeps_the_task(queue: TaskQueue) -> None:
     await _submit(queue, 1)
-    task, _ = await queue.claim(MODEL, lease_s=0.2)
+    task, _, _ = await queue.claim(MODEL, lease_s=0.2)
     assert task is not None
     for _ in range(4):
         await asyncio.sleep(0.1)
@@ -122,7 +122,7 @@ async def test_lease_renewal_keeps_the_task(queue: TaskQueue) -> None:
 async def test_too_many_lost_leases_fail_the_task(queue: TaskQueue) -> None:
     tid = await _submit(queue, 1)
     for _ in range(2):  # max_attempts = 2
-        task, _ = await queue.claim(MODEL, lease_s=0.01)
+        task, _, _ = await queue.claim(MODEL, lease_s=0.01)
         assert task is not None
         await asyncio.sleep(0.03)
         await queue.reap(MODEL)
@@ -145,15 +145,15 @@ async def test_claim_skips_expired_tasks(queue: TaskQueue) -> None:
     short = await _submit(queue, 1, timeout_s=0.02)
     keep = await _submit(queue, 2)
     await asyncio.sleep(0.05)
-    task, expired = await queue.claim(MODEL, lease_s=30)
+    task, expired, _ = await queue.claim(MODEL, lease_s=30)
     assert task is not None and task.id == keep and expired == [short]
 
 
 async def test_give_back_requeues_without_counting_an_attempt(queue: TaskQueue) -> None:
     tid = await _submit(queue, 1)
-    task, _ = await queue.claim(MODEL, lease_s=30)
+    task, _, _ = await queue.claim(MODEL, lease_s=30)
     assert task is not None and await queue.give_back(task)
-    again, _ = await queue.claim(MODEL, lease_s=30)
+    again, _, _ = await queue.claim(MODEL, lease_s=30)
     assert again is not None and again.id == tid and again.attempts == 1
 
 
