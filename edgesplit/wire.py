@@ -14,11 +14,11 @@ from the strategy, the layer range and the unit range, and refuses metadata that
 
 from __future__ import annotations
 
-import ast
 import math
 import re
 import struct
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -30,11 +30,32 @@ MAGIC = b"\x93NUMPY"
 CONTENT_TYPE = "application/x-npy"
 _ALIGN = 64
 _MAX_HEADER = 4096  # a 4-d shape needs < 100 bytes; refuse absurd headers before parsing them
+MAX_NDIM = 8  # the services exchange 2-d and 4-d arrays; numpy itself stops at 64
+MAX_DIM = 2**31 - 1  # per dimension; the data length bounds the product (it must equal the body)
+# the only dtypes a body may carry: booleans, integers and IEEE floats of the usual sizes
+_ITEMSIZES = {"b": (1,), "i": (1, 2, 4, 8), "u": (1, 2, 4, 8), "f": (2, 4, 8)}
 
 ShapePattern = Sequence[int | None]
-# the header np.save and encode() write; anything else goes through ast.literal_eval
-_CANONICAL = re.compile(r"\{'descr': '([<>|=]?[a-zA-Z]\d*)', 'fortran_order': (True|False), "
-                        r"'shape': \(((?:\d+, )*\d*|(?:\d+, )*\d+,?)\), \} *\n")
+# the header np.save and encode() write; anything else goes through the strict entry parser below
+_CANONICAL = re.compile(r"\{'descr': '([<>|]?[a-z]\d{1,2})', 'fortran_order': (True|False), "
+                        r"'shape': \(((?:\d{1,19}, ){0,8}\d{0,19})\), \} *\n")
+# one "key: value" entry of a header dict: a quoted descr, a bool, or a tuple of decimal integers.
+# Nothing else is accepted (no nesting, no expressions), so parsing is linear and cannot recurse.
+_ENTRY = re.compile(r"""\s*(['"])(descr|fortran_order|shape)\1\s*:\s*"""
+                    r"""(?:(['"])([<>|=]?[a-zA-Z]\d{0,3})\3|(True|False)|\(([-+0-9 ,]{0,240})\))\s*""")
+_DESCR = re.compile(r"([<>|]?)([a-zA-Z])(\d{0,3})")
+
+
+class NpyHeader(NamedTuple):
+    """What an NPY header says: the data's dtype, its shape, and where the data starts in the body."""
+
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    offset: int
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
 
 
 def encode(array: np.ndarray) -> bytes:
@@ -51,8 +72,73 @@ def encode(array: np.ndarray) -> bytes:
     return b"".join((MAGIC, b"\x01\x00", struct.pack("<H", len(header)), header, arr.data))
 
 
-def _parse_header(body: bytes | bytearray | memoryview) -> tuple[dict[str, object], int]:
-    """The header dict and the offset of the data. Raises InvalidInput on a malformed header."""
+def _dtype(descr: str) -> np.dtype:
+    """The dtype of a descr such as ``'<f4'``: only booleans, integers and floats, explicit byte order."""
+    m = _DESCR.fullmatch(descr)
+    sizes = _ITEMSIZES.get(m.group(2), ()) if m else ()
+    if m is None or not m.group(3) or int(m.group(3)) not in sizes:
+        raise InvalidInput(f"NPY descr {descr!r} is not accepted; expected a real number type such as '<f4' "
+                           "(bool b1, int/uint i1-i8/u1-u8, float f2/f4/f8)")
+    order, size = m.group(1), int(m.group(3))
+    if size > 1 and order not in ("<", ">"):
+        raise InvalidInput(f"NPY descr {descr!r} has no byte order; expected '<' or '>', e.g. '<f4'")
+    return np.dtype(f"{order if size > 1 else '|'}{m.group(2)}{size}")
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    """A tuple literal's items: ``()``, ``(3,)``, ``(2, 3)`` or ``(2, 3,)``; bounded rank and sizes."""
+    items = [t.strip() for t in text.split(",")]
+    if items[-1] == "" and (len(items) > 1 or text.strip() == ""):
+        items.pop()  # a trailing comma, or the empty tuple
+    elif len(items) == 1:
+        raise InvalidInput(f"NPY shape ({text}) is not a tuple; a 1-d shape is written (n,)")
+    if len(items) > MAX_NDIM:
+        raise InvalidInput(f"NPY shape has {len(items)} dimensions; expected at most {MAX_NDIM}")
+    if not all(t.isascii() and t.isdigit() for t in items):
+        raise InvalidInput(f"NPY shape ({text}) must be a tuple of non-negative integers")
+    if any(len(t) > 10 or int(t) > MAX_DIM for t in items):
+        raise InvalidInput(f"NPY shape ({text}) has a dimension above {MAX_DIM}")
+    shape = tuple(int(t) for t in items)
+    return shape
+
+
+def _entries(text: str) -> dict[str, str | tuple[int, ...] | bool]:
+    """The three entries of a header dict ``{'descr': ..., 'fortran_order': ..., 'shape': (...)}``,
+    in any order, with a trailing comma or not, padded with spaces and a final newline."""
+    body = text.rstrip(" \n")
+    if not (body.startswith("{") and body.endswith("}")):
+        raise InvalidInput("NPY header must be a dict with exactly the keys descr, fortran_order, shape")
+    out: dict[str, str | tuple[int, ...] | bool] = {}
+    at, end = 1, len(body) - 1
+    while at < end:
+        m = _ENTRY.match(body, at, end)
+        if m is None or m.group(2) in out:
+            raise InvalidInput("NPY header must be a dict with exactly the keys descr, fortran_order, shape "
+                               "(a quoted dtype such as '<f4', True or False, a tuple of integers)")
+        key, text_v, bool_v, tuple_v = m.group(2), m.group(4), m.group(5), m.group(6)
+        if (key == "descr") != (text_v is not None) or (key == "fortran_order") != (bool_v is not None):
+            raise InvalidInput(f"NPY header entry {key!r} has a value of the wrong kind")
+        out[key] = (text_v if key == "descr" else bool_v == "True" if key == "fortran_order"
+                    else _shape(tuple_v))
+        at = m.end()
+        if at < end:
+            if body[at] != ",":
+                raise InvalidInput("NPY header entries must be separated by commas")
+            at += 1
+            while at < end and body[at] in " \n":
+                at += 1
+    if set(out) != {"descr", "fortran_order", "shape"}:
+        raise InvalidInput("NPY header must be a dict with exactly the keys descr, fortran_order, shape")
+    return out
+
+
+def read_header(body: bytes | bytearray | memoryview) -> NpyHeader:
+    """Parse and check an NPY v1 header, without touching the data.
+
+    A strict parser (no ``literal_eval``): the header is a dict of exactly ``descr`` (bool, int, uint
+    or float of the usual sizes), ``fortran_order`` (must be False) and ``shape`` (at most
+    :data:`MAX_NDIM` dimensions of at most :data:`MAX_DIM`). Raises InvalidInput naming what was expected.
+    """
     if len(body) < 10 or bytes(body[:6]) != MAGIC:
         raise InvalidInput("body is not an NPY array: expected the magic bytes \\x93NUMPY at its start")
     major, minor = body[6], body[7]
@@ -65,24 +151,21 @@ def _parse_header(body: bytes | bytearray | memoryview) -> tuple[dict[str, objec
         raise InvalidInput(f"truncated NPY body: header needs {10 + hlen} bytes, body has {len(body)}")
     text = bytes(body[10 : 10 + hlen]).decode("latin1")
     fast = _CANONICAL.fullmatch(text)
-    if fast is not None:  # what np.save and encode() write: no need for the literal parser
+    if fast is not None:  # what np.save and encode() write
         descr, order, dims = fast.groups()
-        shape = tuple(int(d) for d in dims.replace(" ", "").split(",") if d)
-        return {"descr": descr, "fortran_order": order == "True", "shape": shape}, 10 + hlen
-    try:
-        header = ast.literal_eval(text)
-    except (ValueError, SyntaxError) as e:
-        raise InvalidInput(f"NPY header is not a Python literal dict: {e}") from e
-    if not isinstance(header, dict) or set(header) != {"descr", "fortran_order", "shape"}:
-        raise InvalidInput("NPY header must be a dict with exactly the keys descr, fortran_order, shape")
-    return header, 10 + hlen
-
-
-def _header_shape(header: Mapping[str, object]) -> tuple[int, ...]:
-    shape = header["shape"]
-    if not isinstance(shape, tuple) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise InvalidInput(f"NPY shape {shape!r} must be a tuple of non-negative integers")
-    return shape
+        fields: dict[str, str | tuple[int, ...] | bool] = {
+            "descr": descr, "fortran_order": order == "True", "shape": _shape(dims)}
+    else:
+        fields = _entries(text)
+    descr = str(fields["descr"])
+    if descr in ("|O", "O", "<O", ">O"):
+        raise InvalidInput("NPY arrays of Python objects are refused")
+    dtype = _dtype(descr)
+    if fields["fortran_order"] is not False:
+        raise InvalidInput("array is in Fortran order, expected C order (fortran_order: False)")
+    shape = fields["shape"]
+    assert isinstance(shape, tuple)
+    return NpyHeader(dtype, shape, 10 + hlen)
 
 
 def _check_shape(shape: tuple[int, ...], expect: ShapePattern) -> None:
@@ -96,37 +179,32 @@ def decode(body: bytes | bytearray | memoryview, expect_dtype: np.dtype | type |
            expect_shape: ShapePattern | None = None) -> np.ndarray:
     """Parse an NPY v1 body without copying its data.
 
-    ``expect_dtype`` (default float32, little-endian; ``None`` accepts any) and ``expect_shape``
-    (``None`` entries match any size) are checked; so are the magic bytes, the version, C order and
-    the data length. Every failure raises InvalidInput saying what was expected.
+    ``expect_dtype`` (default float32, little-endian; ``None`` accepts any number type) and
+    ``expect_shape`` (``None`` entries match any size) are checked from the header, before the data is
+    looked at; so are the magic bytes, the version, C order and the data length. Every failure raises
+    InvalidInput saying what was expected.
     """
-    header, offset = _parse_header(body)
-    try:
-        dtype = np.dtype(header["descr"])  # type: ignore[call-overload]
-    except TypeError as e:
-        raise InvalidInput(f"NPY descr {header['descr']!r} is not a numpy dtype") from e
-    if dtype.hasobject:
-        raise InvalidInput("NPY arrays of Python objects are refused")
+    head = read_header(body)
+    dtype, shape = head.dtype, head.shape
     if expect_dtype is not None:
         want = np.dtype(expect_dtype).newbyteorder("<")
         if dtype != want:
             raise InvalidInput(f"array has dtype {dtype.str} ({dtype}), expected {want.str} ({want})")
-    if header["fortran_order"] is not False:
-        raise InvalidInput("array is in Fortran order, expected C order (fortran_order: False)")
-    shape = _header_shape(header)
     if expect_shape is not None:
         _check_shape(shape, expect_shape)
-    need = math.prod(shape) * dtype.itemsize
-    have = len(body) - offset
+    need = head.nbytes
+    have = len(body) - head.offset
     if have != need:
         what = "truncated NPY body" if have < need else "NPY body has trailing bytes"
         raise InvalidInput(f"{what}: shape {list(shape)} of {dtype} needs {need} data bytes, got {have}")
-    return np.frombuffer(body, dtype=dtype, count=math.prod(shape), offset=offset).reshape(shape)
+    return np.frombuffer(body, dtype=dtype, count=math.prod(shape), offset=head.offset).reshape(shape)
 
 
 # --- slice metadata ---------------------------------------------------------------------------------
 
 _RANGES = ("in_rows", "pad", "out_rows", "kernel_rows", "channels", "in_channels")
+# Python's int() also takes "٣", "1_0" and " 3 ": the wire says integer, so ASCII digits only
+_ASCII_INT = re.compile(r"-?[0-9]{1,9}")
 _UNIT_FIELD: dict[str, str] = {"rows": "out_rows", "kernel-rows": "kernel_rows", "channels": "channels"}
 
 
@@ -148,21 +226,19 @@ def _int(params: Mapping[str, str], name: str) -> int:
     raw = params.get(name)
     if raw is None:
         raise InvalidInput(f"missing slice parameter {name!r}")
-    try:
-        return int(raw)
-    except ValueError as e:
-        raise InvalidInput(f"slice parameter {name}={raw!r} must be an integer") from e
+    if _ASCII_INT.fullmatch(raw) is None:
+        raise InvalidInput(f"slice parameter {name}={raw!r} must be an integer (ASCII digits)")
+    return int(raw)
 
 
 def _pair(params: Mapping[str, str], name: str) -> tuple[int, int] | None:
     raw = params.get(name)
     if raw is None:
         return None
-    try:
-        a, b = (int(v) for v in raw.split(","))
-    except ValueError as e:
-        raise InvalidInput(f"slice parameter {name}={raw!r} must be two integers 'a,b'") from e
-    return (a, b)
+    parts = raw.split(",")
+    if len(parts) != 2 or not all(_ASCII_INT.fullmatch(v) for v in parts):
+        raise InvalidInput(f"slice parameter {name}={raw!r} must be two integers 'a,b' (ASCII digits)")
+    return (int(parts[0]), int(parts[1]))
 
 
 def canonical_slice(spec: ModelSpec, strategy: Strategy, start: int, stop: int,

@@ -11,7 +11,14 @@ from PIL import Image
 from edgesplit import wire
 from edgesplit.errors import InvalidInput
 from edgesplit.models import get_spec
-from services.orchestrator.images import IMAGENET_MEAN, IMAGENET_STD, UnsupportedMedia, sniff, to_input
+from services.orchestrator.images import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ImageLimits,
+    UnsupportedMedia,
+    sniff,
+    to_input,
+)
 
 ALEX = get_spec("alexnet-paper")  # 3 x 32 x 32
 DIGITS = get_spec("digits-cnn")  # 1 x 8 x 8
@@ -79,3 +86,49 @@ def test_truncated_png_is_invalid_input() -> None:
     assert sniff(body) == "png"
     with pytest.raises(InvalidInput, match="cannot decode"):
         to_input(body[:30], ALEX)
+
+
+def _jpeg_declaring(width: int, height: int) -> bytes:
+    """A tiny JPEG whose frame header (SOF) claims width x height: a decompression bomb."""
+    body = bytearray(_png(np.zeros((8, 8, 3), np.uint8), "JPEG"))
+    sof = body.index(b"\xff\xc0")
+    body[sof + 5 : sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(body)
+
+
+def _png_with_chunk(kind: bytes, data: bytes) -> bytes:
+    import struct
+    import zlib
+
+    body = _png(np.zeros((4, 4, 3), np.uint8))
+    chunk = struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return body[:33] + chunk + body[33:]  # after the IHDR chunk
+
+
+def test_declared_size_above_the_limit_is_refused_before_decoding() -> None:
+    bomb = _jpeg_declaring(6000, 6000)
+    assert len(bomb) < 1000
+    with pytest.raises(InvalidInput, match=r"6000x6000 pixels is refused.*at most 1024x1024"):
+        to_input(bomb, ALEX)
+    limits = ImageLimits(scale=8, min_side=16)
+    with pytest.raises(InvalidInput, match="at most 256x256"):
+        to_input(_png(np.zeros((300, 10, 3), np.uint8)), ALEX, limits)
+    assert to_input(_png(np.zeros((256, 256, 3), np.uint8)), ALEX, limits).shape == (1, 3, 32, 32)
+
+
+@pytest.mark.parametrize("kind", [b"zTXt", b"iCCP"])
+def test_png_text_and_icc_chunks_that_inflate_to_megabytes_are_refused(kind: bytes) -> None:
+    import zlib
+
+    body = _png_with_chunk(kind, b"key\x00\x00" + zlib.compress(b"\x00" * (4 << 20)))
+    assert len(body) < 10_000
+    with pytest.raises(InvalidInput, match="cannot decode the image"):
+        to_input(body, ALEX)
+
+
+def test_large_jpeg_decodes_at_a_reduced_scale_to_the_same_input() -> None:
+    img = np.zeros((512, 512, 3), np.uint8)
+    img[:256] = 255
+    x = to_input(_png(img, "JPEG"), ALEX)
+    assert x.shape == (1, 3, 32, 32)
+    assert x[0, 0, 0, 0] > x[0, 0, 31, 0]  # top half white, bottom black

@@ -145,3 +145,37 @@ def test_bad_slice_params_are_refused() -> None:
     for params, exc, message in cases:
         with pytest.raises(exc, match=message):
             slice_from_params(params, spec)
+
+
+@pytest.mark.parametrize("value", ["٣", "1_0", " 3", "3 ", "+3", "0x3", "9" * 12, "", "३"])
+def test_slice_integers_are_ascii_digits_only(value: str) -> None:
+    spec = get_spec("alexnet-paper")
+    good = slice_to_params(canonical_slice(spec, "rows", 2, 4, (0, 9)))
+    with pytest.raises(InvalidInput, match="ASCII digits"):
+        slice_from_params({**good, "start": value}, spec)
+    with pytest.raises(InvalidInput, match="ASCII digits"):
+        slice_from_params({**good, "out_rows": f"0,{value}"}, spec)
+
+
+@pytest.mark.parametrize(("header", "message"), [
+    ("{'descr': ('<f4', -1), 'fortran_order': False, 'shape': (2,), }", "exactly the keys"),
+    ("{'descr': '<f4', 'fortran_order': False, 'shape': (2147483648, 2147483648), }", "dimension above"),
+    ("{'descr': '<f4', 'fortran_order': False, 'shape': (" + "1, " * 70 + "), }", "at most 8"),
+    ("{'descr': '<f4', 'fortran_order': False, 'shape': (0, 9223372036854775807), }", "dimension above"),
+    ("{'descr': 'V0', 'fortran_order': False, 'shape': (5,), }", "real number type"),
+    ("{'descr': '<f4', 'fortran_order': False, 'shape': " + "[" * 1900 + "]" * 1900 + ", }",
+     "exactly the keys"),
+    ("{'descr': '<f4', 'fortran_order': False, 'shape': (3), }", "not a tuple"),
+    ("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), 'x': 1}", "exactly the keys"),
+    ("{'descr': '<f4', 'descr': '<f4', 'shape': (2, 3)}", "exactly the keys"),
+    ("{'descr': 'f4', 'fortran_order': False, 'shape': (2, 3)}", "byte order"),
+    ("{'descr': '<U3', 'fortran_order': False, 'shape': (2, 3)}", "real number type"),
+    ("{'descr': '<f4', 'fortran_order': 0, 'shape': (2, 3)}", "exactly the keys"),
+    ("{'descr': '<f4', 'fortran_order': False, 'shape': (٣,)}", "exactly the keys"),
+])
+def test_hostile_headers_are_refused_before_any_allocation(header: str, message: str) -> None:
+    """The headers that made the literal parser or numpy raise (a 500) are InvalidInput (422)."""
+    text = header + " " * (63 - (10 + len(header)) % 64) + "\n"
+    body = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text.encode() + b"\x00" * 24
+    with pytest.raises(InvalidInput, match=message):
+        decode(body, expect_dtype=None)
