@@ -24,6 +24,12 @@ HALO_MAX = ("executors run a slice whose worker bands would recompute more than 
 ALLOCATOR = ("also run the allocator service: it measures the executors, re-plans and publishes the plans "
              "and quotas (the orchestrator then takes its plans from Redis)")
 SHIPPED_WEIGHTS = Path(__file__).resolve().parents[1] / "edgesplit" / "models" / "weights"
+STATE_DIR = Path.home() / ".local" / "state" / "edgesplit" / "redis"
+PREFIX = ("Redis key prefix: tasks left queued or running at exit stay under it, and a later `up` with the "
+          "same prefix resumes them")
+STATE = "where a redis-server started here keeps its append-only file"
+FSYNC = ("appendfsync of a redis-server started here: everysec (a crash may lose the last second of "
+         "writes) or always (none lost, slower writes; docs/ARCHITECTURE.md, Guarantees)")
 
 
 def _models(raw: str) -> list[str]:
@@ -59,15 +65,22 @@ def up(
     aging: float = typer.Option(0.0, help="seconds per priority level of aging (0 = strict)"),
     log_dir: Path | None = typer.Option(None, help="where the processes log (default: a temp dir)"),
     allocator: bool = typer.Option(False, "--allocator", help=ALLOCATOR),
+    prefix: str = typer.Option("es:", help=PREFIX),
+    state_dir: Path = typer.Option(STATE_DIR, help=STATE),
+    fsync: str = typer.Option("everysec", help=FSYNC),
 ) -> None:
     """Start redis (if needed), the cloud, the executors, the orchestrator (and with ``--allocator`` the
-    allocator service); stop all on Ctrl-C."""
-    from services.stack import LocalStack
+    allocator service); restart any of them that dies (backoff 1 s to 30 s); on Ctrl-C or SIGTERM let
+    the orchestrator drain, then stop all."""
+    from services.stack import LocalStack, redis_durability
 
     _port_free(port)
+    if fsync not in ("everysec", "always"):
+        raise InvalidInput(f"--fsync {fsync!r}: expected everysec or always")
     stack = LocalStack(executors, _models(models), mode, pipeline, threads, split, redis_url, port=port,
                        orchestrator={"aging_s": aging, "conv_groups": conv_groups}, log_dir=log_dir,
-                       weights_dir=SHIPPED_WEIGHTS, keep_logs=True, allocator=allocator)
+                       weights_dir=SHIPPED_WEIGHTS, keep_logs=True, allocator=allocator, prefix=prefix,
+                       state_dir=state_dir, redis_fsync=fsync, supervise=True)
     _sigterm_as_interrupt()
     try:
         with err.status("starting the stack..."):
@@ -77,15 +90,15 @@ def up(
         for svc in stack.services():
             console.print(f"  {svc.name:14s} {svc.url}  log {svc.log_path}")
         console.print(f"  cluster file   {stack.cluster_path}\n  redis          {redis_url} (prefix "
-                      f"{stack.prefix})\nPress Ctrl-C to stop.")
+                      f"{stack.prefix}; {redis_durability(redis_url)})\nPress Ctrl-C to stop.")
+        seen = 0
         while True:
             time.sleep(1.0)
-            dead = [s.name for s in stack.services() if not s.alive]
-            if dead:
-                err.print(f"[red]{', '.join(dead)} exited; stopping the stack (logs in {stack.log_dir})")
-                raise typer.Exit(1)
+            for name, _ in stack.restarts[seen:]:
+                err.print(f"[yellow]{name} exited and was restarted (logs in {stack.log_dir})")
+            seen = len(stack.restarts)
     except KeyboardInterrupt:
-        err.print("stopping...")
+        err.print("draining and stopping...")
     finally:
         stack.stop()
 

@@ -18,17 +18,27 @@ documented difference: the executor's ``THREADS`` is set here, since local proce
 limit each (in a pod, capacity follows the live cgroup limit, so the chart leaves it unset).
 
 A unique Redis key prefix per stack keeps stacks apart on a
-shared Redis; ``stop`` deletes its keys unless ``keep_keys``.
+shared Redis; ``stop`` deletes its keys unless ``keep_keys`` or unless tasks are still queued or
+running under them (those keys stay, so a stack started again with the same ``prefix`` resumes them).
+
+Durability (docs/ARCHITECTURE.md, Guarantees): a redis-server started here (only when nothing answers
+at ``redis_url``) keeps an append-only file in ``state_dir`` (``appendfsync`` = ``redis_fsync``,
+``everysec`` by default) and refuses writes beyond ``redis_maxmemory`` (``noeviction``), as the chart
+and compose run it. ``supervise=True`` (``edgesplit up`` sets it) restarts a process of the stack that
+died (redis-server included), with a backoff of 1, 2, 4... up to 30 s, as the kubelet does; ``stop``
+stops the orchestrator first and gives it ``drain_s`` + 15 s to drain.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -53,6 +63,18 @@ REQUEST_OVERHEAD_S = 3e-3
 HOST_NAME = "localhost"  # the one machine every process of the stack shares
 ROLES = ("executor", "cloud", "orchestrator", "allocator")
 MODULES = {role: f"services.{role}" for role in ROLES}
+BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)  # restart delays of a process that keeps dying
+HEALTHY_S = 60.0  # a process up this long starts its backoff again from the first delay
+log = logging.getLogger("edgesplit.stack")
+
+
+def redis_args(port: int, state_dir: Path, fsync: str = "everysec", maxmemory: str = "256mb") -> list[str]:
+    """redis-server's arguments for edgesplit: AOF on (``appendfsync`` = ``fsync``) in ``state_dir``, no
+    RDB snapshots, ``maxmemory`` with ``noeviction`` (a full Redis refuses writes: submits get 503,
+    nothing already accepted is evicted). The chart and docker-compose.yml use the same settings."""
+    return ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(state_dir),
+            "--appendonly", "yes", "--appendfsync", fsync, "--save", "", "--maxmemory", maxmemory,
+            "--maxmemory-policy", "noeviction"]
 
 
 def _defaults(role: str, *names: str) -> dict[str, object]:
@@ -73,6 +95,22 @@ def _env_value(value: object) -> str:
     if isinstance(value, list | tuple):
         return ",".join(str(v) for v in value)
     return str(value)
+
+
+def redis_durability(url: str) -> str:
+    """A few words on how durable the Redis at ``url`` is (``edgesplit up`` prints them)."""
+    try:
+        raw: dict[Any, Any] = dict(redis.Redis.from_url(url, socket_timeout=2).config_get("append*"))
+    except (redis.RedisError, OSError) as e:
+        return f"persistence unknown: {e}"
+    cfg = {_s(k): _s(v) for k, v in raw.items()}
+    if cfg.get("appendonly") == "yes":
+        return f"append-only file, appendfsync {cfg.get('appendfsync')}"
+    return "WARNING: no append-only file, a Redis restart loses every task"
+
+
+def _s(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def redis_answers(url: str) -> bool:
@@ -109,7 +147,8 @@ class LocalStack:
                  port: int | None = None, keep_keys: bool = False, seed: int = 0,
                  weights_dir: Path | None = None, keep_logs: bool = False, cloud_threads: int = 2,
                  allocator: bool = False, allocator_settings: Mapping[str, object] | None = None,
-                 shared_host: bool = True) -> None:
+                 shared_host: bool = True, state_dir: Path | None = None, redis_fsync: str = "everysec",
+                 redis_maxmemory: str = "256mb", supervise: bool = False) -> None:
         if executors < 1:
             raise ValueError(f"a stack needs at least 1 executor, got {executors}")
         self.n_executors = executors
@@ -140,6 +179,13 @@ class LocalStack:
         self.allocator: ServiceProcess | None = None
         self.cluster_path = self.log_dir / "cluster.yaml"
         self.shared_host = shared_host
+        self.state_dir = state_dir if state_dir is not None else self.log_dir / "redis"
+        self.redis_fsync, self.redis_maxmemory = redis_fsync, redis_maxmemory
+        self.supervise = supervise
+        self.restarts: list[tuple[str, float]] = []  # (process name, time.time()) of each restart
+        self._lock = threading.RLock()  # the supervisor vs. deliberate stops, kills and restarts
+        self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -196,35 +242,47 @@ class LocalStack:
 
     def start_executor(self, i: int) -> ServiceProcess:
         """(Re)start executor i on its port (not waiting for it)."""
-        svc = self._start("executor", i)
-        self.executors[i] = svc
-        return svc
+        with self._lock:
+            svc = self._start("executor", i)
+            self.executors[i] = svc
+            return svc
 
     def start_orchestrator(self) -> ServiceProcess:
-        self.orch = self._start("orchestrator")
-        return self.orch
+        with self._lock:
+            self.orch = self._start("orchestrator")
+            return self.orch
 
     def start_allocator(self) -> ServiceProcess:
         """(Re)start the allocator service (not waiting for it)."""
-        self.allocator = self._start("allocator")
-        return self.allocator
+        with self._lock:
+            self.allocator = self._start("allocator")
+            return self.allocator
 
     def _ensure_redis(self) -> None:
+        """Start a durable redis-server at ``redis_url`` (``redis_args``) unless something answers there."""
         if redis_answers(self.redis_url):
             return
         where = urlparse(self.redis_url)
         if where.hostname not in ("127.0.0.1", "localhost") or shutil.which("redis-server") is None:
             raise Unavailable(f"nothing answers at {self.redis_url} and no local redis-server can be started")
-        log = (self.log_dir / "redis.log").open("wb")
-        self.redis_proc = subprocess.Popen(
-            ["redis-server", "--port", str(where.port or 6379), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 10
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with (self.log_dir / "redis.log").open("ab") as out:
+            self.redis_proc = subprocess.Popen(
+                redis_args(where.port or 6379, self.state_dir, self.redis_fsync, self.redis_maxmemory),
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 30  # replaying a long append-only file takes a while
         while not redis_answers(self.redis_url):
             if time.monotonic() > deadline or self.redis_proc.poll() is not None:
                 raise Unavailable(f"redis-server did not start at {self.redis_url}; see "
                                   f"{self.log_dir}/redis.log")
             time.sleep(0.05)
+
+    def kill_redis(self) -> None:
+        """SIGKILL the redis-server this stack started (a crash, for the failure tests)."""
+        with self._lock:
+            if self.redis_proc is not None and self.redis_proc.poll() is None:
+                self.redis_proc.kill()
+                self.redis_proc.wait(10)
 
     def write_cluster(self) -> None:
         """The cluster description of this stack (executor urls and threads, the cloud's url, and the
@@ -257,39 +315,115 @@ class LocalStack:
         except BaseException:
             self.stop()
             raise
+        if self.supervise:
+            self._supervisor = threading.Thread(target=self._supervise, name="stack-supervisor", daemon=True)
+            self._supervisor.start()
         return self
+
+    # --- supervision --------------------------------------------------------------------------------
+
+    def _slots(self) -> list[tuple[str, Any, Any]]:
+        """(name, the process now, how to start it again) for every process of the stack."""
+        slots: list[tuple[str, Any, Any]] = [
+            ("orchestrator", self.orch, self.start_orchestrator),
+            ("cloud", self.cloud, lambda: setattr(self, "cloud", self._start("cloud")))]
+        slots += [(f"executor-{i}", svc, lambda i=i: self.start_executor(i))
+                  for i, svc in enumerate(self.executors)]
+        if self.with_allocator:
+            slots.append(("allocator", self.allocator, self.start_allocator))
+        if self.redis_proc is not None:
+            slots.append(("redis", self.redis_proc, self._ensure_redis))
+        return slots
+
+    def _supervise(self) -> None:
+        """Restart each process that died, after its backoff (module docstring)."""
+        dead_since: dict[str, float] = {}
+        failures: dict[str, int] = {}
+        started: dict[str, float] = {}
+        while not self._stopping.wait(0.2):
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                for name, proc, restart in self._slots():
+                    popen = getattr(proc, "proc", proc)
+                    if popen is None or popen.poll() is None:
+                        if popen is not None and time.monotonic() - started.get(name, 0.0) > HEALTHY_S:
+                            failures[name] = 0
+                        continue
+                    now = time.monotonic()
+                    since = dead_since.setdefault(name, now)
+                    delay = BACKOFF_S[min(failures.get(name, 0), len(BACKOFF_S) - 1)]
+                    if now - since < delay:
+                        continue
+                    log.warning("%s exited (status %s); restarting it", name, popen.returncode)
+                    try:
+                        restart()
+                    except Exception as e:  # e.g. redis-server that would not start: next backoff
+                        log.warning("cannot restart %s: %s", name, e)
+                    failures[name] = failures.get(name, 0) + 1
+                    started[name] = now
+                    dead_since.pop(name, None)
+                    self.restarts.append((name, time.time()))
 
     def kill_executor(self, i: int) -> None:
         """SIGKILL executor i (a crash, for the failure tests)."""
-        svc = self.executors[i]
-        if svc is not None and svc.alive:
-            svc.proc.kill()
-            svc.proc.wait(10)
+        with self._lock:
+            svc = self.executors[i]
+            if svc is not None and svc.alive:
+                svc.proc.kill()
+                svc.proc.wait(10)
 
     def kill_orchestrator(self) -> None:
-        if self.orch is not None and self.orch.alive:
-            self.orch.proc.kill()
-            self.orch.proc.wait(10)
+        with self._lock:
+            if self.orch is not None and self.orch.alive:
+                self.orch.proc.kill()
+                self.orch.proc.wait(10)
 
     def restart_orchestrator(self, kill: bool = False, timeout_s: float = 120.0, **settings: object) -> None:
         """Stop the orchestrator (SIGTERM, or SIGKILL with ``kill``) and start it again, with
         ``settings`` added to its extra settings; waits until it is ready."""
-        if kill:
-            self.kill_orchestrator()
-        elif self.orch is not None:
-            self.orch.stop()
-        self.extra_orch.update(settings)
-        wait_ready(self.start_orchestrator(), timeout_s=timeout_s)
+        with self._lock:
+            if kill:
+                self.kill_orchestrator()
+            elif self.orch is not None:
+                self.orch.stop(self._drain_timeout())
+            self.extra_orch.update(settings)
+            svc = self.start_orchestrator()
+        wait_ready(svc, timeout_s=timeout_s)
+
+    def _drain_timeout(self) -> float:
+        """How long the orchestrator may take to stop: its drain, plus 15 s for uvicorn and the rest."""
+        drain = self.extra_orch.get("drain_s", _defaults("orchestrator", "drain_s")["drain_s"])
+        return float(str(drain)) + 15.0
+
+    def holds_tasks(self) -> int:
+        """Tasks queued or running under this stack's prefix (0 when Redis does not answer)."""
+        with contextlib.suppress(redis.RedisError, OSError):
+            client = redis.Redis.from_url(self.redis_url, socket_timeout=2)
+            return sum(int(client.zcard(k)) for pattern in ("q:*", "inflight:*")
+                       for k in client.scan_iter(match=f"{self.prefix}{pattern}", count=500))
+        return 0
 
     def services(self) -> list[ServiceProcess]:
         return [s for s in (self.orch, self.allocator, *self.executors, self.cloud) if s is not None]
 
     def stop(self) -> None:
-        """Stop every process (orchestrator first, so it gives its tasks back), then clean Redis keys."""
+        """Stop every process (orchestrator first: it drains, then gives back what is left), then delete
+        the Redis keys unless ``keep_keys`` or tasks are still queued or running under them."""
+        self._stopping.set()
+        if self._supervisor is not None:
+            self._supervisor.join(10)
+        with self._lock:
+            self._stop_all()
+
+    def _stop_all(self) -> None:
         for svc in self.services():
             with contextlib.suppress(Exception):
-                svc.stop()
-        if not self.keep_keys:
+                svc.stop(self._drain_timeout() if svc is self.orch else 10.0)
+        held = 0 if self.keep_keys else self.holds_tasks()
+        if held:
+            log.warning("%d task(s) still queued or running: keeping the keys under %s", held, self.prefix)
+        if not self.keep_keys and not held:
             with contextlib.suppress(redis.RedisError, OSError):
                 client = redis.Redis.from_url(self.redis_url, socket_timeout=2)
                 for key in client.scan_iter(match=f"{self.prefix}*", count=500):

@@ -72,6 +72,11 @@ class ServiceSettings(BaseSettings):
     threads: int = Field(default_factory=cpu_limit, ge=1, le=1024)
     log_level: str = Field("info", pattern="^(critical|error|warning|info|debug)$")
     access_log: bool = False
+    # HTTP limits (services.common.httpguard): slow or oversized requests are cut off, 408/414/431
+    header_timeout_s: float = Field(4.0, gt=0.0, le=300.0)
+    body_timeout_s: float = Field(4.0, gt=0.0, le=300.0)
+    max_header_bytes: int = Field(16 * 1024, ge=1024, le=1024 * 1024)
+    max_headers: int = Field(64, ge=8, le=1000)
 
     @field_validator("models", "model_files", mode="before")
     @classmethod
