@@ -177,8 +177,9 @@ class V2Customer(Customer):
     @task
     def infer(self) -> None:
         prio, sample = self.pick()
+        timeout_us = round(CONFIG["timeout"] * 1e6)  # V2 timeouts are in microseconds, as Triton's
         body = (f'{{"inputs": [{sample["v2_tensor"]}], '
-                f'"parameters": {{"priority": {prio}, "timeout": {CONFIG["timeout"]}}}}}')
+                f'"parameters": {{"priority": {prio}, "timeout": {timeout_us}}}}}')
         with self.client.post(f"/v2/models/{CONFIG['model']}/infer", data=body, name=f"infer p{prio}",
                               headers={"Content-Type": "application/json"}, catch_response=True,
                               timeout=CONFIG["timeout"] + 10.0) as r:

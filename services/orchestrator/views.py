@@ -48,45 +48,17 @@ def task_view(info: dict[str, Any], k: int = 5, with_logits: bool = True) -> dic
     return out
 
 
+MODEL_VERSION = "1"
+"""The one version of every deployed model (its weights do not change while it is served)."""
+
+
 def model_metadata(spec: ModelSpec) -> dict[str, Any]:
-    """KServe V2 model metadata."""
-    return {"name": spec.name, "versions": ["1"], "platform": "edgesplit",
+    """KServe V2 model metadata: one FP32 input ``input`` (1, C, H, W); outputs ``logits`` and their
+    softmax ``probabilities``, both FP32 (1, classes)."""
+    classes = [1, spec.num_classes]
+    return {"name": spec.name, "versions": [MODEL_VERSION], "platform": "edgesplit",
             "inputs": [{"name": "input", "datatype": "FP32", "shape": [1, *spec.input]}],
-            "outputs": [{"name": "logits", "datatype": "FP32", "shape": [1, spec.num_classes]}],
+            "outputs": [{"name": "logits", "datatype": "FP32", "shape": classes},
+                        {"name": "probabilities", "datatype": "FP32", "shape": classes}],
             "parameters": {"edge_layers": spec.n_edge, "edge_gflops": spec.edge_flops() / 1e9,
                            "cloud_gflops": spec.cloud_flops() / 1e9}}
-
-
-def v2_input(payload: Any, spec: ModelSpec) -> tuple[np.ndarray, dict[str, Any]]:
-    """The input tensor (1, C, H, W) and the parameters of a KServe V2 JSON infer request."""
-    from edgesplit.errors import InvalidInput
-
-    inputs = payload.get("inputs") if isinstance(payload, dict) else None
-    if not isinstance(inputs, list) or len(inputs) != 1:
-        raise InvalidInput('expected a JSON object with "inputs": [one tensor {name, shape, datatype, data}]')
-    tensor = payload["inputs"][0]
-    if not isinstance(tensor, dict) or tensor.get("datatype", "FP32") not in ("FP32", "FP64"):
-        raise InvalidInput("input datatype must be FP32 (or FP64)")
-    shape = tensor.get("shape")
-    want = list(spec.input)
-    if shape not in (want, [1, *want]):
-        raise InvalidInput(f"input shape {shape} does not match model {spec.name}: expected {[1, *want]}")
-    try:
-        x = np.asarray(tensor.get("data"), dtype=np.float32).reshape(1, *want)
-    except (TypeError, ValueError) as e:
-        raise InvalidInput(f"input data does not hold {int(np.prod(want))} numbers: {e}") from e
-    if not np.isfinite(x).all():
-        raise InvalidInput("input data has NaN or infinite values")
-    params = payload.get("parameters") or {}
-    if not isinstance(params, dict):
-        raise InvalidInput('"parameters" must be an object')
-    return np.ascontiguousarray(x), params
-
-
-def v2_output(info: dict[str, Any], spec: ModelSpec) -> dict[str, Any]:
-    """KServe V2 infer response of a finished task."""
-    logits = wire.decode(info["logits"]).ravel()
-    return {"model_name": spec.name, "id": info["id"],
-            "outputs": [{"name": "logits", "datatype": "FP32", "shape": [1, spec.num_classes],
-                         "data": [float(v) for v in logits]}],
-            "parameters": {"task_id": info["id"], "top_1": int(np.argmax(logits))}}

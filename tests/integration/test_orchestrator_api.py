@@ -110,7 +110,8 @@ def test_png_multipart_is_resized_normalised_and_classified(client: httpx.Client
 def test_kserve_v2_infer_is_synchronous_and_exact(client: httpx.Client) -> None:
     x = np.random.default_rng(3).standard_normal((1, 1, 8, 8)).astype(np.float32)
     payload = {"inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32",
-                           "data": x.ravel().tolist()}], "parameters": {"priority": 1, "timeout": 20}}
+                           "data": x.ravel().tolist()}],
+               "parameters": {"priority": 1, "timeout": 20_000_000}}  # microseconds, as Triton's
     r = client.post("/v2/models/digits-cnn/infer", json=payload)
     assert r.status_code == 200, r.text
     out = r.json()["outputs"][0]
