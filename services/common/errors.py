@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from edgesplit import errors as domain
 from edgesplit.errors import EdgesplitError, InvalidInput, QueueFull
@@ -72,9 +73,17 @@ async def _http_handler(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
 
+async def _disconnect_handler(_request: Request, _exc: Exception) -> JSONResponse:
+    # the client went away (or was cut off for a stalled body) while its body was read: the answer
+    # reaches nobody, but the request ends as a client error instead of a logged 500
+    return JSONResponse({"error": "client disconnected before its request body was read",
+                         "type": "InvalidInput"}, status_code=400)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map domain, validation and HTTP errors to ``{"error": "..."}`` with the right status."""
     app.add_exception_handler(EdgesplitError, _domain_handler)
+    app.add_exception_handler(ClientDisconnect, _disconnect_handler)
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(HTTPException, _http_handler)
 

@@ -12,6 +12,7 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import ValidationError
 
+from services.common.httpguard import HttpLimits, guarded_protocol
 from services.common.settings import ServiceSettings
 
 S = TypeVar("S", bound=ServiceSettings)
@@ -39,5 +40,7 @@ def serve(settings_cls: type[S], create_app: Callable[[], Callable[[S], FastAPI]
             print(f"{settings_cls.__name__}: {field}{err['msg']}", file=sys.stderr)
         sys.exit(2)
     logging.getLogger().setLevel(settings.log_level.upper())
+    limits = HttpLimits(settings.header_timeout_s, settings.body_timeout_s, settings.max_header_bytes,
+                        settings.max_headers)
     uvicorn.run(create_app()(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
-                access_log=settings.access_log, timeout_graceful_shutdown=5)
+                access_log=settings.access_log, timeout_graceful_shutdown=5, http=guarded_protocol(limits))

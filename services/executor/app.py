@@ -27,6 +27,7 @@ from services.executor.pool import Quotas, ZonePool
 from services.executor.settings import ExecutorSettings
 
 log = logging.getLogger("edgesplit.executor")
+TASK_ID = r"^[\x21-\x7e]*$"  # echoed in X-Task-Id: printable ASCII, never CR, LF or spaces
 
 
 class ExecutorState(ModelHost):
@@ -87,7 +88,7 @@ def _slice_routes(router: APIRouter, state: ExecutorState) -> None:
     @router.post("/v1/slices/{model}", response_class=Response)
     async def run_slice(model: str, request: Request,
                         subzone: Annotated[int, Query(ge=0, le=4096, description="sub-zone (stage) index")],
-                        task_id: Annotated[str, Query(max_length=128)] = "") -> Response:
+                        task_id: Annotated[str, Query(max_length=128, pattern=TASK_ID)] = "") -> Response:
         deployed = state.deployed(model)
         spec = deployed.spec
         sl = state.slice_of(model, request.query_params)
