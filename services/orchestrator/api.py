@@ -8,6 +8,8 @@ the status of the domain error.
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
@@ -41,13 +43,22 @@ async def _upload(request: Request, limit: int) -> tuple[bytes, dict[str, str]]:
     return bytes(await read_body(request, limit)), {}
 
 
+# Python's int() and float() also take "٣", "1_000", " 3", "nan" and "inf": the API says integer or
+# number, so ASCII digits only (a priority of "٣" is refused, not read as 3)
+_INT = re.compile(r"-?[0-9]{1,9}")
+_FLOAT = re.compile(r"-?(?:[0-9]{1,15}(?:\.[0-9]{0,15})?|\.[0-9]{1,15})(?:[eE][-+]?[0-9]{1,3})?")
+
+
 def _number(raw: str | None, name: str, cast: type, default: Any) -> Any:
     if raw is None or raw == "":
         return default
-    try:
-        return cast(raw)
-    except ValueError as e:
-        raise InvalidInput(f"{name}={raw!r} must be a number") from e
+    if (_INT if cast is int else _FLOAT).fullmatch(raw) is None:
+        kind = "an integer" if cast is int else "a number"
+        raise InvalidInput(f"{name}={raw!r} must be {kind} in ASCII digits, e.g. {name}=3")
+    value = cast(raw)
+    if not math.isfinite(value):
+        raise InvalidInput(f"{name}={raw!r} must be a finite number")
+    return value
 
 
 def public_router(orch: Orchestrator) -> APIRouter:

@@ -34,6 +34,7 @@ from services.common.models import Deployed, deployment_specs, load_deployed
 from services.common.redisconn import redis_client
 from services.orchestrator import images
 from services.orchestrator.cloudgate import PriorityGate
+from services.orchestrator.decode import Decoder
 from services.orchestrator.engine import Engine
 from services.orchestrator.metrics import Metrics
 from services.orchestrator.notify import Notifier
@@ -92,6 +93,8 @@ class Orchestrator:
         self.settings = settings
         self.specs: dict[str, ModelSpec] = deployment_specs(settings.models, settings.model_files)
         self.metrics = Metrics()
+        self.decoder = Decoder(images.ImageLimits(settings.image_max_scale, settings.image_min_side),
+                               settings.decode_workers, settings.decode_queue, settings.decode_wait_s)
         self.redis = redis_client(settings.redis_url)
         self.queue = TaskQueue(self.redis, settings.prefix, settings.result_ttl_s, settings.max_claims,
                                settings.max_finished)
@@ -228,6 +231,7 @@ class Orchestrator:
             await self.pool.aclose()
         await self._http.aclose()
         await self.redis.aclose()
+        self.decoder.close()
 
     # --- background loops ---------------------------------------------------------------------------
 
@@ -322,8 +326,7 @@ class Orchestrator:
         spec = self.spec(model)
         timeout = self.settings.default_timeout_s if timeout_s is None else timeout_s
         self.check_request(priority, timeout)
-        x = images.to_input(body, spec) if len(body) < 1 << 20 else await asyncio.to_thread(
-            images.to_input, body, spec)
+        x = await self.decoder.to_input(body, spec)  # images on a bounded thread pool, off the loop
         return await self.enqueue(model, wire.encode(x), priority, timeout, idem_key)
 
     async def enqueue(self, model: str, data: bytes, priority: int, timeout_s: float,

@@ -79,6 +79,15 @@ class OrchestratorSettings(ServiceSettings):
     breaker_window_s: float = Field(10.0, gt=0.0)
     breaker_open_s: float = Field(2.0, gt=0.0)
     overload_wait_s: float = Field(1.0, ge=0.0)
+    # uploads (services.orchestrator.decode): declared image size, decode threads and their queue
+    image_max_scale: int = Field(8, ge=1, le=64)
+    image_min_side: int = Field(1024, ge=16, le=16384)
+    decode_workers: int = Field(2, ge=1, le=64)
+    decode_queue: int = Field(64, ge=0, le=100_000)
+    decode_wait_s: float = Field(5.0, gt=0.0, le=600.0)
+    # per-client rate limit (services.orchestrator.ratelimit): requests per second and burst; 0 = off
+    rate_per_s: float = Field(50.0, ge=0.0)
+    rate_burst: int = Field(100, ge=1)
 
     @field_validator("api_token")
     @classmethod
