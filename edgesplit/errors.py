@@ -75,3 +75,15 @@ class Unavailable(EdgesplitError):
     """A dependency (Redis, executors) does not answer (HTTP 503)."""
 
     status = 503
+
+
+class Unreachable(Unavailable):
+    """A service refused the connection: nothing listens there (HTTP 503)."""
+
+
+class Overloaded(Unavailable):
+    """A bounded queue is full; try again after ``retry_after_s`` seconds (HTTP 503 + Retry-After)."""
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

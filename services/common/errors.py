@@ -45,7 +45,7 @@ _LOCAL: dict[str, type[EdgesplitError]] = {
 def error_response(exc: EdgesplitError) -> JSONResponse:
     """The JSON answer for a domain error, with Retry-After for QueueFull and WWW-Authenticate for 401."""
     headers: dict[str, str] = {}
-    if isinstance(exc, QueueFull):
+    if isinstance(exc, QueueFull | domain.Overloaded):
         headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
     if isinstance(exc, Unauthorized):
         headers["WWW-Authenticate"] = "Bearer"
@@ -103,8 +103,8 @@ def error_from_response(status: int, payload: object, headers: Mapping[str, str]
     cls = _LOCAL.get(str(kind)) or getattr(domain, str(kind), None)
     if not (isinstance(cls, type) and issubclass(cls, EdgesplitError)):
         cls = _BY_STATUS.get(status, EdgesplitError)
-    if cls is QueueFull:
-        return QueueFull(text, float(headers.get("retry-after", "1") or 1))
+    if cls is QueueFull or cls is domain.Overloaded:
+        return cls(text, float(headers.get("retry-after", "1") or 1))  # type: ignore[call-arg]
     err = cls(text)
     if cls is EdgesplitError:
         err.status = status

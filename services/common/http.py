@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 import aiohttp
 
-from edgesplit.errors import Unavailable
+from edgesplit.errors import Unavailable, Unreachable
 from services.common.errors import error_from_response
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -70,6 +70,8 @@ class HttpPool:
                 return Answer(response.status, response.headers, body)
         except TimeoutError as e:
             raise Unavailable(f"{url} did not answer within {limit} s") from e
+        except aiohttp.ClientConnectorError as e:  # nothing listens there (a dead process)
+            raise Unreachable(f"{url} does not answer: {type(e).__name__}: {e}") from e
         except aiohttp.ClientError as e:
             raise Unavailable(f"{url} does not answer: {type(e).__name__}: {e}") from e
 

@@ -17,11 +17,12 @@ import torch
 from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request, Response
 
 from edgesplit import wire
-from edgesplit.errors import InvalidInput
+from edgesplit.errors import InvalidInput, Overloaded
 from edgesplit.split import Slice
 from services.common.models import ModelHost, deployment_specs
 from services.common.security import bearer_auth, read_body
 from services.common.web import base_app, check_npy_request, health_router, metrics_response, npy_response
+from services.executor.gone import ClientGone, unless_gone
 from services.executor.metrics import ExecutorMetrics
 from services.executor.pool import Quotas, ZonePool
 from services.executor.settings import ExecutorSettings
@@ -38,7 +39,7 @@ class ExecutorState(ModelHost):
                          "edge")
         self.settings = settings
         self.pool = ZonePool(settings.capacity, {n: s.n_edge for n, s in self.specs.items()},
-                             settings.halo_max)
+                             settings.halo_max, settings.queue_max)
         self.metrics = ExecutorMetrics(self.pool)
         self._slices: dict[tuple[str, tuple[str | None, ...]], Slice] = {}
 
@@ -100,7 +101,15 @@ def _slice_routes(router: APIRouter, state: ExecutorState) -> None:
         if x.shape[0] < 1:
             raise InvalidInput(f"empty batch: slice input has shape {list(x.shape)}, expected "
                                f"[N>=1, {c}, {h}, {w}]")
-        run = await state.pool.run(deployed, subzone, sl, torch.from_numpy(x), state.settings.slice_delay_s)
+        try:  # a slice whose caller went away is not computed (services.executor.gone)
+            run = await unless_gone(request, state.pool.run(deployed, subzone, sl, torch.from_numpy(x),
+                                                            state.settings.slice_delay_s))
+        except Overloaded:
+            state.metrics.refused.labels(model, str(subzone)).inc()
+            raise
+        except ClientGone:
+            state.metrics.cancelled.labels(model, str(subzone)).inc()
+            return Response(status_code=499)
         state.metrics.observe(model, subzone, run)
         headers = {"X-Wait-Seconds": f"{run.wait_s:.6f}", "X-Compute-Seconds": f"{run.compute_s:.6f}",
                    "X-Workers": str(run.workers), "X-Task-Id": task_id}

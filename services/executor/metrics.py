@@ -76,6 +76,10 @@ class ExecutorMetrics:
         self.thread_s = Counter(f"{NS}_worker_seconds", "Compute seconds times workers", ["model"],
                                 registry=r)
         self.ready = Gauge(f"{NS}_ready", "1 once the weights are loaded", registry=r)
+        self.refused = Counter(f"{NS}_slices_refused_total", "Slices refused with 503 + Retry-After: their "
+                               "sub-zone's queue was full", labels, registry=r)
+        self.cancelled = Counter(f"{NS}_slices_cancelled_total", "Slices whose caller went away before "
+                                 "they were done (not computed, or their answer dropped)", labels, registry=r)
         self._ema_flops = 0.0
         self._ema_thread_s = 0.0
         r.register(_PoolCollector(pool, lambda: self.flops_per_thread))

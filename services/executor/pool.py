@@ -6,6 +6,10 @@ rows for ``rows``, output rows of the partial sum for ``kernel-rows``, channels 
 worker i computes sub-slice i with ``compute_slice`` on a dedicated thread (torch at one intra-op
 thread per worker); the parts are written into one output tensor. A band of a slice is itself a valid
 slice, so the result is exact. Quotas (threads per sub-zone) may not sum above the capacity.
+
+Each sub-zone's queue is bounded: beyond ``queue_max`` slices waiting, a new one is refused at once
+with ``Overloaded`` (503 and a ``Retry-After`` of the expected wait), which the orchestrator honours.
+A slice cancelled while it waits (its caller went away) leaves the queue without being computed.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any
 
 import torch
 
-from edgesplit.errors import CapacityExceeded, InvalidInput, ModelNotFound
+from edgesplit.errors import CapacityExceeded, InvalidInput, ModelNotFound, Overloaded
 from edgesplit.split import Slice, compute_slice
 from services.common.models import Deployed
 from services.executor.work import Part, slice_flops, worker_parts
@@ -85,8 +89,11 @@ class Worker:
 class SubZone:
     """The k worker threads of one (model, stage); one slice at a time, FIFO."""
 
-    def __init__(self, model: str, index: int, workers: int, halo_max: float | None = None) -> None:
+    def __init__(self, model: str, index: int, workers: int, halo_max: float | None = None,
+                 queue_max: int = 1 << 30) -> None:
         self.model, self.index, self.target, self.halo_max = model, index, workers, halo_max
+        self.queue_max = queue_max
+        self.last_compute_s = 0.0
         self.lock = asyncio.Lock()
         self.threads: list[Worker] = []
         self.queued = 0
@@ -103,6 +110,10 @@ class SubZone:
     async def run(self, deployed: Deployed, sl: Slice, x: torch.Tensor, delay_s: float = 0.0) -> SliceRun:
         """Wait for the sub-zone (FIFO), then compute ``sl`` on ``x`` with its k workers."""
         arrived = time.perf_counter()
+        if self.queued >= self.queue_max:
+            wait = (self.queued + 1) * max(self.last_compute_s, 0.01)
+            raise Overloaded(f"sub-zone {self.index} of {self.model} has {self.queued} slices waiting "
+                             f"(at most {self.queue_max}); retry in {wait:.2f} s", wait)
         self.queued += 1
         try:
             await self.lock.acquire()
@@ -122,6 +133,7 @@ class SubZone:
         finally:
             self.lock.release()
         self.last_workers = len(self.threads) if intra else len(set(idents))
+        self.last_compute_s = done - started
         return SliceRun(out, started - arrived, done - started, self.last_workers, flops, started, done)
 
     def _cut(self, deployed: Deployed, sl: Slice, workers: int,
@@ -206,9 +218,10 @@ class ZonePool:
     """
 
     def __init__(self, capacity: int | Callable[[], int], n_edge: Mapping[str, int],
-                 halo_max: float | None = None) -> None:
+                 halo_max: float | None = None, queue_max: int = 1 << 30) -> None:
         self._capacity = capacity
         self.halo_max = halo_max
+        self.queue_max = queue_max
         self._n_edge = dict(n_edge)
         self._quotas: Quotas = {}
         self.subzones: dict[tuple[str, int], SubZone] = {}
@@ -250,7 +263,8 @@ class ZonePool:
         self.check_stage(model, index)
         zone = self.subzones.get((model, index))
         if zone is None:
-            zone = SubZone(model, index, self._quotas.get(model, {}).get(index, 1), self.halo_max)
+            zone = SubZone(model, index, self._quotas.get(model, {}).get(index, 1), self.halo_max,
+                           self.queue_max)
             self.subzones[(model, index)] = zone
         return zone
 

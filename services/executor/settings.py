@@ -19,7 +19,9 @@ class ExecutorSettings(ServiceSettings):
     this fraction of its FLOPs (halo) runs on one worker with k intra-op threads instead (None:
     always bands; in the environment ``none`` or an empty value). Default 0.1: on alexnet-paper's
     edge part, 2 bands of one slice recompute 28% more FLOPs and took 60.0 ms end to end against
-    46-49 ms with 2 intra-op threads (docs/BENCHMARKS.md).
+    46-49 ms with 2 intra-op threads (docs/BENCHMARKS.md). ``queue_max``: slices that may wait for
+    one sub-zone; beyond, a slice is refused with 503 and ``Retry-After`` (the orchestrator waits
+    and sends it again, or re-plans).
     """
 
     model_config = SettingsConfigDict(env_prefix="EDGESPLIT_EXECUTOR_", extra="ignore")
@@ -28,6 +30,7 @@ class ExecutorSettings(ServiceSettings):
     threads: int | None = Field(None, ge=1, le=1024)  # type: ignore[assignment]
     slice_delay_s: float = Field(0.0, ge=0.0, le=60.0)
     halo_max: float | None = Field(0.1, ge=0.0)
+    queue_max: int = Field(64, ge=1)
 
     @field_validator("halo_max", mode="before")
     @classmethod

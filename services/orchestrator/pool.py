@@ -1,8 +1,14 @@
 """The executors as the orchestrator sees them: clients, health (down / up), load, the probe loop.
 
-A slice that fails or times out marks its executor down (``ExecutorFailed`` tells the pipeline to
-re-plan without it); a background loop probes every down executor's ready endpoint and brings it
-back when it answers. Listeners (the plan sources) hear about every change.
+Each executor has a circuit breaker. A slice that fails (timeout, 5xx) counts one failure;
+``breaker_failures`` failures within ``breaker_window_s`` open the circuit: the executor is marked
+down and the pipeline re-plans without it (``ExecutorFailed``). A refused connection (nothing
+listens: the process is dead) opens it at once. After ``breaker_open_s`` the circuit is half-open: the
+probe loop asks the executor's ready endpoint, and one answer closes it (the executor is back).
+An executor whose sub-zone queue is full answers 503 with ``Retry-After`` (``Overloaded``): that is
+not a failure; the slice waits that long (at most ``overload_wait_s`` at a time) and is sent again,
+until ``slice_timeout_s`` has passed, and only then counts as a failure. Listeners (the plan sources)
+hear about every change.
 """
 
 from __future__ import annotations
@@ -10,12 +16,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
 
-from edgesplit.errors import EdgesplitError, Unavailable
+from edgesplit.errors import EdgesplitError, Overloaded, Unavailable, Unreachable
 from edgesplit.plan.cluster import Cluster
 from edgesplit.split import Slice
 from services.executor.client import SliceResult
@@ -50,12 +57,19 @@ class ExecutorFailed(Exception):
 class ExecutorPool:
     """One client per server of the cluster (index = server index of the plans)."""
 
-    def __init__(self, cluster: Cluster, clients: list[SliceClient], slice_timeout_s: float) -> None:
+    def __init__(self, cluster: Cluster, clients: list[SliceClient], slice_timeout_s: float,
+                 breaker_failures: int = 3, breaker_window_s: float = 10.0, breaker_open_s: float = 2.0,
+                 overload_wait_s: float = 1.0) -> None:
         if len(clients) != len(cluster.servers):
             raise ValueError(f"{len(clients)} clients for {len(cluster.servers)} servers")
         self.cluster = cluster
         self.clients = clients
         self.slice_timeout_s = slice_timeout_s
+        self.breaker_failures, self.breaker_window_s = breaker_failures, breaker_window_s
+        self.breaker_open_s, self.overload_wait_s = breaker_open_s, overload_wait_s
+        self._recent: list[deque[float]] = [deque() for _ in clients]  # failure times (monotonic)
+        self._opened: dict[int, float] = {}  # server -> when its circuit opened (monotonic)
+        self.overloaded = 0  # 503 + Retry-After answers honoured
         self.down: set[int] = set()
         self.busy = [0] * len(clients)
         self.failures: dict[int, str] = {}
@@ -75,11 +89,25 @@ class ExecutorPool:
         return [m for m in range(len(self.clients)) if m not in self.down]
 
     def mark_down(self, server: int, reason: str) -> None:
+        """Open the server's circuit now."""
         if server not in self.down:
             log.warning("executor %d (%s) marked down: %s", server, self.cluster.servers[server].url, reason)
             self.down.add(server)
             self.failures[server] = reason
+            self._opened[server] = time.monotonic()
             self._notify()
+
+    def record_failure(self, server: int, reason: str) -> None:
+        """Count one failure; the ``breaker_failures``-th within ``breaker_window_s`` opens the circuit."""
+        now = time.monotonic()
+        recent = self._recent[server]
+        recent.append(now)
+        while recent and recent[0] < now - self.breaker_window_s:
+            recent.popleft()
+        if len(recent) >= self.breaker_failures:
+            recent.clear()
+            self.mark_down(server, f"{reason} ({self.breaker_failures} failures within "
+                                   f"{self.breaker_window_s:g} s)")
 
     def least_loaded(self) -> int:
         """The up executor with the fewest slices in flight per thread (round-robin among ties)."""
@@ -94,38 +122,60 @@ class ExecutorPool:
                   task_id: str) -> tuple[SliceResult, float, float]:
         """Compute one slice on ``server``; returns (result, start, end), wall-clock seconds.
 
-        Raises ExecutorFailed (and marks the server down) when it cannot; a domain error other than
-        Unavailable (a 4xx: the request itself is wrong) propagates unchanged.
+        Raises ExecutorFailed when it cannot (counting a failure of the server, module docstring); a
+        domain error other than Unavailable (a 4xx: the request itself is wrong) propagates unchanged.
         """
         if server in self.down:
             raise ExecutorFailed(server, "marked down")
         self.busy[server] += 1
         t0 = time.time()
         try:
-            out = await asyncio.wait_for(self.clients[server].run_slice_timed(model, sl, x, subzone, task_id),
-                                         self.slice_timeout_s)
+            out = await self._send(server, model, sl, x, subzone, task_id)
+        except Unreachable as e:
+            self.mark_down(server, f"unreachable: {e}")
+            raise ExecutorFailed(server, str(e)) from e
         except (TimeoutError, Unavailable) as e:
-            self.mark_down(server, f"{type(e).__name__}: {e}")
+            self.record_failure(server, f"{type(e).__name__}: {e}")
             raise ExecutorFailed(server, str(e) or type(e).__name__) from e
         except EdgesplitError as e:
             if e.status < 500:
                 raise
-            self.mark_down(server, f"HTTP {e.status}: {e}")
+            self.record_failure(server, f"HTTP {e.status}: {e}")
             raise ExecutorFailed(server, str(e)) from e
         finally:
             self.busy[server] -= 1
         return out, t0, time.time()
 
+    async def _send(self, server: int, model: str, sl: Slice, x: np.ndarray, subzone: int,
+                    task_id: str) -> SliceResult:
+        """The slice call, sent again after each ``Overloaded`` answer's Retry-After (capped at
+        ``overload_wait_s``) until ``slice_timeout_s`` has passed since the first try."""
+        give_up = time.monotonic() + self.slice_timeout_s
+        while True:
+            left = give_up - time.monotonic()
+            try:
+                return await asyncio.wait_for(
+                    self.clients[server].run_slice_timed(model, sl, x, subzone, task_id), max(left, 0.001))
+            except Overloaded as e:
+                self.overloaded += 1
+                wait = min(e.retry_after_s, self.overload_wait_s)
+                if time.monotonic() + wait >= give_up:
+                    raise
+                await asyncio.sleep(wait)
+
     async def probe_once(self) -> list[int]:
         """Probe every down executor; bring back those that answer ready. Returns them."""
         back = []
-        for m in sorted(self.down):
-            if await self.clients[m].ready():
+        now = time.monotonic()
+        for m in sorted(self.down):  # half-open once breaker_open_s has passed: one probe decides
+            if now - self._opened.get(m, 0.0) >= self.breaker_open_s and await self.clients[m].ready():
                 back.append(m)
         if back:
             for m in back:
                 self.down.discard(m)
                 self.failures.pop(m, None)
+                self._opened.pop(m, None)
+                self._recent[m].clear()
                 log.warning("executor %d (%s) is back", m, self.cluster.servers[m].url)
             self._notify()
         return back

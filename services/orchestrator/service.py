@@ -135,7 +135,8 @@ class Orchestrator:
             raise InvalidInput(f"cluster file {s.cluster_file}: every executor and the cloud need a url")
         clients = [ExecutorClient(str(srv.url), s.token, s.slice_timeout_s, http=self._http)
                    for srv in cluster.servers]
-        self.pool = ExecutorPool(cluster, clients, s.slice_timeout_s)  # type: ignore[arg-type]
+        self.pool = ExecutorPool(cluster, clients, s.slice_timeout_s, s.breaker_failures,  # type: ignore[arg-type]
+                                 s.breaker_window_s, s.breaker_open_s, s.overload_wait_s)
         self.cloud = CloudClient(str(cluster.cloud.url), s.token, timeout_s=s.slice_timeout_s,
                                  http=self._http)
         zones = model_zones(cluster, self.specs)
