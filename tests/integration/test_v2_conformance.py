@@ -1,0 +1,197 @@
+"""Open Inference Protocol conformance with the official clients, against a real local stack
+(redis-server, cloud, executor, orchestrator processes; an API token, as in production).
+
+The clients are driven as their users drive them: ``tritonclient.http`` (binary tensors by default,
+versioned routes, ``priority`` and ``timeout`` in microseconds, gzip request compression) and the
+KServe SDK's ``InferenceRESTClient`` (protocol v2). Every result is compared with local torch; the
+binary and JSON answers for the same input are equal. Raw httpx checks what the clients never send
+(hostile JSON, wrong versions, out-of-range parameters): 400/404 with a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import pytest
+import torch
+
+from edgesplit.models import get_spec
+from edgesplit.models.build import load_model
+from services.stack import LocalStack
+
+pytestmark = [pytest.mark.redis, pytest.mark.services]
+MODEL = "digits-cnn"
+API_TOKEN = "v2-conformance-api-token-0123456789"
+TIMEOUT_US = 20_000_000  # 20 s, in Triton's unit
+
+
+def auth() -> dict[str, str]:
+    """A fresh header dict per call: tritonclient writes its Inference-Header-Content-Length into the
+    dict it is given, which would leak into the next request."""
+    return {"Authorization": f"Bearer {API_TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    with LocalStack(executors=1, models=(MODEL,), threads=1, cloud_threads=1,
+                    log_dir=tmp_path_factory.mktemp("v2-stack"),
+                    orchestrator={"api_token": API_TOKEN}) as st:
+        yield st
+
+
+def _image(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((1, *get_spec(MODEL).input)).astype(np.float32)
+
+
+def _reference(x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        logits = load_model(get_spec(MODEL), seed=0)(torch.from_numpy(x))
+    return logits.numpy()
+
+
+def _check(logits: np.ndarray, probs: np.ndarray | None, x: np.ndarray) -> None:
+    ref = _reference(x)
+    torch.testing.assert_close(torch.from_numpy(np.array(logits)), torch.from_numpy(ref),
+                               rtol=1e-4, atol=1e-4)
+    if probs is not None:
+        want = torch.softmax(torch.from_numpy(ref), 1)
+        torch.testing.assert_close(torch.from_numpy(np.array(probs)), want, rtol=1e-4, atol=1e-5)
+
+
+def test_tritonclient_http_health_metadata_versioned_readiness(stack: LocalStack) -> None:
+    import tritonclient.http as triton
+
+    client = triton.InferenceServerClient(stack.url.removeprefix("http://"))
+    try:
+        assert client.is_server_live() and client.is_server_ready()
+        assert client.is_model_ready(MODEL, headers=auth())
+        assert client.is_model_ready(MODEL, "1", headers=auth())
+        assert not client.is_model_ready(MODEL, "2", headers=auth())
+        assert not client.is_model_ready("resnet-9000", headers=auth())
+        server = client.get_server_metadata(headers=auth())
+        assert server["name"] == "edgesplit" and "binary_tensor_data" in server["extensions"]
+        meta = client.get_model_metadata(MODEL, "1", headers=auth())
+        assert meta["versions"] == ["1"] and meta["inputs"][0]["shape"] == [1, 1, 8, 8]
+        assert [o["name"] for o in meta["outputs"]] == ["logits", "probabilities"]
+        with pytest.raises(triton.InferenceServerException) as denied:
+            client.get_model_metadata(MODEL)
+        assert denied.value.status() == "401"
+    finally:
+        client.close()
+
+
+def test_tritonclient_http_binary_and_json_infer_agree_with_torch(stack: LocalStack) -> None:
+    import tritonclient.http as triton
+
+    x = _image(1)
+    client = triton.InferenceServerClient(stack.url.removeprefix("http://"), network_timeout=60)
+    try:
+        binary_in = triton.InferInput("input", list(x.shape), "FP32")
+        binary_in.set_data_from_numpy(x, binary_data=True)
+        # no outputs named: tritonclient asks for every output as binary (binary_data_output)
+        binary = client.infer(MODEL, [binary_in], request_id="triton-binary", priority=0,
+                              timeout=TIMEOUT_US, headers=auth())
+        assert binary.get_response()["id"] == "triton-binary"
+        assert all("binary_data_size" in o["parameters"] for o in binary.get_response()["outputs"])
+        _check(binary.as_numpy("logits"), binary.as_numpy("probabilities"), x)
+
+        json_in = triton.InferInput("input", list(x.shape), "FP32")
+        json_in.set_data_from_numpy(x, binary_data=False)
+        wanted = [triton.InferRequestedOutput("logits", binary_data=False)]
+        plain = client.infer(MODEL, [json_in], model_version="1", outputs=wanted, request_id="triton-json",
+                             priority=1, timeout=TIMEOUT_US, headers=auth())
+        response = plain.get_response()
+        assert response["id"] == "triton-json" and response["model_version"] == "1"
+        assert [o["name"] for o in response["outputs"]] == ["logits"] and "data" in response["outputs"][0]
+        np.testing.assert_array_equal(plain.as_numpy("logits"), binary.as_numpy("logits"))
+
+        gz = client.infer(MODEL, [binary_in], headers=auth(), request_compression_algorithm="gzip",
+                          outputs=[triton.InferRequestedOutput("probabilities", binary_data=True)])
+        np.testing.assert_array_equal(gz.as_numpy("probabilities"), binary.as_numpy("probabilities"))
+
+        wrong = triton.InferInput("input", [1, 1, 8, 7], "FP32")
+        wrong.set_data_from_numpy(np.zeros((1, 1, 8, 7), np.float32))
+        with pytest.raises(triton.InferenceServerException) as bad:
+            client.infer(MODEL, [wrong], headers=auth())
+        assert bad.value.status() == "400" and "expected [1, 1, 8, 8]" in bad.value.message()
+    finally:
+        client.close()
+
+
+def test_kserve_sdk_rest_v2_binary_and_json_infer(stack: LocalStack) -> None:
+    from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
+    from kserve.protocol.infer_type import RequestedOutput
+
+    x = _image(2)
+
+    async def run() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        client = InferenceRESTClient(RESTConfig(protocol="v2", timeout=60))
+        try:
+            assert await client.is_server_live(stack.url)
+            assert await client.is_server_ready(stack.url)
+            assert await client.is_model_ready(stack.url, MODEL, headers=auth())
+            assert not await client.is_model_ready(stack.url, "resnet-9000", headers=auth())
+            params = {"priority": 0, "timeout": TIMEOUT_US}
+            binary_in = InferInput("input", list(x.shape), "FP32")
+            binary_in.set_data_from_numpy(x, binary_data=True)
+            request = InferRequest(MODEL, [binary_in], request_id="kserve-binary", parameters=params,
+                                   request_outputs=[RequestedOutput("logits", {"binary_data": True}),
+                                                    RequestedOutput("probabilities", {"binary_data": True})])
+            binary = await client.infer(stack.url, request, model_name=MODEL, headers=auth())
+            assert binary.id == "kserve-binary"
+            json_in = InferInput("input", list(x.shape), "FP32")
+            json_in.set_data_from_numpy(x, binary_data=False)
+            plain = await client.infer(stack.url, InferRequest(MODEL, [json_in], request_id="kserve-json",
+                                                               parameters=params),
+                                       model_name=MODEL, headers=auth())
+            assert plain.id == "kserve-json"
+            outs = {o.name: o.as_numpy() for o in binary.outputs}
+            json_outs = {o.name: o.as_numpy() for o in plain.outputs}
+            assert set(outs) == set(json_outs) == {"logits", "probabilities"}
+            return outs["logits"], outs["probabilities"], json_outs["logits"]
+        finally:
+            await client.close()
+
+    logits, probs, json_logits = asyncio.run(run())
+    _check(logits, probs, x)
+    np.testing.assert_array_equal(json_logits, logits)
+
+
+def test_raw_http_binary_request_and_protocol_errors(stack: LocalStack) -> None:
+    x = _image(3)
+    url = f"/v2/models/{MODEL}/versions/1/infer"
+    head = json.dumps({"id": "raw-1", "inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32",
+                                                  "parameters": {"binary_data_size": x.nbytes}}],
+                       "outputs": [{"name": "logits", "parameters": {"binary_data": True}}],
+                       "parameters": {"timeout": TIMEOUT_US}}).encode()
+    with httpx.Client(base_url=stack.url, headers=auth(), timeout=60) as http:
+        r = http.post(url, content=head + x.tobytes(),
+                      headers={"Inference-Header-Content-Length": str(len(head))})
+        assert r.status_code == 200, r.text
+        n = int(r.headers["inference-header-content-length"])
+        answer = json.loads(r.content[:n])
+        assert answer["id"] == "raw-1" and answer["outputs"][0]["parameters"]["binary_data_size"] == 40
+        _check(np.frombuffer(r.content[n:], "<f4").reshape(1, 10), None, x)
+
+        def status(path: str, body: bytes, **headers: str) -> tuple[int, str]:
+            resp = http.post(path, content=body, headers=headers)
+            return resp.status_code, resp.json()["error"]
+
+        nested = b'{"inputs": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"
+        assert status(url, nested)[0] == 400
+        plain = {"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32",
+                             "data": x.ravel().tolist()}]}
+        for params, words in [({"priority": 11}, "priority"), ({"priority": -1}, "priority"),
+                              ({"timeout": 10**13}, "timeout"), ({"timeout": "soon"}, "timeout"),
+                              ({"sequence_id": 7}, "sequence")]:
+            code, error = status(url, json.dumps({**plain, "parameters": params}).encode())
+            assert code == 400 and words in error, (params, error)
+        code, error = status(url, json.dumps({**plain, "outputs": [{"name": "features"}]}).encode())
+        assert code == 400 and "unknown output" in error
+        assert status(f"/v2/models/{MODEL}/versions/7/infer", json.dumps(plain).encode())[0] == 404
+        assert http.get(f"/v2/models/{MODEL}/versions/7").status_code == 404
+        assert http.get(f"/v2/models/{MODEL}/ready").json() == {"name": MODEL, "ready": True}
