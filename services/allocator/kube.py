@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
+from kubernetes.utils import parse_quantity
 
 log = logging.getLogger("edgesplit.allocator")
 
@@ -68,13 +69,13 @@ class ResizeResult:
 
 
 def parse_cpu(quantity: str | int | float | None) -> float | None:
-    """A Kubernetes CPU quantity in cores: ``"500m"`` -> 0.5, ``"2"`` -> 2.0; None when absent."""
+    """A Kubernetes CPU quantity in cores (``kubernetes.utils.parse_quantity``: ``"500m"`` -> 0.5,
+    ``"2"`` -> 2.0, ``"1.5"``, ``"2k"``...); None when absent or not a quantity."""
     if quantity is None:
         return None
-    text = str(quantity).strip()
     try:
-        return float(text[:-1]) / 1000.0 if text.endswith("m") else float(text)
-    except ValueError:
+        return float(parse_quantity(quantity.strip() if isinstance(quantity, str) else quantity))
+    except (ValueError, TypeError, ArithmeticError):
         return None
 
 

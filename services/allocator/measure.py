@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -110,22 +111,19 @@ def parse_executor_metrics(text: str) -> dict[str, Any]:
 
 
 def fit_line(points: Sequence[tuple[float, float]], min_r2: float = MIN_R2) -> tuple[float, float] | None:
-    """Least-squares ``y = intercept + slope * x`` as (slope, intercept); None when the points do not
-    determine a line with a positive slope and a nonnegative intercept: too few, x too alike, or y
-    mostly noise (coefficient of determination below ``min_r2``)."""
-    pts = [(x, y) for x, y in points if x > 0 and y > 0 and math.isfinite(x) and math.isfinite(y)]
+    """Least-squares ``y = intercept + slope * x`` (``numpy.polyfit``) as (slope, intercept); None when
+    the points do not determine a line with a positive slope and a nonnegative intercept: too few, x
+    too alike, or y mostly noise (coefficient of determination below ``min_r2``)."""
+    pts = np.array([(x, y) for x, y in points if x > 0 and y > 0 and math.isfinite(x) and math.isfinite(y)],
+                   dtype=np.float64).reshape(-1, 2)
     if len(pts) < MIN_FIT_SAMPLES:
         return None
-    xs = [x for x, _ in pts]
-    if max(xs) < MIN_SIZE_SPREAD * min(xs):
+    xs, ys = pts[:, 0], pts[:, 1]
+    if xs.max() < MIN_SIZE_SPREAD * xs.min():
         return None
-    n = len(pts)
-    mx, my = sum(xs) / n, sum(y for _, y in pts) / n
-    var = sum((x - mx) ** 2 for x in xs)
-    slope = sum((x - mx) * (y - my) for x, y in pts) / var
-    intercept = my - slope * mx
-    total = sum((y - my) ** 2 for _, y in pts)
-    residual = sum((y - intercept - slope * x) ** 2 for x, y in pts)
+    slope, intercept = (float(v) for v in np.polyfit(xs, ys, 1))
+    total = float(np.sum((ys - ys.mean()) ** 2))
+    residual = float(np.sum((ys - intercept - slope * xs) ** 2))
     if slope <= 0 or intercept < 0 or (total > 0 and 1.0 - residual / total < min_r2):
         return None
     return slope, intercept

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_incrementing
 from torch import nn
 
 from edgesplit.errors import EdgesplitError, Unavailable
@@ -173,20 +174,22 @@ class Engine:
         start = job.route.cloud_from
         t0 = time.time()
         waited = 0.0
-        for attempt in range(self.cloud_retries + 1):
-            try:
-                t_wait = time.time()
-                async with self.gate.slot(job.task.priority, job.task.submitted):
-                    waited += time.time() - t_wait
-                    logits = await self._cloud_call(features, start)
-                break
-            except Unavailable as e:
-                self.metrics.failures.labels(self.model, "cloud").inc()
-                if attempt == self.cloud_retries:
-                    raise TaskFailed("cloud", f"the cloud does not answer: {e}") from e
-                await asyncio.sleep(0.2 * (attempt + 1))
-            except EdgesplitError as e:
-                raise TaskFailed("cloud", f"the cloud refused the features: {e}") from e
+        # an unreachable cloud is tried cloud_retries more times, 0.2 s, 0.4 s... apart; a refusal is final
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(Unavailable), stop=stop_after_attempt(self.cloud_retries + 1),
+            wait=wait_incrementing(start=0.2, increment=0.2), reraise=True,
+            after=lambda _state: self.metrics.failures.labels(self.model, "cloud").inc())
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    t_wait = time.time()
+                    async with self.gate.slot(job.task.priority, job.task.submitted):
+                        waited += time.time() - t_wait
+                        logits = await self._cloud_call(features, start)
+        except Unavailable as e:
+            raise TaskFailed("cloud", f"the cloud does not answer: {e}") from e
+        except EdgesplitError as e:
+            raise TaskFailed("cloud", f"the cloud refused the features: {e}") from e
         t1 = time.time()
         job.cloud = {"start": t0, "end": t1, "layers": [start, len(self.spec.layers)], "tick": job.tick,
                      "wait_s": waited}

@@ -47,6 +47,7 @@ def test_parse_cpu() -> None:
     assert parse_cpu(3) == 3.0
     assert parse_cpu(None) is None
     assert parse_cpu("lots") is None
+    assert parse_cpu("1500m") == 1.5 and parse_cpu("0.25") == 0.25 and parse_cpu("250000u") == 0.25
 
 
 def test_discovery_by_label(fake: tuple[FakeKube, KubeExecutors]) -> None:
