@@ -22,6 +22,7 @@ FIG6_ALGOS = ("td3", "ddpg")
 FIG6_STEPS = 10_000
 FIG6_SEEDS = (0,)
 WINDOW = 50
+SETTLE_BAND = 0.1  # reward units (the even allocation returns -1)
 
 
 def fig6_config(model: str, algo: str, steps: int, seed: int) -> TrainConfig:
@@ -35,6 +36,17 @@ def _read(path: Path) -> list[dict[str, float]]:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
 
 
+def settled_step(rows: list[dict[str, float]], band: float = SETTLE_BAND) -> int | None:
+    """The first step from which the ``WINDOW``-episode moving average of the reward stays within ``band``
+    of its final value: a convergence speed that one noisy episode cannot move."""
+    if not rows:
+        return None
+    avg = smooth([r["reward"] for r in rows], WINDOW)
+    outside = np.flatnonzero(np.abs(avg - avg[-1]) > band)
+    first = int(outside[-1]) + 1 if len(outside) else 0
+    return int(rows[min(first, len(rows) - 1)]["step"])
+
+
 def _mean_curve(runs: list[list[dict[str, float]]]) -> tuple[np.ndarray, np.ndarray]:
     """Mean over runs of the smoothed reward, on the first run's step grid (runs share episode lengths)."""
     length = min(len(r) for r in runs)
@@ -43,8 +55,9 @@ def _mean_curve(runs: list[list[dict[str, float]]]) -> tuple[np.ndarray, np.ndar
     return steps, values
 
 
-def best_reward(model: str) -> float:
-    """The return of the exact allocator's allocation in the fig. 6 MDP: ``-latency / scale_s``."""
+def exact_reference(model: str) -> dict[str, float]:
+    """The exact allocator in the fig. 6 MDP: its return ``-latency / scale_s`` (``reward``), its summed
+    stage latency (``latency_s``) and its gap to the certified lower bound (``gap``)."""
     from edgesplit.alloc.cost import build_problem, even_allocation
     from edgesplit.alloc.exact import best_allocation
     from edgesplit.models import get_spec
@@ -54,7 +67,13 @@ def best_reward(model: str) -> float:
     servers = resolve_cluster(config.scenario, seed=config.scenario_seed).servers
     problem = build_problem(get_spec(model), servers, split=config.split)
     scale = problem.value(even_allocation(problem.zone, problem.n_stages), "sum")
-    return -best_allocation(problem, "sum").value / scale
+    best = best_allocation(problem, "sum")
+    return {"reward": -best.value / scale, "latency_s": best.value, "gap": best.gap}
+
+
+def best_reward(model: str) -> float:
+    """The return of the exact allocator's allocation in the fig. 6 MDP: ``-latency / scale_s``."""
+    return exact_reference(model)["reward"]
 
 
 def plot_fig6(curves: dict[tuple[str, str], list[list[dict[str, float]]]], path: Path,
@@ -93,7 +112,11 @@ def reproduce_fig6(out_dir: str | Path, steps: int | None = None, seeds: Sequenc
                    progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train TD3 and DDPG for each model and seed, write ``fig6.png`` + ``fig6.csv`` into ``out_dir``.
 
-    Returns ``{"status", "png", "csv", "runs": [...]}``; each run keeps its own directory
+    Returns ``{"status", "png", "csv", "window", "band", "runs": [...], "exact_reward", "exact"}``: per
+    run the mean reward of the last ``WINDOW`` episodes, ``settled_step``, the step whose weights were
+    kept, the kept policy's allocation ``alloc[m][i]`` at nominal conditions, its summed stage latency
+    and gap to the bound; per model the exact allocator's (``exact_reference``). Each run keeps its own
+    directory
     (``{model}-{algo}-s{seed}``: model.zip, curve.csv, curve.png, train.json).
     """
     out = Path(out_dir)
@@ -114,10 +137,13 @@ def reproduce_fig6(out_dir: str | Path, steps: int | None = None, seeds: Sequenc
                 last = [r["reward"] for r in rows[-WINDOW:]]
                 runs.append({"model": model, "algo": algo, "seed": seed, "steps": steps,
                              "final_reward": float(np.mean(last)) if last else None,
-                             "latency_s": summary["latency_s"], "gap": summary["gap"],
+                             "settled_step": settled_step(rows),
+                             "kept_step": summary["kept_step"], "latency_s": summary["latency_s"],
+                             "gap": summary["gap"], "allocation": summary["allocation"],
                              "command": summary["command"]})
     png, table = out / "fig6.png", out / "fig6.csv"
-    best = {model: best_reward(model) for model in models}
+    exact = {model: exact_reference(model) for model in models}
+    best = {model: ref["reward"] for model, ref in exact.items()}
     plot_fig6(curves, png, best)
     with table.open("w", newline="") as fh:
         writer = csv.writer(fh)
@@ -126,4 +152,5 @@ def reproduce_fig6(out_dir: str | Path, steps: int | None = None, seeds: Sequenc
             for seed, rows in zip(seeds, per_seed, strict=True):
                 writer.writerows([model, algo, seed, int(r["episode"]), int(r["step"]), r["reward"],
                                   r["latency_s"]] for r in rows)
-    return {"status": "done", "png": str(png), "csv": str(table), "runs": runs, "exact_reward": best}
+    return {"status": "done", "png": str(png), "csv": str(table), "window": WINDOW, "band": SETTLE_BAND,
+            "runs": runs, "exact_reward": best, "exact": exact}

@@ -9,8 +9,10 @@ executors run), merges, and finishes with the unsplit FC layers:
 * ``channels``: Average Channel Split, every conv but the first split evenly by output channels;
 * ``naive-rows`` / ``naive-coedge``: the same splits, but a slice receives only its own share of the
   input rows (the input split in proportion to the output rows) and zeros where its halo should be,
-  as if each part were a separate image padded with zeros. This is where losses like the paper's
-  4-30% come from: the exact methods agree with the unsplit model on every input.
+  as if each part were a separate image padded with zeros. Our guess (untested against the paper's
+  code, which is not published) is that the paper's reported losses come from something like this:
+  the naive splits lose predictions here, while the exact methods agree with the unsplit model on
+  every input we ran. The paper itself blames rounding ("infinite decimals", section 5.4).
 
 On digits (scikit-learn) the accuracy loss is the unsplit test accuracy minus the split one; on
 ``alexnet-paper`` with seeded weights and random inputs (no labels) it is 1 - agreement of the

@@ -82,15 +82,25 @@ def simulate(
 
 
 def reproduce_cmd(
-    figure: str = typer.Argument(..., help="fig6 | fig7 | fig8 | fig9 | compare | all"),
+    figure: str = typer.Argument(..., help="fig6 | fig7 | fig8 | fig9 | compare | sensitivity | all, or "
+                                 "report: fill the docs' generated blocks from OUT/summary.json"),
     out: Path = typer.Option(Path("out/reproduce"), help="folder for the CSV, PNG and summary.json"),
-    quick: bool = typer.Option(False, help="a few points only (seconds; used by the tests)"),
+    quick: bool = typer.Option(False, help="fewer points, steps and samples (seconds; used by the tests)"),
     seed: int = typer.Option(0, help="seed of the scenario, the tasks and the weights"),
+    check: bool = typer.Option(False, help="report: change nothing; exit 1 if a doc block differs from "
+                               "OUT/summary.json (run times excepted)"),
+    structure: bool = typer.Option(False, help="report --check: compare with the numbers masked (for a "
+                                   "--quick summary)"),
+    root: Path = typer.Option(Path("."), help="report: the repository root (README.md, docs/)"),
     as_json: bool = typer.Option(False, "--json", help="the summary as one JSON object on stdout"),
 ) -> None:
-    """Reproduce the paper's figures 6-9 (and ours vs the paper's method) as CSV + PNG files."""
+    """Reproduce the paper's figures 6-9, ours vs the paper's method and the sensitivity study as CSV +
+    PNG files and summary.json; ``report`` renders the docs' tables from that summary."""
+    if figure == "report":
+        _report(out, root, check, structure)
+        return
     if figure != "all" and figure not in TARGETS:
-        raise InvalidInput(f"unknown figure {figure!r}; expected all or one of {', '.join(TARGETS)}")
+        raise InvalidInput(f"unknown figure {figure!r}; expected all, report or one of {', '.join(TARGETS)}")
     with _progress() as start:
         summary = reproduce(figure, out, quick, seed, start)
     if as_json:
@@ -98,6 +108,24 @@ def reproduce_cmd(
     else:
         err.print(f"wrote {', '.join(sorted(p.name for p in out.iterdir()))} in {out}")
         Console().print_json(json.dumps(summary))
+
+
+def _report(out: Path, root: Path, check: bool, structure: bool) -> None:
+    from edgesplit.sim.docs import check_report, write_report
+
+    if not (out / "summary.json").exists():
+        raise InvalidInput(f"{out / 'summary.json'} does not exist; run "
+                           f"`edgesplit reproduce all --out {out}` first")
+    if not check:
+        for name in write_report(root, out):
+            err.print(f"wrote {name}")
+        return
+    problems = check_report(root, json.loads((out / "summary.json").read_text()), structure)
+    for line in problems:
+        err.print(line)
+    if problems:
+        raise typer.Exit(1)
+    err.print("the docs agree with " + str(out / "summary.json") + (" (structure)" if structure else ""))
 
 
 def bench_sim(

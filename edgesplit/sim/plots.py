@@ -77,7 +77,8 @@ def plot_fig9(rows: Sequence[dict[str, Any]], path: Path) -> None:
     _save(fig, path)
 
 
-def _parts(r: dict[str, Any]) -> dict[str, float]:
+def parts(r: dict[str, Any]) -> dict[str, float]:
+    """One task's time by part (ms): edge compute, edge transfer + wait, cloud transfer, cloud compute."""
     return {"edge compute": sum(s["compute_ms"] for s in r["stages"]),
             "edge transfer + wait": sum(s["stage_ms"] - s["compute_ms"] for s in r["stages"]),
             "cloud transfer": r["cloud_transfer_ms"], "cloud compute": r["cloud_compute_ms"]}
@@ -92,8 +93,8 @@ def plot_compare(rows: Sequence[dict[str, Any]], path: Path) -> None:
     for ax, (scen, model) in zip(axes[0], panels, strict=True):
         mine = [r for r in rows if (r["scenario"], r["model"]) == (scen, model)]
         bottom = [0.0] * len(mine)
-        for (name, _), color in zip(_parts(mine[0]).items(), colors, strict=True):
-            values = [_parts(r)[name] for r in mine]
+        for (name, _), color in zip(parts(mine[0]).items(), colors, strict=True):
+            values = [parts(r)[name] for r in mine]
             ax.bar(range(len(mine)), values, 0.6, bottom=bottom, label=name, color=color)
             bottom = [b + v for b, v in zip(bottom, values, strict=True)]
         ax.set_xticks(range(len(mine)), [r["mode"] for r in mine], fontsize=8)
