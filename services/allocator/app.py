@@ -176,7 +176,7 @@ def create_app(settings: AllocatorSettings, kube: KubeExecutors | None = None) -
             await http.aclose()
             await redis.aclose()
 
-    app = base_app("edgesplit allocator", settings.max_body_bytes, settings.token, lifespan)
+    app = base_app("edgesplit allocator", settings.max_body_bytes, settings.docs, lifespan)
     app.include_router(health_router(not_ready))
     api = APIRouter(dependencies=[Depends(internal_auth(settings))])
     admin = APIRouter(dependencies=[Depends(admin_auth(settings))])

@@ -147,7 +147,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
             loading.cancel()
             state.compute.shutdown(wait=True, cancel_futures=True)
 
-    app = base_app(f"edgesplit cloud {settings.name}", settings.max_body_bytes, settings.token, lifespan)
+    app = base_app(f"edgesplit cloud {settings.name}", settings.max_body_bytes, settings.docs, lifespan)
     app.state.cloud = state
     app.include_router(health_router(state.not_ready))
     api = APIRouter(dependencies=[Depends(bearer_auth(settings.token))])

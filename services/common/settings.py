@@ -24,7 +24,12 @@ log = logging.getLogger("edgesplit.services")
 _CGROUP_V2 = Path("/sys/fs/cgroup/cpu.max")
 _CGROUP_V1 = Path("/sys/fs/cgroup/cpu")
 _WEAK_TOKENS = {"changethis", "changeme", "secret", "token", "password"}
+# tokens that were shipped in this repository (docker-compose.yml defaults, k8s/base): public knowledge
+KNOWN_TOKENS = {"compose-internal-token-0123456789", "compose-admin-token-0123456789",
+                "kind-local-only-internal-token", "kind-local-only-admin-token"}
+_WEAK_WORDS = ("changeme", "changethis", "example", "placeholder", "password", "secret-token")
 MIN_TOKEN_CHARS = 16
+MIN_TOKEN_DISTINCT = 8  # "aaaaaaaaaaaaaaaa" and "0101010101010101" are long but guessable
 
 
 def _cgroup_quota(root: Path = _CGROUP_V2, v1: Path = _CGROUP_V1) -> float | None:
@@ -47,6 +52,21 @@ def cpu_limit() -> int:
     visible = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     quota = _cgroup_quota()
     return visible if quota is None else max(1, min(visible, math.floor(quota)))
+
+
+def check_token(value: str) -> str:
+    """``value`` when it is fit to be a bearer token; ValueError for a short, repetitive, placeholder
+    or published one (the services refuse to start with it)."""
+    low = value.lower()
+    if len(value) < MIN_TOKEN_CHARS or len(set(value)) < MIN_TOKEN_DISTINCT:
+        raise ValueError(f"token must be at least {MIN_TOKEN_CHARS} characters with at least "
+                         f"{MIN_TOKEN_DISTINCT} different ones (e.g. `openssl rand -hex 24`)")
+    if low in _WEAK_TOKENS or value in KNOWN_TOKENS or any(w in low for w in _WEAK_WORDS):
+        raise ValueError("token is a placeholder or a token published with edgesplit; generate one "
+                         "(e.g. `openssl rand -hex 24`)")
+    if not all(33 <= ord(ch) <= 126 for ch in value):
+        raise ValueError("token must be printable ASCII without spaces (it travels in a header)")
+    return value
 
 
 class ServiceSettings(BaseSettings):
@@ -72,6 +92,7 @@ class ServiceSettings(BaseSettings):
     threads: int = Field(default_factory=cpu_limit, ge=1, le=1024)
     log_level: str = Field("info", pattern="^(critical|error|warning|info|debug)$")
     access_log: bool = False
+    docs: bool = False  # serve /docs and /openapi.json (off: they map every endpoint to a caller)
     # HTTP limits (services.common.httpguard): slow or oversized requests are cut off, 408/414/431
     header_timeout_s: float = Field(4.0, gt=0.0, le=300.0)
     body_timeout_s: float = Field(4.0, gt=0.0, le=300.0)
@@ -98,9 +119,7 @@ class ServiceSettings(BaseSettings):
     def _strong_token(cls, value: str | None) -> str | None:
         if value is None or value == "":
             return None
-        if len(value) < MIN_TOKEN_CHARS or value.lower() in _WEAK_TOKENS:
-            raise ValueError(f"token must be at least {MIN_TOKEN_CHARS} characters and not a placeholder")
-        return value
+        return check_token(value)
 
     @model_validator(mode="after")
     def _check(self) -> ServiceSettings:

@@ -18,9 +18,9 @@ NPY_TYPES = (wire.CONTENT_TYPE, "application/octet-stream")
 ReadyCheck = Callable[[], str | None]
 
 
-def base_app(title: str, max_body_bytes: int, token: str | None, lifespan: object) -> FastAPI:
-    """A FastAPI app with the error handlers and the body limit; no OpenAPI pages when a token is set."""
-    docs = token is None
+def base_app(title: str, max_body_bytes: int, docs: bool, lifespan: object) -> FastAPI:
+    """A FastAPI app with the error handlers and the body limit; ``/docs`` and ``/openapi.json`` only
+    with ``docs`` (the service's ``docs`` setting, off by default: the pages map every endpoint)."""
     app = FastAPI(title=title, lifespan=lifespan,  # type: ignore[arg-type]
                   docs_url="/docs" if docs else None, redoc_url=None,
                   openapi_url="/openapi.json" if docs else None)

@@ -157,7 +157,7 @@ def create_app(settings: ExecutorSettings) -> FastAPI:
             loading.cancel()
             state.pool.shutdown()
 
-    app = base_app(f"edgesplit executor {settings.name}", settings.max_body_bytes, settings.token, lifespan)
+    app = base_app(f"edgesplit executor {settings.name}", settings.max_body_bytes, settings.docs, lifespan)
     app.state.executor = state
     app.include_router(health_router(state.not_ready))
     api = APIRouter(dependencies=[Depends(bearer_auth(settings.token))])

@@ -27,7 +27,7 @@ def create_app(settings: OrchestratorSettings) -> FastAPI:
         finally:
             await orch.stop()
 
-    app = base_app("edgesplit orchestrator", settings.max_body_bytes, None, lifespan)
+    app = base_app("edgesplit orchestrator", settings.max_body_bytes, settings.docs, lifespan)
     app.state.orchestrator = orch
     app.include_router(open_router(orch))
     app.include_router(public_router(orch))

@@ -143,6 +143,9 @@ def _auth_cases(token: str) -> list[Case]:
                         request(method, path, {}, b"{}" if method == "PUT" else b""), (401,)))
         out.append(case(f"{target} {method} {path.split('?')[0]} with the API token", target,
                         request(method, path, {"Authorization": f"Bearer {API}"}), (401,)))
+    for target in ("orch", "exec", "cloud"):
+        for path in ("/docs", "/openapi.json", "/redoc"):
+            out.append(case(f"{target} {path} is off by default", target, request("GET", path), (401, 404)))
     auth = {"Authorization": f"Bearer {token}"}
     out += [
         case("executor task_id with CRLF", "exec", request(

@@ -177,7 +177,7 @@ def test_unknown_task_is_404_and_health_metrics_openapi_answer(client: httpx.Cli
                  "edgesplit_orchestrator_stage_seconds_bucket", "edgesplit_orchestrator_queue_seconds_bucket",
                  "edgesplit_orchestrator_failures_total"):
         assert name in text, name
-    assert "/v1/tasks" in client.get("/openapi.json").json()["paths"]
+    assert client.get("/openapi.json").status_code == 404  # off unless the docs setting is on
 
 
 @pytest.fixture(scope="module")
