@@ -25,7 +25,8 @@ Durability (docs/ARCHITECTURE.md, Guarantees): a redis-server started here (only
 at ``redis_url``) keeps an append-only file in ``state_dir`` (``appendfsync`` = ``redis_fsync``,
 ``everysec`` by default) and refuses writes beyond ``redis_maxmemory`` (``noeviction``), as the chart
 and compose run it. ``supervise=True`` (``edgesplit up`` sets it) restarts a process of the stack that
-died (redis-server included), with a backoff of 1, 2, 4... up to 30 s, as the kubelet does; ``stop``
+died (redis-server included), with a backoff of 1, 2, 4... up to 30 s, as the kubelet does (setting
+the attribute to False later pauses that, True resumes it); ``stop``
 stops the orchestrator first and gives it ``drain_s`` + 15 s to drain.
 """
 
@@ -344,6 +345,8 @@ class LocalStack:
             with self._lock:
                 if self._stopping.is_set():
                     return
+                if not self.supervise:  # paused (set back to True to resume)
+                    continue
                 for name, proc, restart in self._slots():
                     popen = getattr(proc, "proc", proc)
                     if popen is None or popen.poll() is None:
