@@ -162,7 +162,11 @@ class LocalStack:
         self._own_dir = log_dir is None and not keep_logs
         self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="edgesplit-stack-"))
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        # one internal token per caller: orchestrator -> executors, allocator -> executors,
+        # orchestrator -> cloud (each callee refuses the others)
         self.token = secrets.token_hex(16)
+        self.allocator_token = secrets.token_hex(16)
+        self.cloud_token = secrets.token_hex(16)
         self.orch_port = port or free_port()
         self.exec_ports = [free_port() for _ in range(executors)]
         self.cloud_port = free_port()
@@ -209,13 +213,16 @@ class LocalStack:
             if not 0 <= index < self.n_executors:
                 raise ValueError(f"executor {index}: this stack has executors 0 to {self.n_executors - 1}")
             return {**self._model_service(role, f"executor-{index}", self.exec_ports[index]),
-                    **_defaults(role, "slice_delay_s"), "threads": self.threads, **self.extra_exec}
+                    **_defaults(role, "slice_delay_s"), "allocator_token": self.allocator_token,
+                    "threads": self.threads, **self.extra_exec}
         if role == "cloud":
-            return {**self._model_service(role, "cloud", self.cloud_port), "threads": self.cloud_threads}
+            return {**self._model_service(role, "cloud", self.cloud_port), "token": self.cloud_token,
+                    "threads": self.cloud_threads}
         if role == "orchestrator":
             return {**self._common(role, "orchestrator", self.orch_port), "redis_url": self.redis_url,
                     "prefix": self.prefix, "cluster_file": self.cluster_path, "weights_dir": self.weights_dir,
                     "mode": self.mode, "pipeline": self.pipeline, "split": self.split,
+                    "cloud_token": self.cloud_token,
                     **_defaults(role, "aging_s", "max_queue", "max_priority", "default_timeout_s",
                                 "result_ttl_s", "lease_s", "max_body_bytes"), **self.extra_orch}
         if role == "allocator":
@@ -224,7 +231,7 @@ class LocalStack:
                     **_defaults(role, "policy", "period_s", "margin", "executor_selector",
                                 "executor_container"),
                     "kubernetes": False, "namespace": "default", "executor_port": self.exec_ports[0],
-                    "admin_token": self.admin_token, **self.extra_alloc}
+                    "token": self.allocator_token, "admin_token": self.admin_token, **self.extra_alloc}
         raise ValueError(f"unknown role {role!r}: one of {', '.join(ROLES)}")
 
     def role_env(self, role: str, index: int = 0) -> dict[str, str]:

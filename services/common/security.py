@@ -18,12 +18,13 @@ from edgesplit.errors import InvalidInput
 from services.common.errors import BodyTooLarge, Unauthorized, error_response
 
 
-def bearer_auth(token: str | None) -> Callable[[Request], Awaitable[None]]:
+def bearer_auth(token: str | None, *others: str | None) -> Callable[[Request], Awaitable[None]]:
     """A FastAPI dependency refusing requests without ``Authorization: Bearer <token>`` (401).
 
-    With ``token`` None every request passes (development only; settings warn about it).
+    ``others``: more accepted tokens (one per caller: the executor takes the orchestrator's and the
+    allocator's). With ``token`` None every request passes (development only; settings warn about it).
     """
-    expected = f"Bearer {token}".encode() if token else b""
+    expected = [f"Bearer {t}".encode() for t in (token, *others) if t]
 
     async def check(request: Request) -> None:
         if not token:
@@ -31,7 +32,9 @@ def bearer_auth(token: str | None) -> Callable[[Request], Awaitable[None]]:
         got = request.headers.get("authorization")
         if got is None:
             raise Unauthorized("missing bearer token: send the header 'Authorization: Bearer <token>'")
-        if not hmac.compare_digest(got.encode(), expected):
+        raw = got.encode("latin1", "replace")
+        # every candidate is compared (no early exit), so timing does not tell which one nearly matched
+        if not sum(hmac.compare_digest(raw, e) for e in expected):
             raise Unauthorized("invalid bearer token")
 
     return check

@@ -160,7 +160,7 @@ def create_app(settings: ExecutorSettings) -> FastAPI:
     app = base_app(f"edgesplit executor {settings.name}", settings.max_body_bytes, settings.docs, lifespan)
     app.state.executor = state
     app.include_router(health_router(state.not_ready))
-    api = APIRouter(dependencies=[Depends(bearer_auth(settings.token))])
+    api = APIRouter(dependencies=[Depends(bearer_auth(settings.token, settings.allocator_token))])
     _slice_routes(api, state)
     _admin_routes(api, state)
     app.include_router(api)

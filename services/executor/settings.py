@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.common.settings import ServiceSettings, cpu_limit
@@ -31,6 +31,18 @@ class ExecutorSettings(ServiceSettings):
     slice_delay_s: float = Field(0.0, ge=0.0, le=60.0)
     halo_max: float | None = Field(0.1, ge=0.0)
     queue_max: int = Field(64, ge=1)
+    allocator_token: str | None = None  # the allocator's token; ``token`` is the orchestrator's
+
+    @field_validator("allocator_token")
+    @classmethod
+    def _allocator_token(cls, value: str | None) -> str | None:
+        return cls._strong_token(value)  # type: ignore[operator]
+
+    @model_validator(mode="after")
+    def _one_token_per_caller(self) -> ExecutorSettings:
+        if self.allocator_token is not None and self.allocator_token == self.token:
+            raise ValueError("allocator_token must differ from token (one token per caller)")
+        return self
 
     @field_validator("halo_max", mode="before")
     @classmethod

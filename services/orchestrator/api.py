@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from edgesplit.errors import EdgesplitError, InvalidInput
 from services.common.security import bearer_auth, read_body
 from services.orchestrator.queue import TERMINAL
+from services.orchestrator.ratelimit import scoped_idempotency_key
 from services.orchestrator.service import MAX_WAIT_S, Orchestrator
 from services.orchestrator.views import model_metadata, task_view
 
@@ -83,7 +84,8 @@ def public_router(orch: Orchestrator) -> APIRouter:
         prio = _number(priority or form.get("priority"), "priority", int, s.max_priority // 2 or 1)
         limit = _number(timeout or form.get("timeout"), "timeout", float, None)
         try:
-            sub = await orch.submit(name, body, prio, limit, idem)
+            sub = await orch.submit(name, body, prio, limit,
+                                    scoped_idempotency_key(request, s.api_token, idem))  # per client
         except EdgesplitError as e:
             orch.metrics.rejected.labels(str(e.status)).inc()
             raise

@@ -6,10 +6,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from services.common.web import base_app
 from services.orchestrator.api import open_router, public_router
+from services.orchestrator.ratelimit import rate_limiter
 from services.orchestrator.service import Orchestrator
 from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.v2 import v2_router
@@ -30,6 +31,8 @@ def create_app(settings: OrchestratorSettings) -> FastAPI:
     app = base_app("edgesplit orchestrator", settings.max_body_bytes, settings.docs, lifespan)
     app.state.orchestrator = orch
     app.include_router(open_router(orch))
-    app.include_router(public_router(orch))
-    app.include_router(v2_router(orch))
+    limit = Depends(rate_limiter(orch.redis, settings.prefix, settings.rate_per_s, settings.rate_burst,
+                                 settings.api_token))  # per client, health routes excepted
+    app.include_router(public_router(orch), dependencies=[limit])
+    app.include_router(v2_router(orch), dependencies=[limit])
     return app

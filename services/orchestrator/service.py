@@ -137,8 +137,8 @@ class Orchestrator:
                    for srv in cluster.servers]
         self.pool = ExecutorPool(cluster, clients, s.slice_timeout_s, s.breaker_failures,  # type: ignore[arg-type]
                                  s.breaker_window_s, s.breaker_open_s, s.overload_wait_s)
-        self.cloud = CloudClient(str(cluster.cloud.url), s.token, timeout_s=s.slice_timeout_s,
-                                 http=self._http)
+        self.cloud = CloudClient(str(cluster.cloud.url), s.cloud_token or s.token,
+                                 timeout_s=s.slice_timeout_s, http=self._http)
         zones = model_zones(cluster, self.specs)
         gate = PriorityGate(s.cloud_concurrency)  # one for every model: they share the cloud
         for name, spec in self.specs.items():

@@ -71,6 +71,7 @@ class OrchestratorSettings(ServiceSettings):
     max_retries: int = Field(3, ge=0)
     cloud_concurrency: int = Field(4, ge=1)
     api_token: str | None = None
+    cloud_token: str | None = None  # sent to the cloud; unset: ``token`` (one token per caller is better)
     workers: bool = True
     max_finished: int = Field(50_000, ge=1)
     redis_outage_s: float = Field(60.0, ge=0.0)
@@ -89,7 +90,7 @@ class OrchestratorSettings(ServiceSettings):
     rate_per_s: float = Field(50.0, ge=0.0)
     rate_burst: int = Field(100, ge=1)
 
-    @field_validator("api_token")
+    @field_validator("api_token", "cloud_token")
     @classmethod
     def _api_token(cls, value: str | None) -> str | None:
         return cls._strong_token(value)  # type: ignore[operator]

@@ -23,6 +23,7 @@ import httpx
 import pytest
 from hostile import Case, case, request
 
+from services.common.proc import ServiceProcess, start_module
 from services.stack import LocalStack
 
 pytestmark = [pytest.mark.redis, pytest.mark.services, pytest.mark.slow]
@@ -38,8 +39,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         yield st
 
 
-def _npy_cases(token: str) -> list[Case]:
+def _npy_cases(token: str, cloud_token: str) -> list[Case]:
     auth = {"Authorization": f"Bearer {token}"}
+    cloud = {"Authorization": f"Bearer {cloud_token}"}
     api = {"Authorization": f"Bearer {API}"}
     out = []
     for name, body in h.BAD_NPY.items():
@@ -51,7 +53,7 @@ def _npy_cases(token: str) -> list[Case]:
         body = h.BAD_NPY[name]
         out.append(case(f"npy {name} -> executor slice", "exec", request("POST", SLICE, auth, body)))
         out.append(case(f"npy {name} -> cloud", "cloud",
-                        request("POST", "/v1/infer/alexnet-paper", auth, body)))
+                        request("POST", "/v1/infer/alexnet-paper", cloud, body)))
     return out
 
 
@@ -125,7 +127,8 @@ def _param_cases() -> list[Case]:
     return out
 
 
-def _auth_cases(token: str) -> list[Case]:
+def _auth_cases(stack: LocalStack) -> list[Case]:
+    token = stack.token
     out = []
     bad = {"none": None, "garbage": "Bearer garbage", "empty bearer": "Bearer ",
            "basic": "Basic dXNlcjpwYXNz", "token with space": f"Bearer  {API}",
@@ -143,10 +146,23 @@ def _auth_cases(token: str) -> list[Case]:
                         request(method, path, {}, b"{}" if method == "PUT" else b""), (401,)))
         out.append(case(f"{target} {method} {path.split('?')[0]} with the API token", target,
                         request(method, path, {"Authorization": f"Bearer {API}"}), (401,)))
+    # one token per caller: each callee refuses the tokens of the other calls
+    wrong = [("exec", SLICE, stack.cloud_token, "the cloud token"),
+             ("exec", "/v1/echo", stack.cloud_token, "the cloud token"),
+             ("cloud", "/v1/infer/alexnet-paper", stack.token, "the orchestrator's executor token"),
+             ("cloud", "/v1/infer/alexnet-paper", stack.allocator_token, "the allocator token"),
+             ("cloud", "/v1/info", stack.token, "the orchestrator's executor token"),
+             ("orch", "/v1/tasks", stack.token, "an internal token"),
+             ("orch", "/v1/tasks", stack.cloud_token, "the cloud token")]
+    for target, path, tok, label in wrong:
+        out.append(case(f"{target} {path.split('?')[0]} with {label}", target, request(
+            "POST" if path != "/v1/info" else "GET", path, {"Authorization": f"Bearer {tok}"},
+            h.good_npy((1, 4096))), (401,)))
     for target in ("orch", "exec", "cloud"):
         for path in ("/docs", "/openapi.json", "/redoc"):
             out.append(case(f"{target} {path} is off by default", target, request("GET", path), (401, 404)))
     auth = {"Authorization": f"Bearer {token}"}
+    cloud = {"Authorization": f"Bearer {stack.cloud_token}"}
     out += [
         case("executor task_id with CRLF", "exec", request(
             "POST", SLICE + "&task_id=a%0d%0aX-Evil:%201", auth, h.good_npy((1, 96, 11, 25))), (422,)),
@@ -164,11 +180,11 @@ def _auth_cases(token: str) -> list[Case]:
             "PUT", "/v1/quotas", {**auth, "Content-Type": "application/json"},
             b'{"alexnet-paper": {"0": -5}}'), (422,)),
         case("cloud start arabic-indic", "cloud", request(
-            "POST", "/v1/infer/alexnet-paper?start=%D9%A3", auth, h.good_npy((1, 4096))), (422,)),
+            "POST", "/v1/infer/alexnet-paper?start=%D9%A3", cloud, h.good_npy((1, 4096))), (422,)),
         case("cloud start 99", "cloud", request(
-            "POST", "/v1/infer/alexnet-paper?start=99", auth, h.good_npy((1, 4096))), (422,)),
+            "POST", "/v1/infer/alexnet-paper?start=99", cloud, h.good_npy((1, 4096))), (422,)),
         case("cloud batch of 0", "cloud", request(
-            "POST", "/v1/infer/alexnet-paper", auth, h.good_npy((0, 6400))), (422,)),
+            "POST", "/v1/infer/alexnet-paper", cloud, h.good_npy((0, 6400))), (422,)),
     ]
     return out
 
@@ -231,8 +247,9 @@ def _http_cases() -> list[Case]:
     return out
 
 
-def all_cases(token: str) -> list[Case]:
-    return [*_npy_cases(token), *_image_cases(), *_param_cases(), *_auth_cases(token), *_http_cases()]
+def all_cases(stack: LocalStack) -> list[Case]:
+    return [*_npy_cases(stack.token, stack.cloud_token), *_image_cases(), *_param_cases(),
+            *_auth_cases(stack), *_http_cases()]
 
 
 def _ports(stack: LocalStack) -> dict[str, int]:
@@ -240,7 +257,7 @@ def _ports(stack: LocalStack) -> dict[str, int]:
 
 
 def test_hostile_requests_are_each_a_clear_4xx(stack: LocalStack) -> None:
-    cases = all_cases(stack.token)
+    cases = all_cases(stack)
     assert len(cases) >= 100
     ports = _ports(stack)
     with ThreadPoolExecutor(12) as pool:
@@ -298,3 +315,36 @@ def test_liveness_answers_during_a_flood_of_48_bombs(stack: LocalStack, bomb: st
     assert statuses and all(s == 200 for s in statuses), statuses
     allowed = {422} if bomb.startswith("jpeg") else {202, 429}
     assert set(answers) <= allowed, answers
+
+
+@pytest.fixture(scope="module")
+def limited(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    """An API-only orchestrator (no pipelines, no API token) allowing 1 request/s, bursts of 3."""
+    svc = start_module("orchestrator-limited", "services.orchestrator", "EDGESPLIT_ORCHESTRATOR_",
+                       {"workers": "false", "models": "digits-cnn", "prefix": f"{stack.prefix}limited:",
+                        "rate_per_s": 1, "rate_burst": 3}, tmp_path_factory.mktemp("limited"))
+    yield svc
+    svc.stop()
+
+
+def _client(svc: ServiceProcess, address: str) -> httpx.Client:
+    """A client whose connections come from ``address`` (another loopback address is another client)."""
+    return httpx.Client(base_url=svc.url, timeout=10,
+                        transport=httpx.HTTPTransport(local_address=address))
+
+
+def test_rate_limit_and_idempotency_keys_are_per_client(limited: ServiceProcess) -> None:
+    body = h.good_npy((1, 8, 8))
+    with _client(limited, "127.0.0.1") as one, _client(limited, "127.0.0.2") as two:
+        first = one.post("/v1/tasks", content=body, headers={"Idempotency-Key": "same-key"})
+        other = two.post("/v1/tasks", content=body, headers={"Idempotency-Key": "same-key"})
+        assert first.status_code == other.status_code == 202, (first.text, other.text)
+        assert first.json()["id"] != other.json()["id"]  # the same key from another client is its own
+        again = one.post("/v1/tasks", content=body, headers={"Idempotency-Key": "same-key"})
+        assert again.status_code == 202 and again.json()["id"] == first.json()["id"]
+        answers = [one.post("/v1/tasks", content=body) for _ in range(4)]
+        refused = [r for r in answers if r.status_code == 429]
+        assert refused, [r.status_code for r in answers]
+        assert int(refused[0].headers["retry-after"]) >= 1 and "rate limit" in refused[0].json()["error"]
+        assert two.get("/v1/models").status_code == 200  # the other client still has its bucket
+        assert one.get("/v2/health/live").status_code == 200  # health is never limited
