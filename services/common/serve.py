@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import uvicorn
@@ -16,6 +17,7 @@ from services.common.httpguard import HttpLimits, guarded_protocol
 from services.common.settings import ServiceSettings
 
 S = TypeVar("S", bound=ServiceSettings)
+SECRETS_DIR = Path("/run/secrets")
 
 
 def serve(settings_cls: type[S], create_app: Callable[[], Callable[[S], FastAPI]]) -> None:
@@ -31,7 +33,10 @@ def serve(settings_cls: type[S], create_app: Callable[[], Callable[[S], FastAPI]
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        settings = settings_cls()  # type: ignore[call-arg]  # read from the environment
+        # from the environment, and from files named like the variables in SECRETS_DIR when it exists
+        # (docker compose's generated tokens, ``services.tokens``); a variable wins over a file
+        extra = {"_secrets_dir": SECRETS_DIR} if SECRETS_DIR.is_dir() else {}
+        settings = settings_cls(**extra)  # type: ignore[arg-type]
     except ValidationError as e:
         prefix = settings_cls.model_config.get("env_prefix", "")
         for err in e.errors():
