@@ -224,7 +224,8 @@ class LocalStack:
                     "mode": self.mode, "pipeline": self.pipeline, "split": self.split,
                     "cloud_token": self.cloud_token,
                     **_defaults(role, "aging_s", "max_queue", "max_priority", "default_timeout_s",
-                                "result_ttl_s", "lease_s", "max_body_bytes"), **self.extra_orch}
+                                "result_ttl_s", "lease_s", "max_finished", "drain_s", "max_body_bytes"),
+                    **self.extra_orch}
         if role == "allocator":
             return {**self._common(role, "allocator", self.alloc_port), "redis_url": self.redis_url,
                     "prefix": self.prefix, "cluster_file": self.cluster_path, "split": self.split,

@@ -9,7 +9,7 @@ of the role's settings class.
 - name: {{ .name }}
   valueFrom:
     secretKeyRef:
-      name: {{ include "edgesplit.secretName" .ctx }}
+      name: {{ include "edgesplit.tokenSecret" (dict "ctx" .ctx "key" .key) }}
       key: {{ .key }}
       {{- if .optional }}
       optional: true
@@ -33,7 +33,11 @@ of the role's settings class.
   value: {{ .ctx.Values.seed | int64 | quote }}
 - name: {{ $p }}_MAX_BODY_BYTES
   value: {{ .maxBodyBytes | int64 | quote }}
-{{ include "edgesplit.env.secret" (dict "ctx" .ctx "name" (printf "%s_TOKEN" $p) "key" "internal-token") }}
+{{- /* One token per caller: the executor takes the orchestrator's and the allocator's, the cloud its own. */}}
+{{ include "edgesplit.env.secret" (dict "ctx" .ctx "name" (printf "%s_TOKEN" $p) "key" (ternary "cloud-token" "orchestrator-token" (eq .container "cloud"))) }}
+{{- if eq .container "executor" }}
+{{ include "edgesplit.env.secret" (dict "ctx" .ctx "name" (printf "%s_ALLOCATOR_TOKEN" $p) "key" "allocator-token") }}
+{{- end }}
 - name: {{ $p }}_NAME
   valueFrom:
     fieldRef:
@@ -103,10 +107,15 @@ raises it without a restart (an env value would stay frozen at the pod's start).
   value: {{ $o.resultTtlS | int64 | quote }}
 - name: EDGESPLIT_ORCHESTRATOR_LEASE_S
   value: {{ $o.leaseS | quote }}
+- name: EDGESPLIT_ORCHESTRATOR_MAX_FINISHED
+  value: {{ $o.maxFinished | int64 | quote }}
+- name: EDGESPLIT_ORCHESTRATOR_DRAIN_S
+  value: {{ $o.drainS | quote }}
 - name: EDGESPLIT_ORCHESTRATOR_MAX_BODY_BYTES
   value: {{ $o.maxBodyBytes | int64 | quote }}
-{{ include "edgesplit.env.secret" (dict "ctx" . "name" "EDGESPLIT_ORCHESTRATOR_TOKEN" "key" "internal-token") }}
-{{ include "edgesplit.env.secret" (dict "ctx" . "name" "EDGESPLIT_ORCHESTRATOR_API_TOKEN" "key" "api-token" "optional" true) }}
+{{ include "edgesplit.env.secret" (dict "ctx" . "name" "EDGESPLIT_ORCHESTRATOR_TOKEN" "key" "orchestrator-token") }}
+{{ include "edgesplit.env.secret" (dict "ctx" . "name" "EDGESPLIT_ORCHESTRATOR_CLOUD_TOKEN" "key" "cloud-token") }}
+{{ include "edgesplit.env.secret" (dict "ctx" . "name" "EDGESPLIT_ORCHESTRATOR_API_TOKEN" "key" "api-token") }}
 {{- end }}
 
 {{- define "edgesplit.env.allocator" -}}
@@ -151,6 +160,6 @@ raises it without a restart (an env value would stay frozen at the pod's start).
   value: {{ .Values.executor.port | quote }}
 - name: EDGESPLIT_ALLOCATOR_EXECUTOR_CONTAINER
   value: executor
-{{ include "edgesplit.env.secret" (dict "ctx" . "name" "EDGESPLIT_ALLOCATOR_TOKEN" "key" "internal-token") }}
+{{ include "edgesplit.env.secret" (dict "ctx" . "name" "EDGESPLIT_ALLOCATOR_TOKEN" "key" "allocator-token") }}
 {{ include "edgesplit.env.secret" (dict "ctx" . "name" "EDGESPLIT_ALLOCATOR_ADMIN_TOKEN" "key" "admin-token") }}
 {{- end }}

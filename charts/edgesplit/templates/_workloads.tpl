@@ -42,10 +42,19 @@ spec:
       affinity:
         {{- toYaml . | nindent 8 }}
       {{- end }}
+      {{- with $v.terminationGracePeriodSeconds }}
+      terminationGracePeriodSeconds: {{ . }}
+      {{- end }}
       containers:
         - name: {{ .component }}
           args: [{{ .component | quote }}]
           {{- include "edgesplit.containerCommon" (dict "ctx" $ctx "port" $v.port) | nindent 10 }}
+          {{- with $v.preStopSleepSeconds }}
+          lifecycle:
+            preStop:
+              sleep:
+                seconds: {{ . }}
+          {{- end }}
           env:
             {{- include (printf "edgesplit.env.%s" .component) $ctx | nindent 12 }}
             {{- with $v.extraEnv }}
