@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,11 +24,31 @@ import httpx
 REPO = Path(__file__).resolve().parents[2]
 
 
+_RESERVED: dict[tuple[str, int], socket.socket] = {}  # ports picked here and still bound, by (host, port)
+_RESERVED_LOCK = threading.Lock()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free on ``host`` right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A TCP port on ``host`` that the OS picked (bind to port 0) and that stays bound here until a
+    service is started on it, so no other process can take it in between.
+
+    :func:`spawn` hands the bound socket to the service as its stdin and the service listens on it
+    (``services.common.listen``); until then connections to the port are refused (bound, not
+    listening), so the port also serves as a port where nothing answers. Other programs started on
+    the port (redis-server, uvicorn's own command) bind it again, which ``SO_REUSEADDR`` allows.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    port = int(sock.getsockname()[1])
+    with _RESERVED_LOCK:
+        _RESERVED[(host, port)] = sock
+    return port
+
+
+def _take_reserved(port: int, host: str = "127.0.0.1") -> socket.socket | None:
+    with _RESERVED_LOCK:
+        return _RESERVED.pop((host, port), None)
 
 
 @dataclass
@@ -78,13 +99,20 @@ def wait_ready(svc: ServiceProcess, path: str = "/v2/health/ready", timeout_s: f
 
 def spawn(name: str, argv: Sequence[str], env: Mapping[str, str], port: int,
           log_dir: Path | None = None) -> ServiceProcess:
-    """Start ``argv`` with ``env`` added to this process's environment; do not wait."""
+    """Start ``argv`` with ``env`` added to this process's environment; do not wait. A ``port`` from
+    :func:`free_port` goes to the process as its bound socket on stdin (``services.common.listen``)."""
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="edgesplit-"))
     log_path = log_dir / f"{name}.log"
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(list(argv), env=full_env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+    reserved = _take_reserved(port)  # picked by free_port: the service gets the bound socket as stdin
+    try:
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(list(argv), env=full_env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=None if reserved is None else reserved.fileno(),
+                                    start_new_session=True)
+    finally:
+        if reserved is not None:
+            reserved.close()  # the child holds it now
     return ServiceProcess(name, f"http://127.0.0.1:{port}", port, proc, log_path)
 
 

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from pydantic import ValidationError
 
 from services.common.httpguard import HttpLimits, guarded_protocol
+from services.common.listen import inherited_socket
 from services.common.settings import ServiceSettings
 
 S = TypeVar("S", bound=ServiceSettings)
@@ -47,5 +48,8 @@ def serve(settings_cls: type[S], create_app: Callable[[], Callable[[S], FastAPI]
     logging.getLogger().setLevel(settings.log_level.upper())
     limits = HttpLimits(settings.header_timeout_s, settings.body_timeout_s, settings.max_header_bytes,
                         settings.max_headers)
-    uvicorn.run(create_app()(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
-                access_log=settings.access_log, timeout_graceful_shutdown=5, http=guarded_protocol(limits))
+    config = uvicorn.Config(create_app()(settings), host=settings.host, port=settings.port,
+                            log_level=settings.log_level, access_log=settings.access_log,
+                            timeout_graceful_shutdown=5, http=guarded_protocol(limits))
+    handed = inherited_socket(settings.host, settings.port)  # the port its launcher bound for it
+    uvicorn.Server(config).run(sockets=None if handed is None else [handed])
