@@ -88,8 +88,9 @@ def runtime(s: Summary) -> str:
     return (table(("command", "started", "wall time", "CPU time (this process)",
                    "load average (1 min) at start -> end"), rows)
             + f"\n\nMachine: {', '.join(str(c) for c in sorted(cpus, key=str))} CPUs, shared with other "
-            "work (the load average says how much). Each `reproduce <figure>` run separately takes about "
-            "its row's time; the `all` row is one run of every figure in turn.")
+            "work (the load average says how much). The rows are the targets of one `all` run, in turn; a "
+            "target run on its own also pays for the exact allocations an earlier target had cached "
+            "(seconds).")
 
 
 def scenario(s: Summary) -> str:
@@ -262,7 +263,7 @@ def compare(s: Summary) -> str:
                      "cloud transfer", "cloud compute", "total"), parts))
 
 
-def testbed(tb: Summary | None) -> str:
+def render_testbed(tb: Summary | None) -> str:
     if tb is None or not tb.get("points"):
         return ("Not measured yet: `edgesplit bench testbed --json` writes "
                 "`docs/benchmarks/testbed/testbed.json`, and `edgesplit reproduce report` then renders it "
@@ -332,5 +333,5 @@ VOLATILE: frozenset[str] = frozenset({"runtime", "bench-runtime"})  # run times 
 def render(summary: Summary, testbed_points: Summary | None = None) -> dict[str, str]:
     """Every block, by name (module docstring)."""
     blocks = {name: fn(summary) for name, fn in RENDERERS.items()}
-    blocks["testbed"] = testbed(testbed_points)
+    blocks["testbed"] = render_testbed(testbed_points)
     return blocks
