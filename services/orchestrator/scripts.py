@@ -21,9 +21,17 @@ The score orders the queue (lowest first):
 
 from __future__ import annotations
 
+# Redis >= 7 script flags (the first line). At ``maxmemory`` (policy ``noeviction``) a script without
+# flags would run and fail at its first write that may grow memory, after its earlier commands: a
+# task half moved. So a submit is refused whole when Redis is full (a 503: not accepted), and every
+# other script, which moves accepted tasks along and mostly frees memory (a finished task drops its
+# input), always runs whole.
+REFUSED_WHEN_FULL = "#!lua"
+ALWAYS = "#!lua flags=allow-oom"
+
 # KEYS: q, dl, pending, seq, epoch, idem-or-empty
 # ARGV: prefix, id, model, priority, now, deadline, max_queue, aging_s, input, idem_ttl, fingerprint, timeout
-SUBMIT = """
+SUBMIT = REFUSED_WHEN_FULL + """
 local p = ARGV[1]
 local id = ARGV[2]
 if KEYS[6] ~= '' then
@@ -67,7 +75,7 @@ return {'ok', id, tostring(c)}
 # ids...}: tasks whose deadline passed are marked expired on the way, and queued ids without a task
 # record (orphans: never written by edgesplit's own scripts) are dropped; both are reported so the
 # caller can count them. ``id`` is '' when no task was claimed.
-CLAIM = """
+CLAIM = ALWAYS + """
 local p = ARGV[1]
 local now = tonumber(ARGV[2])
 local expired = {}
@@ -109,7 +117,7 @@ return {}
 """
 
 # KEYS: inflight   ARGV: prefix, id, token, now, lease_s
-RENEW = """
+RENEW = ALWAYS + """
 local key = ARGV[1] .. 'task:' .. ARGV[2]
 if redis.call('HGET', key, 'lease') ~= ARGV[3] then return 0 end
 redis.call('ZADD', KEYS[1], 'XX', tonumber(ARGV[4]) + tonumber(ARGV[5]), ARGV[2])
@@ -118,7 +126,7 @@ return 1
 
 # KEYS: inflight   ARGV: prefix, id, token, status, now, ttl, field1, value1, ...
 # Returns 0 (lease lost) or the finished task hash as HGETALL gives it.
-FINISH = """
+FINISH = ALWAYS + """
 local p = ARGV[1]
 local key = p .. 'task:' .. ARGV[2]
 if redis.call('HGET', key, 'lease') ~= ARGV[3] then return 0 end
@@ -159,7 +167,7 @@ end
 """
 
 # KEYS: inflight, q, dl, pending   ARGV: prefix, now, max_attempts, ttl
-REAP = _REQUEUE_ONE + """
+REAP = ALWAYS + _REQUEUE_ONE + """
 local now = tonumber(ARGV[2])
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 100)
 local n = 0
@@ -171,7 +179,7 @@ return n
 """
 
 # KEYS: inflight, q, dl, pending   ARGV: prefix, id, token, now, ttl
-GIVE_BACK = _REQUEUE_ONE + """
+GIVE_BACK = ALWAYS + _REQUEUE_ONE + """
 if redis.call('HGET', ARGV[1] .. 'task:' .. ARGV[2], 'lease') ~= ARGV[3] then return 0 end
 redis.call('HINCRBY', ARGV[1] .. 'task:' .. ARGV[2], 'attempts', -1)
 return requeue(ARGV[1], ARGV[2], KEYS[2], KEYS[3], KEYS[4], KEYS[1], 1e18, tonumber(ARGV[4]),
@@ -179,7 +187,7 @@ return requeue(ARGV[1], ARGV[2], KEYS[2], KEYS[3], KEYS[4], KEYS[1], 1e18, tonum
 """
 
 # KEYS: dl, q, pending   ARGV: prefix, now, ttl   Returns the ids that expired while queued.
-EXPIRE = """
+EXPIRE = ALWAYS + """
 local p = ARGV[1]
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[2]), 'LIMIT', 0, 1000)
 for _, id in ipairs(ids) do
@@ -202,7 +210,7 @@ return ids
 # Returns {'cancelled', id} or {'final', status} (it already had a final status) or {'missing'}.
 # A running task loses its lease, so its attempt can neither renew nor finish: the worker drops it at
 # its next check and counts its late result as stale.
-CANCEL = """
+CANCEL = ALWAYS + """
 local p = ARGV[1]
 local id = ARGV[2]
 local key = p .. 'task:' .. id
@@ -223,7 +231,7 @@ return {'cancelled', id}
 # Retention of finished tasks: keep at most ``max_finished`` (the oldest records beyond go now) and
 # forget index entries older than the TTL (their records expired by themselves).
 # KEYS: finished   ARGV: prefix, now, ttl, max_finished   Returns how many records were deleted.
-TRIM = """
+TRIM = ALWAYS + """
 local p = ARGV[1]
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[2]) - tonumber(ARGV[3]))
 local extra = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[4])
