@@ -18,7 +18,7 @@ import httpx
 
 from services.common.errors import error_from_response
 
-TERMINAL = ("done", "failed", "expired", "rejected")
+TERMINAL = ("done", "failed", "expired", "rejected", "cancelled")
 
 
 class OrchestratorClient:
@@ -70,6 +70,11 @@ class OrchestratorClient:
         info: dict[str, Any] = self._check(self.http.get(f"/v1/tasks/{task_id}",
                                                          params={"wait": wait_s, "logits": logits}))
         return info
+
+    def cancel(self, task_id: str) -> str:
+        """Cancel a queued or running task (``DELETE /v1/tasks/{id}``); returns ``cancelled``. Raises
+        TaskNotFound, or Conflict when it had already ended."""
+        return str(self._check(self.http.delete(f"/v1/tasks/{task_id}"))["status"])
 
     def result(self, task_id: str, wait_s: float = 60.0, logits: bool = True) -> dict[str, Any]:
         """The task once it ended (long-polls in steps of at most 30 s), or as it is after ``wait_s``."""
