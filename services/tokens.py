@@ -11,7 +11,7 @@ A tool run once per start of a deployment (it keeps what exists, adds what is mi
   re-applies, and the rendered manifests hold no token at all;
 * in docker compose (the ``tokens`` service)::
 
-      python -m services.tokens files /run/secrets
+      python -m services.tokens files /run/edgesplit
 
   writes one file per variable of :data:`FILES` (the names pydantic-settings reads from its secrets
   folder, ``services.common.serve``), each role's token in the file of the variable that role reads.

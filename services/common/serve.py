@@ -18,7 +18,7 @@ from services.common.listen import inherited_socket
 from services.common.settings import ServiceSettings
 
 S = TypeVar("S", bound=ServiceSettings)
-SECRETS_DIR = Path("/run/secrets")
+SECRETS_DIR = Path("/run/edgesplit")
 
 
 def serve(settings_cls: type[S], create_app: Callable[[], Callable[[S], FastAPI]]) -> None:

@@ -3,8 +3,9 @@
     .venv/bin/python -m tests.deploy.render_k8s          # rewrite k8s/base from the chart
     .venv/bin/python -m tests.deploy.render_k8s --check  # exit 1 when k8s/base differs
 
-The chart's defaults are rendered as release ``edgesplit`` in namespace ``edgesplit`` with fixed
-local-only tokens (a plain manifest cannot generate one), Helm's own labels are replaced by
+The chart's defaults are rendered as release ``edgesplit`` in namespace ``edgesplit`` (no token: the
+chart's token Job generates them in the cluster at the first apply, and Helm's hook annotations are
+dropped, so it runs as an ordinary Job), Helm's own labels are replaced by
 ``app.kubernetes.io/managed-by: kustomize``, and the objects are grouped into one file per component.
 ``tests/deploy/test_k8s_manifests.py`` checks that k8s/base is exactly this rendering.
 """
@@ -22,8 +23,7 @@ import yaml
 from tests.deploy import support
 
 BASE = support.K8S / "base"
-# Tokens of the plain manifests: for a local kind cluster only (see README.md).
-VALUES = ["auth.internalToken=kind-local-only-internal-token", "auth.adminToken=kind-local-only-admin-token"]
+VALUES: list[str] = []  # the chart's defaults
 FILES = ("namespace", "config", "redis", "executor", "cloud", "orchestrator", "allocator")
 HEADER = (
     "# Generated from charts/edgesplit by `python -m tests.deploy.render_k8s`: do not edit by hand,\n"
@@ -52,6 +52,11 @@ def _relabel(labels: dict[str, str]) -> None:
 def plain(obj: dict[str, Any]) -> dict[str, Any]:
     """A rendered object without Helm's labels (in metadata and in pod templates)."""
     _relabel(obj["metadata"].get("labels", {}))
+    notes = obj["metadata"].get("annotations", {})
+    for key in [k for k in notes if k.startswith("helm.sh/")]:
+        del notes[key]
+    if "annotations" in obj["metadata"] and not notes:
+        del obj["metadata"]["annotations"]
     template = obj.get("spec", {}).get("template")
     if isinstance(template, dict):
         _relabel(template.get("metadata", {}).get("labels", {}))
@@ -78,7 +83,7 @@ def manifests(helm_home: Path) -> dict[str, list[dict[str, Any]]]:
     groups["namespace"].append(namespace())
     for obj in support.render(helm_home, sets=VALUES):
         comp = support.component(obj)
-        groups["config" if comp in ("config", "auth") else str(comp)].append(plain(obj))
+        groups["config" if comp in ("config", "auth", "tokens") else str(comp)].append(plain(obj))
     return groups
 
 

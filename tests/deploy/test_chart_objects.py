@@ -31,6 +31,8 @@ ALLOWED_RBAC = {
     ("", "pods", "watch"),
     ("", "pods/resize", "patch"),
 }
+# the token Job's Role: create its Secret, read and complete only that one
+TOKENS_RBAC = {("", "secrets", "create"), ("", "secrets", "get"), ("", "secrets", "patch")}
 
 
 def _selectors(obj: support.Obj) -> list[dict[str, Any]]:
@@ -83,6 +85,7 @@ def test_every_container_has_limits_and_probes(ci_file: Path, rendered: Renderer
             elif support.cpu_cores(requests["cpu"]) > support.cpu_cores(limits["cpu"]):
                 problems.append(f"{where}: cpu request above its limit")
             init = c in pod.get("initContainers", [])  # Kubernetes forbids probes on init containers
+            init = init or support.component(obj) == "tokens"  # a one-shot Job done in seconds
             for probe in ("livenessProbe", "readinessProbe"):
                 if probe not in c and not init:
                     problems.append(f"{where}: no {probe}")
@@ -159,7 +162,14 @@ def test_rbac_grants_only_pod_reads_and_resize(ci_file: Path, rendered: Renderer
     objs = rendered(ci_file)
     assert not [o for o in objs if o["kind"] in ("ClusterRole", "ClusterRoleBinding")]
     values = support.values_for(ci_file)
-    roles = support.find(objs, "Role")
+    tokens = support.find(objs, "Role", "tokens")
+    assert len(tokens) == (0 if values["auth"]["existingSecret"] else 1)
+    for role in tokens:
+        rules = {(g, r, v): rule.get("resourceNames") for rule in role["rules"] for g in rule["apiGroups"]
+                 for r in rule["resources"] for v in rule["verbs"]}
+        assert set(rules) == TOKENS_RBAC
+        assert rules[("", "secrets", "get")] == rules[("", "secrets", "patch")] == ["edgesplit-auth"]
+    roles = support.find(objs, "Role", "allocator")
     assert len(roles) == (1 if values["allocator"]["rbac"]["create"] else 0)
     for role in roles:
         granted = {
@@ -174,7 +184,7 @@ def test_rbac_grants_only_pod_reads_and_resize(ci_file: Path, rendered: Renderer
         (resize,) = [rule for rule in role["rules"] if "pods/resize" in rule["resources"]]
         n = values["executor"]["replicas"]
         assert resize["resourceNames"] == [f"edgesplit-executor-{i}" for i in range(n)]
-    for rb in support.find(objs, "RoleBinding"):
+    for rb in support.find(objs, "RoleBinding", "allocator"):
         assert rb["roleRef"]["name"] in {r["metadata"]["name"] for r in roles}
         (subject,) = rb["subjects"]
         (alloc,) = support.find(objs, "Deployment", "allocator")
@@ -188,7 +198,8 @@ def test_only_the_allocator_gets_an_api_token(ci_file: Path, rendered: Renderer)
         pod = support.pod_spec(obj)
         if pod is None:
             continue
-        wants = kubernetes and support.component(obj) == "allocator"
+        # the allocator (in Kubernetes mode) and the token Job, which writes the Secret of tokens
+        wants = (kubernetes and support.component(obj) == "allocator") or support.component(obj) == "tokens"
         assert pod.get("automountServiceAccountToken") is wants, obj["metadata"]["name"]
 
 
@@ -268,24 +279,45 @@ def test_cluster_description_is_what_the_planner_reads(ci_file: Path, rendered: 
 
 
 @ci
-def test_tokens_come_from_one_secret(ci_file: Path, rendered: Renderer) -> None:
+def test_tokens_are_generated_in_the_cluster_or_given(ci_file: Path, rendered: Renderer) -> None:
+    """No token is rendered unless given as a value: the token Job generates the rest (Secret
+    ``edgesplit-auth``), so ``helm template`` holds no secret and renders the same twice."""
     values = support.values_for(ci_file)
     objs = rendered(ci_file)
     secrets = support.find(objs, "Secret")
-    name = values["auth"]["existingSecret"] or "edgesplit-auth"
-    if values["auth"]["existingSecret"]:
+    given = {k: v for k, v in values["auth"].items() if k.endswith("Token") and v}
+    if values["auth"]["existingSecret"] or not given:
         assert not secrets
     else:
         (secret,) = secrets
+        assert secret["metadata"]["name"] == "edgesplit-auth-values"
         tokens = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
-        assert {"internal-token", "admin-token"} <= set(tokens)
-        assert all(len(t) >= 16 for t in tokens.values())
+        assert sorted(tokens.values()) == sorted(given.values())
+    jobs = support.find(objs, "Job", "tokens")
+    assert len(jobs) == (0 if values["auth"]["existingSecret"] else 1)
+    for job in jobs:
+        args = support.pod_spec(job)["containers"][0]["args"]
+        assert args[:4] == ["python", "-m", "services.tokens", "secret"] and "edgesplit-auth" in args
+    keys = set()
     for obj in objs:
         for _, c in support.containers(obj):
             for e in c.get("env", []):
                 if e["name"].endswith("TOKEN"):
                     assert "value" not in e, f"{e['name']} is a literal"
-                    assert e["valueFrom"]["secretKeyRef"]["name"] == name
+                    ref = e["valueFrom"]["secretKeyRef"]
+                    keys.add((e["name"], ref["key"]))
+                    assert ref["name"] in {values["auth"]["existingSecret"], "edgesplit-auth",
+                                           "edgesplit-auth-values"} - {""}
+    by_caller = {"EDGESPLIT_EXECUTOR_TOKEN": "orchestrator-token", "EDGESPLIT_ORCHESTRATOR_TOKEN":
+                 "orchestrator-token", "EDGESPLIT_EXECUTOR_ALLOCATOR_TOKEN": "allocator-token",
+                 "EDGESPLIT_ALLOCATOR_TOKEN": "allocator-token", "EDGESPLIT_CLOUD_TOKEN": "cloud-token",
+                 "EDGESPLIT_ORCHESTRATOR_CLOUD_TOKEN": "cloud-token"}
+    assert set(by_caller.items()) <= keys  # one token per caller (issue 15)
+
+
+def test_helm_template_is_deterministic(rendered: Renderer, helm_home: Path) -> None:
+    first = support.render(helm_home)
+    assert first == support.render(helm_home)
 
 
 @ci

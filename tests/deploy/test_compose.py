@@ -51,12 +51,17 @@ def test_the_schema_catches_a_typo(
 
 def test_services_and_startup_order(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"redis", *EDGESPLIT_SERVICES}
+    assert set(services) == {"redis", "tokens", *EDGESPLIT_SERVICES}
+    # the one-shot token generator runs before every edgesplit service (and has no healthcheck)
+    assert services["tokens"]["command"] == ["python", "-m", "services.tokens", "files", "/run/edgesplit"]
     for name, svc in services.items():
+        if name == "tokens":
+            continue
         assert "healthcheck" in svc and svc["healthcheck"]["test"][0] == "CMD", name
         for dep, cond in svc.get("depends_on", {}).items():
-            assert cond == {"condition": "service_healthy"}, f"{name} -> {dep}"
-    assert set(services["orchestrator"]["depends_on"]) == {"redis", "cloud", *EXECUTORS}
+            want = "service_completed_successfully" if dep == "tokens" else "service_healthy"
+            assert cond == {"condition": want}, f"{name} -> {dep}"
+    assert set(services["orchestrator"]["depends_on"]) == {"tokens", "redis", "cloud", *EXECUTORS}
     assert {"redis", "orchestrator"} <= set(services["allocator"]["depends_on"])
 
 

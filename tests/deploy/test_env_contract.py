@@ -20,15 +20,20 @@ import pytest
 import yaml
 from pydantic_settings import BaseSettings
 
+from services import tokens
 from tests.deploy import support
 from tests.deploy.conftest import Renderer
 
 CI_IDS = [p.name for p in support.CI_VALUES]
 MOUNTS = ("/etc/edgesplit", "/var/lib/edgesplit/weights")
 EXISTING_SECRET = {
-    "internal-token": "existing-secret-internal-token",
+    "orchestrator-token": "existing-secret-orchestrator-token",
+    "allocator-token": "existing-secret-allocator-token",
+    "cloud-token": "existing-secret-cloud-token",
     "admin-token": "existing-secret-admin-token",
 }
+# what the token Job writes into edgesplit-auth (services.tokens.KEYS), for the settings to read
+GENERATED = {key: f"generated-{key}-0123456789abcdef" for key in tokens.KEYS}
 
 
 def prefix(role: str) -> str:
@@ -87,7 +92,7 @@ def test_chart_and_compose_set_the_same_variables(
     services = compose_services(compose, role)
     assert services, f"no compose service runs {role}"
     for svc in services:
-        names = {k for k in svc["environment"] if k.startswith(prefix(role))}
+        names = {k for k in svc["environment"] if k.startswith(prefix(role))} | token_files(role)
         assert names == set(chart), (
             f"{role}: only in the chart {set(chart) - names}, only in compose {names - set(chart)}"
         )
@@ -138,7 +143,7 @@ def _resolve(
         data = (
             {k: base64.b64decode(v).decode() for k, v in secrets[0]["data"].items()}
             if secrets
-            else EXISTING_SECRET
+            else GENERATED if ref["name"] == "edgesplit-auth" else EXISTING_SECRET
         )
         assert ref["key"] in data or ref.get("optional"), f"{entry['name']}: no key {ref['key']}"
         return data.get(ref["key"])
@@ -152,14 +157,16 @@ def _resolve(
     return str(math.ceil(support.cpu_cores(container["resources"]["limits"]["cpu"]) / float(ref["divisor"])))
 
 
-def _instantiate(role: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> BaseSettings:
+def _instantiate(role: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+                 secrets_dir: Path | None = None) -> BaseSettings:
     import os
 
     for name in [n for n in os.environ if n.startswith("EDGESPLIT_")]:
         monkeypatch.delenv(name)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    return settings_class(role)()
+    cls: Any = settings_class(role)
+    return cls(_secrets_dir=secrets_dir) if secrets_dir is not None else cls()
 
 
 @pytest.mark.parametrize("ci_file", support.CI_VALUES, ids=CI_IDS)
@@ -191,7 +198,8 @@ def test_chart_env_is_accepted_by_the_settings(
             values["orchestrator"]["pipeline"],
         )
         if not values["auth"]["existingSecret"]:  # else whether the Secret holds an api-token decides
-            assert (settings.api_token is None) == (not values["auth"]["apiToken"])
+            assert settings.api_token == (values["auth"]["apiToken"] or GENERATED["api-token"])
+            assert settings.cloud_token and settings.cloud_token != settings.token
     if role == "allocator":
         assert settings.kubernetes == values["allocator"]["kubernetes"]
         assert settings.executor_port == values["executor"]["port"]
@@ -207,22 +215,34 @@ def test_compose_env_is_accepted_by_the_settings(
     role: str, compose: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     mounts = _scratch_mounts(tmp_path, {"cluster.yaml": compose["configs"]["cluster"]["content"]})
+    secrets = tmp_path / "run-edgesplit"
+    tokens.ensure_files(secrets)  # what the compose `tokens` service writes on the first start
     for svc in compose_services(compose, role):
+        assert "tokens:/run/edgesplit:ro" in svc["volumes"]
+        assert svc["depends_on"]["tokens"]["condition"] == "service_completed_successfully"
         env = {k: _remap(_compose_value(v), mounts) for k, v in svc["environment"].items()}
-        settings: Any = _instantiate(role, env, monkeypatch)
+        settings: Any = _instantiate(role, env, monkeypatch, secrets)
         assert settings.host == "0.0.0.0" and settings.token
 
 
-def test_internal_token_is_shared_and_admin_token_differs(compose: dict[str, Any]) -> None:
-    tokens = {
-        _compose_value(s["environment"][k])
-        for s in compose["services"].values()
-        for k in s.get("environment", {})
-        if k.endswith("_TOKEN") and not k.endswith(("ADMIN_TOKEN", "API_TOKEN"))
-    }
-    assert len(tokens) == 1
-    admin = _compose_value(compose["services"]["allocator"]["environment"]["EDGESPLIT_ALLOCATOR_ADMIN_TOKEN"])
-    assert admin not in tokens
+def token_files(role: str) -> set[str]:
+    """The variables of ``role`` that compose sets from generated files, not in ``environment``."""
+    return {name for name in tokens.FILES if name.startswith(prefix(role))}
+
+
+def test_one_token_per_caller_and_none_ships(compose: dict[str, Any], tmp_path: Path) -> None:
+    for svc in compose["services"].values():
+        assert not [k for k in svc.get("environment", {}) if k.endswith("_TOKEN")]
+    written = tokens.ensure_files(tmp_path)
+    assert set(written) == set(tokens.FILES) and tokens.ensure_files(tmp_path) == []  # kept on restart
+    value = {name: (tmp_path / name).read_text() for name in tokens.FILES}
+    assert value["EDGESPLIT_EXECUTOR_TOKEN"] == value["EDGESPLIT_ORCHESTRATOR_TOKEN"]
+    assert value["EDGESPLIT_EXECUTOR_ALLOCATOR_TOKEN"] == value["EDGESPLIT_ALLOCATOR_TOKEN"]
+    assert value["EDGESPLIT_CLOUD_TOKEN"] == value["EDGESPLIT_ORCHESTRATOR_CLOUD_TOKEN"]
+    distinct = {value[n] for n in ("EDGESPLIT_ORCHESTRATOR_TOKEN", "EDGESPLIT_ALLOCATOR_TOKEN",
+                                   "EDGESPLIT_CLOUD_TOKEN", "EDGESPLIT_ALLOCATOR_ADMIN_TOKEN",
+                                   "EDGESPLIT_ORCHESTRATOR_API_TOKEN")}
+    assert len(distinct) == 5
 
 
 # --- the local stack (services/stack.py, `edgesplit up`) --------------------------------------------
@@ -257,7 +277,7 @@ def test_the_local_stack_sets_the_chart_and_compose_variables(
     objs = rendered(None)
     chart = set(chart_vars(objs, role))
     for svc in compose_services(compose, role):
-        assert {k for k in svc["environment"] if k.startswith(prefix(role))} == chart
+        assert {k for k in svc["environment"] if k.startswith(prefix(role))} | token_files(role) == chart
     extra = STACK_ONLY & field_vars(role)
     indices = range(local_stack.n_executors) if role == "executor" else [0]
     for index in indices:
@@ -282,7 +302,8 @@ def test_the_local_stack_env_is_accepted_by_the_settings(
 ) -> None:
     env = local_stack.role_env(role, 1 if role == "executor" else 0)
     settings: Any = _instantiate(role, env, monkeypatch)
-    assert settings.host == "127.0.0.1" and settings.token == local_stack.token
+    caller = {"cloud": local_stack.cloud_token, "allocator": local_stack.allocator_token}
+    assert settings.host == "127.0.0.1" and settings.token == caller.get(role, local_stack.token)
     assert settings.models == ["digits-cnn"]
     if role == "executor":
         assert settings.port == local_stack.exec_ports[1] and settings.name == "executor-1"

@@ -103,14 +103,18 @@ def test_default_render_has_every_part(rendered: Renderer) -> None:
         ("StatefulSet", "redis"),
         ("Service", "redis"),
         ("ConfigMap", "config"),
-        ("Secret", "auth"),
+        ("ServiceAccount", "tokens"),
+        ("Role", "tokens"),
+        ("RoleBinding", "tokens"),
+        ("Job", "tokens"),
         ("NetworkPolicy", "executor"),
         ("NetworkPolicy", "cloud"),
         ("NetworkPolicy", "redis"),
     }
     assert expected <= kinds, f"missing: {expected - kinds}"
-    # Optional features are off by default.
-    assert not {k for k in kinds if k[0] in ("Ingress", "Job")}
+    # Optional features are off by default (the one Job generates the tokens; none is rendered).
+    assert not {k for k in kinds if k[0] in ("Ingress", "Secret")} | ({k for k in kinds if k[0] == "Job"}
+                                                                     - {("Job", "tokens")})
 
 
 @pytest.mark.parametrize(
@@ -119,7 +123,7 @@ def test_default_render_has_every_part(rendered: Renderer) -> None:
         (["executor.threads=0"], "executor.threads"),
         (["orchestrator.mode=fastest"], "orchestrator.mode"),
         (["models={resnet50}"], "models"),
-        (["auth.internalToken=short"], "auth.internalToken"),
+        (["auth.orchestratorToken=short"], "auth.orchestratorToken"),
         (["executor.podAntiAffinity=sometimes"], "executor.podAntiAffinity"),
         (["executr.replicas=3"], "executr"),
         (["redis.enabled=false"], "redis"),
@@ -182,7 +186,10 @@ def _render_notes(helm_home: Path, tmp_path: Path, sets: list[str]) -> str:
 def test_notes_tell_how_to_submit_a_task(helm_home: Path, tmp_path: Path) -> None:
     notes = _render_notes(helm_home, tmp_path, [])
     assert "kubectl -n edgesplit port-forward svc/edgesplit-orchestrator 8080:8080" in notes
-    assert 'curl -s -X POST "$EDGESPLIT_URL/v1/tasks?model=alexnet-paper&priority=1"' in notes
+    # the public API always needs its token (generated in the cluster unless given)
+    assert 'curl -s -H "Authorization: Bearer $EDGESPLIT_API_TOKEN" -X POST' in notes
+    assert '"$EDGESPLIT_URL/v1/tasks?model=alexnet-paper&priority=1"' in notes
+    assert "get secret edgesplit-auth -o jsonpath='{.data.api-token}'" in notes
     assert "-F image=@" in notes
     assert '"$EDGESPLIT_URL/v1/tasks/<id>?wait=30"' in notes
 
@@ -196,4 +203,4 @@ def test_notes_follow_ingress_and_api_token(helm_home: Path, tmp_path: Path) -> 
     assert "export EDGESPLIT_URL=http://edgesplit.local" in notes
     assert "port-forward" not in notes.split("3.")[0]
     assert '-H "Authorization: Bearer $EDGESPLIT_API_TOKEN"' in notes
-    assert "jsonpath='{.data.api-token}'" in notes
+    assert "get secret edgesplit-auth-values -o jsonpath='{.data.api-token}'" in notes

@@ -115,7 +115,7 @@ raises it without a restart (an env value would stay frozen at the pod's start).
   value: {{ $o.maxBodyBytes | int64 | quote }}
 {{ include "edgesplit.env.secret" (dict "ctx" . "name" "EDGESPLIT_ORCHESTRATOR_TOKEN" "key" "orchestrator-token") }}
 {{ include "edgesplit.env.secret" (dict "ctx" . "name" "EDGESPLIT_ORCHESTRATOR_CLOUD_TOKEN" "key" "cloud-token") }}
-{{ include "edgesplit.env.secret" (dict "ctx" . "name" "EDGESPLIT_ORCHESTRATOR_API_TOKEN" "key" "api-token") }}
+{{ include "edgesplit.env.secret" (dict "ctx" . "name" "EDGESPLIT_ORCHESTRATOR_API_TOKEN" "key" "api-token" "optional" true) }}
 {{- end }}
 
 {{- define "edgesplit.env.allocator" -}}
