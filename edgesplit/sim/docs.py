@@ -19,7 +19,7 @@ from typing import Any
 from edgesplit.errors import InvalidInput
 from edgesplit.sim.report import NEVER, VOLATILE, render
 
-DOCS: tuple[str, ...] = ("README.md", "docs/REPRODUCTION.md", "docs/BENCHMARKS.md")
+DOCS: tuple[str, ...] = ("README.md", "docs/REPRODUCTION.md", "docs/BENCHMARKS.md", "docs/ALLOCATION.md")
 SUMMARY = Path("docs/reproduction/summary.json")
 TESTBED = Path("docs/benchmarks/testbed/testbed.json")
 FIGURES: tuple[str, ...] = ("fig6", "fig7", "fig8", "fig9", "compare")

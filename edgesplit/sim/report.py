@@ -2,9 +2,10 @@
 
 ``render(summary, testbed)`` returns one Markdown block per name; ``edgesplit.sim.docs`` writes them
 between ``<!-- generated:NAME -->`` and ``<!-- /generated:NAME -->`` in README.md,
-docs/REPRODUCTION.md and docs/BENCHMARKS.md. Nothing here computes a result: every number comes from
-the summary (or, for the testbed block, from ``docs/benchmarks/testbed/testbed.json``); the only
-other text is the paper's own words, quoted in ``PAPER`` (a test checks each against the paper).
+docs/REPRODUCTION.md, docs/BENCHMARKS.md and docs/ALLOCATION.md (``docs.DOCS``). Nothing here
+computes a result: every number comes from the summary (or, for the testbed block, from
+``docs/benchmarks/testbed/testbed.json``); the only other text is the paper's own words, quoted in
+``PAPER`` (a test checks each against the paper).
 
 Notation (defined once, in docs/REPRODUCTION.md): a ratio ``r x`` means "r times": A is ``r x`` B
 when A = r * B. We never write "r times higher" for r + 1.
@@ -66,7 +67,8 @@ def x(v: float | None) -> str:
 
 
 def pct(v: float) -> str:
-    return f"{v:.1f}%"
+    """A percentage: two decimals below 1% (a 0.06% gap is not "0.1%"), one above."""
+    return f"{v:.2f}%" if 0 < abs(v) < 1 else f"{v:.1f}%"
 
 
 def n_or_never(v: int | None) -> str:
