@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "services.orchestrator.commands",
     "services.allocator.commands",
     "services.commands",
+    "services.testbed.commands",
     "loadtest.commands",
 )
 

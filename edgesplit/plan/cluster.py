@@ -5,11 +5,16 @@ model gets on it (K_m of the paper), ``flops_per_thread`` the computing rate of 
 FLOPS), ``link_bps`` the rate between it and the controller co1 (ra_m, bits/s) and ``overhead_s``
 a fixed cost per request (serialisation, HTTP, scheduling). The ``Cloud`` holds the fully
 connected layers: ``flops`` is k_c of eq. (2), ``link_bps`` the edge-cloud rate ra_c of eq. (4).
+``controller_overhead_s`` (``controller: {overhead_s: ...}`` in a file) is a fixed cost per task at
+co1 that the paper does not count: the client's request, the queue, Redis, the result's way back
+(measured by ``edgesplit testbed up``; 0 in the named scenarios).
 
 The paper's servers are separate machines. Executors may instead share one: pods on one node, or
 the whole local stack on one computer. ``host`` names the machine a server runs on and
 ``host_cores`` its cores; servers of the same host that compute at the same time share those cores
-(``latency.host_slowdown``). A server without a host has its zone's threads to itself. In a cluster
+(``latency.host_slowdown``). Cores may be a fraction: a host held to 0.2 of a core by a CPU quota
+(a pod's CPU limit, a testbed host's cgroup) runs its one thread at a fifth of ``flops_per_thread``.
+A server without a host has its zone's threads to itself. In a cluster
 file, ``hosts: {name: {cores: N}}`` lists the machines and each executor names its ``host``.
 
 Named scenarios:
@@ -71,7 +76,7 @@ class Server:
     overhead_s: float = 0.0
     flops_known: bool = True
     host: str | None = None
-    host_cores: int | None = None
+    host_cores: float | None = None
 
     def __post_init__(self) -> None:
         if self.threads < 1:
@@ -82,8 +87,8 @@ class Server:
         if (self.host is None) != (self.host_cores is None):
             raise InvalidPlan(f"server {self.name}: host and host_cores go together (got host={self.host!r}, "
                               f"host_cores={self.host_cores!r})")
-        if self.host_cores is not None and self.host_cores < 1:
-            raise InvalidPlan(f"server {self.name}: host_cores must be at least 1, got {self.host_cores}")
+        if self.host_cores is not None and self.host_cores <= 0:
+            raise InvalidPlan(f"server {self.name}: host_cores must be > 0, got {self.host_cores}")
 
     @property
     def flops(self) -> float:
@@ -99,10 +104,20 @@ class Cloud:
     link_bps: float
     url: str | None = None
     overhead_s: float = 0.0
+    conv_flops: float | None = None  # rate on conv and pool layers (a DADS cut runs them here), if known
 
     def __post_init__(self) -> None:
         if self.flops <= 0 or self.link_bps <= 0 or self.overhead_s < 0:
             raise InvalidPlan("cloud: flops and link_bps must be > 0 and overhead_s >= 0")
+        if self.conv_flops is not None and self.conv_flops <= 0:
+            raise InvalidPlan("cloud: conv_flops must be > 0")
+
+    def layer_rate(self, layer: object) -> float:
+        """FLOPS on one layer: ``flops`` for a fully connected layer (memory-bound at batch 1), else
+        ``conv_flops`` when known (compute-bound convs run several times faster per core)."""
+        from edgesplit.models.spec import Linear
+
+        return self.flops if isinstance(layer, Linear) or self.conv_flops is None else self.conv_flops
 
 
 @dataclass(frozen=True)
@@ -112,6 +127,7 @@ class Cluster:
     servers: tuple[Server, ...]
     cloud: Cloud
     models: tuple[str, ...] = field(default_factory=tuple)
+    controller_overhead_s: float = 0.0  # per task at co1: API, queue, Redis, result (not in the paper)
 
     def __post_init__(self) -> None:
         if not self.servers:
@@ -119,14 +135,14 @@ class Cluster:
         names = [s.name for s in self.servers]
         if len(set(names)) != len(names):
             raise InvalidPlan(f"server names must be unique, got {names}")
-        cores: dict[str, int | None] = {}
+        cores: dict[str, float | None] = {}
         for s in self.servers:
             if s.host is not None and cores.setdefault(s.host, s.host_cores) != s.host_cores:
                 raise InvalidPlan(f"host {s.host!r} has {cores[s.host]} cores for one server and "
                                   f"{s.host_cores} for {s.name}")
 
-    def hosts(self) -> dict[str, int]:
-        """Cores of each named host."""
+    def hosts(self) -> dict[str, float]:
+        """Cores of each named host (a fraction where a CPU quota allows less than one)."""
         return {s.host: s.host_cores for s in self.servers if s.host is not None and s.host_cores}
 
     def index(self, server: int | str) -> int:
@@ -146,7 +162,7 @@ class Cluster:
             raise InvalidPlan(f"the number of servers must be at least 1, got {count}")
         if count > len(self.servers):
             raise InvalidPlan(f"asked for {count} servers, the cluster has {len(self.servers)}")
-        return Cluster(self.servers[:count], self.cloud, self.models)
+        return Cluster(self.servers[:count], self.cloud, self.models, self.controller_overhead_s)
 
 
 def scenario(name: str, seed: int = 0, servers: int = PAPER_SERVERS,
@@ -193,20 +209,27 @@ class _ExecutorModel(BaseModel):
 
 class _HostModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    cores: PositiveInt
+    cores: PositiveFloat
 
 
 class _CloudModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
     url: str | None = None
     flops: PositiveFloat = PAPER_CLOUD_FLOPS
+    conv_flops: PositiveFloat | None = None
     link_bps: PositiveFloat = DEFAULT_LINK_BPS
+    overhead_s: float = Field(default=0.0, ge=0)
+
+
+class _ControllerModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     overhead_s: float = Field(default=0.0, ge=0)
 
 
 class _ClusterModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
     executors: list[_ExecutorModel] = Field(min_length=1)
+    controller: _ControllerModel = Field(default_factory=_ControllerModel)
     cloud: _CloudModel = Field(default_factory=_CloudModel)
     models: list[str] = Field(default_factory=list)
     hosts: dict[str, _HostModel] = Field(default_factory=dict)
@@ -233,7 +256,8 @@ def cluster_from_dict(raw: Mapping[str, Any], where: str = "cluster") -> Cluster
         for i, ex in enumerate(parsed.executors))
     c = parsed.cloud
     try:
-        return Cluster(servers, Cloud(c.flops, c.link_bps, c.url, c.overhead_s), tuple(parsed.models))
+        cloud = Cloud(c.flops, c.link_bps, c.url, c.overhead_s, c.conv_flops)
+        return Cluster(servers, cloud, tuple(parsed.models), parsed.controller.overhead_s)
     except InvalidPlan as e:
         raise InvalidInput(f"{where}: {e}") from e
 
@@ -245,8 +269,11 @@ def cluster_to_dict(cluster: Cluster) -> dict[str, Any]:
                   "link_bps": s.link_bps, "overhead_s": s.overhead_s, **({"host": s.host} if s.host else {})}
                  for s in cluster.servers]
     c = cluster.cloud
-    cloud = {"url": c.url, "flops": c.flops, "link_bps": c.link_bps, "overhead_s": c.overhead_s}
+    cloud = {"url": c.url, "flops": c.flops, "link_bps": c.link_bps, "overhead_s": c.overhead_s,
+             **({"conv_flops": c.conv_flops} if c.conv_flops is not None else {})}
     out: dict[str, Any] = {"executors": executors, "cloud": cloud, "models": list(cluster.models)}
+    if cluster.controller_overhead_s:
+        out["controller"] = {"overhead_s": cluster.controller_overhead_s}
     if cluster.hosts():
         out["hosts"] = {name: {"cores": cores} for name, cores in cluster.hosts().items()}
     return out

@@ -21,7 +21,14 @@ import networkx as nx
 from edgesplit.errors import InvalidPlan
 from edgesplit.models.spec import Linear, ModelSpec
 from edgesplit.plan.cluster import Cloud, Cluster
-from edgesplit.plan.latency import BYTES_PER_VALUE, cloud_compute_time, cloud_transfer_time, compute_time
+from edgesplit.plan.latency import (
+    BYTES_PER_VALUE,
+    cloud_compute_time,
+    cloud_part_time,
+    cloud_transfer_time,
+    compute_time,
+    host_slowdown,
+)
 
 
 class DadsResult(NamedTuple):
@@ -61,13 +68,16 @@ def cut_latency(spec: ModelSpec, cut: int, edge_flops: float, cloud: Cloud) -> D
         return DadsResult(cut, edge, 0.0, 0.0)
     transfer = (cloud_transfer_time(BYTES_PER_VALUE * input_sizes(spec)[cut], cloud.link_bps)
                 + cloud.overhead_s)
-    return DadsResult(cut, edge, transfer, cloud_compute_time(sum(flops[cut:]), cloud.flops))
+    return DadsResult(cut, edge, transfer, cloud_part_time(spec, cut, cloud))
 
 
 def _edge_flops(cluster: Cluster, threads: int, server: int) -> float:
+    """FLOPS of ``threads`` threads of one server running alone on its host: a host with fewer cores
+    than that (a fractional CPU quota) runs them slower (``latency.host_slowdown``)."""
     if threads < 1:
         raise InvalidPlan(f"threads must be at least 1, got {threads}")
-    return threads * cluster.servers[cluster.index(server)].flops_per_thread
+    srv = cluster.servers[cluster.index(server)]
+    return threads * srv.flops_per_thread / host_slowdown([srv], [threads])[0]
 
 
 def dads(spec: ModelSpec, cluster: Cluster, threads: int = 1, server: int = 0) -> DadsResult:
@@ -80,7 +90,7 @@ def dads(spec: ModelSpec, cluster: Cluster, threads: int = 1, server: int = 0) -
     g.add_edge("edge", "input")  # no capacity attribute: infinite, the input is on the edge
     prev: str | int = "input"
     for i, f in enumerate(flops):
-        g.add_edge("edge", i, capacity=cloud_compute_time(f, cloud.flops))
+        g.add_edge("edge", i, capacity=cloud_compute_time(f, cloud.layer_rate(spec.layers[i])))
         g.add_edge(i, "cloud", capacity=compute_time(f, 1, edge_flops))
         send = cloud_transfer_time(BYTES_PER_VALUE * sizes[i], cloud.link_bps) + cloud.overhead_s
         g.add_edge(prev, i, capacity=send)

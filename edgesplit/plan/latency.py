@@ -59,6 +59,14 @@ def cloud_compute_time(size_full: float, cloud_flops: float) -> float:
     return size_full / cloud_flops
 
 
+def cloud_part_time(spec: ModelSpec, first: int, cloud: Cloud) -> float:
+    """Eq. (2) for layers ``first`` onwards in the cloud (a DADS cut), each at the cloud's rate for its
+    kind of layer (``Cloud.layer_rate``). Seconds."""
+    flops = spec.layer_flops()
+    return sum(cloud_compute_time(flops[i], cloud.layer_rate(spec.layers[i]))
+               for i in range(first, len(flops)))
+
+
 def round_trip_time(out_bytes: float, merged_bytes: float, link_bps: float) -> float:
     """Round trip between co1 and server m, eq. (3): (o_out + o_merged) / ra_m. Bytes in, seconds out.
 
@@ -201,6 +209,7 @@ class LatencyBreakdown:
     cloud_transfer_s: float
     cloud_compute_s: float
     cloud_overhead_s: float = 0.0
+    controller_s: float = 0.0  # the cluster's per-task overhead at co1 (``Cluster.controller_overhead_s``)
 
     @property
     def edge_s(self) -> float:
@@ -214,19 +223,19 @@ class LatencyBreakdown:
     @property
     def total_s(self) -> float:
         """Edge + cloud: the objective of eq. (5), plus overheads."""
-        return self.edge_s + self.cloud_s
+        return self.edge_s + self.cloud_s + self.controller_s
 
     def to_dict(self) -> dict[str, Any]:
         return {"stages": [s._asdict() for s in self.stages], "cloud_transfer_s": self.cloud_transfer_s,
                 "cloud_compute_s": self.cloud_compute_s, "cloud_overhead_s": self.cloud_overhead_s,
-                "edge_s": self.edge_s, "total_s": self.total_s}
+                "controller_s": self.controller_s, "edge_s": self.edge_s, "total_s": self.total_s}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> LatencyBreakdown:
         stages = tuple(StageLatency(float(s["compute_s"]), float(s["transfer_s"]), float(s["overhead_s"]),
                                     float(s["total_s"]), int(s["server"])) for s in raw["stages"])
         return cls(stages, float(raw["cloud_transfer_s"]), float(raw["cloud_compute_s"]),
-                   float(raw.get("cloud_overhead_s", 0.0)))
+                   float(raw.get("cloud_overhead_s", 0.0)), float(raw.get("controller_s", 0.0)))
 
 
 def cloud_times(spec: ModelSpec, cloud: Cloud) -> tuple[float, float, float]:
@@ -239,4 +248,4 @@ def predict(spec: ModelSpec, cluster: Cluster, stages: Sequence[StageLike]) -> L
     """Predicted single-task latency of a plan's stages, eq. (5) with strategy-aware transfers."""
     flops = spec.layer_flops()
     per_stage = tuple(stage_latency(spec, cluster, st, flops) for st in stages)
-    return LatencyBreakdown(per_stage, *cloud_times(spec, cluster.cloud))
+    return LatencyBreakdown(per_stage, *cloud_times(spec, cluster.cloud), cluster.controller_overhead_s)

@@ -45,4 +45,6 @@ def pipeline(spec: ModelSpec, cluster: Cluster, stages: Sequence[StageLike]) -> 
     flops = spec.layer_flops()
     steps = tuple(stage_steps(spec, cluster, st, flops) for st in stages)
     transfer, compute, overhead = cloud_times(spec, cluster.cloud)
-    return SplitPipeline(spec.name, steps, CloudStep(transfer, compute, overhead))
+    # co1's per-task overhead rides with the cloud step: once per task, latency only (no resource held)
+    cloud = CloudStep(transfer, compute, overhead + cluster.controller_overhead_s)
+    return SplitPipeline(spec.name, steps, cloud)

@@ -37,6 +37,7 @@ from edgesplit.models import get_spec
 from services.common.proc import ServiceProcess, start_module, wait_ready
 from services.orchestrator.client import OrchestratorClient
 from services.stack import LocalStack
+from services.testbed.bed import Testbed
 
 Log = Callable[[str], None]
 
@@ -67,6 +68,9 @@ class AdaptConfig:
     tolerance: float = 0.2
     timeout_s: float = 120.0
     seed: int = 0
+    testbed: bool = False  # on testbed hosts (root): the slowdown lowers one host's CPU quota
+    cpus: float = 0.5  # testbed: each edge host's quota, cores
+    slow_factor: float = 4.0  # testbed: the slowed host keeps 1 / slow_factor of its quota
 
 
 def _stats(latencies: list[float]) -> dict[str, Any]:
@@ -104,14 +108,14 @@ class Adapt:
             self.allocator.stop()
         settings: dict[str, object] = {
             "redis_url": st.redis_url, "prefix": st.prefix, "cluster_file": st.cluster_path,
-            "token": st.token, "models": self.c.model, "policy": policy, "period_s": self.c.period_s,
-            "measure_s": self.c.measure_s}
+            "token": st.allocator_token, "models": self.c.model, "policy": policy,
+            "period_s": self.c.period_s, "measure_s": self.c.measure_s}
         if policy_file is not None:
             settings["policy_file"] = policy_file
         self.allocator = start_module("allocator", "services.allocator", "EDGESPLIT_ALLOCATOR_", settings,
                                       st.log_dir)
         return httpx.Client(base_url=self.allocator.url, headers={"Authorization": f"Bearer {st.token}"},
-                            timeout=30)
+                            timeout=30, trust_env=False)
 
     def task(self, oc: OrchestratorClient) -> Done:
         """One task to the end."""
@@ -163,6 +167,12 @@ class Adapt:
         assert st is not None
         units = alloc.get("/v1/decisions", params={"limit": 1}).json()["decisions"][-1]["units"]
         name = max(units, key=units.get)
+        if isinstance(st, Testbed):  # a real slow server: its host keeps a fraction of its CPU quota
+            index = int(name.rsplit("-", 1)[1])
+            cpus = st.desc.edges[index].cpus / self.c.slow_factor
+            st.set_cpus(f"e{index}", cpus)
+            self.log(f"{name} ({units[name]} units): its host's quota lowered to {cpus:g} core")
+            return name, int(units[name]), 0.0, time.time()
         st.extra_exec = {"slice_delay_s": self.c.delay_s}
         t0 = time.time()
         st.kill_executor(int(name.rsplit("-", 1)[1]))
@@ -195,12 +205,20 @@ class Adapt:
                 return done, hit, t.finish
         return done, hit, None
 
+    def _stack(self) -> LocalStack:
+        c = self.c
+        if c.testbed:
+            from services.testbed.description import uniform
+
+            return Testbed(uniform(c.executors, cpus=c.cpus, models=[c.model]), seed=c.seed)
+        return LocalStack(executors=c.executors, models=(c.model,), threads=c.threads, seed=c.seed,
+                          shared_host=False)
+
     def run(self) -> dict[str, Any]:
         c = self.c
         pretrain = c.policy == "td3" and c.train_steps > 0
         # separate machines: the plan spreads over the executors, so slowing one of them matters
-        with LocalStack(executors=c.executors, models=(c.model,), threads=c.threads, seed=c.seed,
-                        shared_host=False) as st:
+        with self._stack() as st:
             self.stack = st
             try:
                 alloc = self.start_allocator("exact" if pretrain else c.policy)

@@ -24,6 +24,11 @@ def adapt(
     window: int = typer.Option(10, min=1, help="tasks in the rolling median that decides recovery"),
     timeout: float = typer.Option(120.0, min=1.0, help="longest wait for recovery, s"),
     seed: int = typer.Option(0, help="seed of the stack's weights, the input and the training"),
+    testbed: bool = typer.Option(False, "--testbed", help="on testbed hosts (root): lower one host's CPU "
+                                 "quota instead of injecting a delay"),
+    cpus: float = typer.Option(0.5, help="--testbed: CPU quota of each edge host, cores"),
+    slow_factor: float = typer.Option(4.0, min=1.0,
+                                      help="--testbed: the slowed host keeps 1/this of its quota"),
     as_json: bool = typer.Option(False, "--json", help="one JSON object on stdout"),
 ) -> None:
     """Slow one executor of a local stack down and time the allocator's recovery of the latency."""
@@ -33,7 +38,8 @@ def adapt(
         raise typer.BadParameter(f"policy must be td3, exact or even, got {policy!r}")
     config = AdaptConfig(model=model, executors=executors, threads=threads, delay_s=delay, period_s=period,
                          measure_s=min(0.25, period), policy=policy, train_steps=train_steps,
-                         before_tasks=before, after_tasks=after, window=window, timeout_s=timeout, seed=seed)
+                         before_tasks=before, after_tasks=after, window=window, timeout_s=timeout, seed=seed,
+                         testbed=testbed, cpus=cpus, slow_factor=slow_factor)
     result = Adapt(config, lambda line: err.print(f"[adapt] {line}")).run()
     if as_json:
         print(json.dumps(result))

@@ -95,6 +95,16 @@ def measured_compute(sample: ExecutorSample | None, stats: SliceStats | None,
     return (sample.flops_per_thread if sample is not None and sample.flops_per_thread else None), 0.0
 
 
+def nominal_speed(measured: float | None, server: Server, threads: int) -> float | None:
+    """A measured FLOPS per worker as the cluster file's ``flops_per_thread``: on a host with fewer cores
+    than the zone's threads (a fractional CPU quota: a testbed host, a pod limited below a core) the
+    workers measured already ran at ``cores / threads`` of a core, and the planner applies that
+    slowdown itself (``latency.host_slowdown``), so it is taken back out here."""
+    if measured is None or not server.host_cores:
+        return measured
+    return measured * max(1.0, threads / server.host_cores)
+
+
 def measured_cluster(refs: Sequence[ExecutorRef], samples: Mapping[str, ExecutorSample],
                      stats: Mapping[str, SliceStats], cloud: Cloud | None, models: Sequence[str],
                      fits: Mapping[str, Fit] | None = None) -> Cluster:
@@ -110,7 +120,7 @@ def measured_cluster(refs: Sequence[ExecutorRef], samples: Mapping[str, Executor
         s, sample, st = ref.server, samples.get(ref.name), stats.get(ref.name)
         threads = zone_budget(ref, sample)
         speed, compute_overhead = compute[ref.name]
-        flops = speed or typical or s.flops_per_thread
+        flops = nominal_speed(speed or typical, s, threads) or s.flops_per_thread
         link, overhead = s.link_bps, s.overhead_s
         if st is not None:
             link = st.link_bps or link

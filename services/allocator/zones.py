@@ -25,5 +25,6 @@ def zone_clusters(cluster: Cluster, specs: Mapping[str, ModelSpec]) -> dict[str,
             rows.append(zone_sizes([specs[n] for n in names], s.threads))
         except InvalidPlan:
             rows.append([s.threads] * len(names))
-    return {n: Cluster(tuple(replace(s, threads=rows[m][j]) for m, s in enumerate(cluster.servers)),
-                       cluster.cloud, cluster.models) for j, n in enumerate(names)}
+    return {n: replace(cluster, servers=tuple(replace(s, threads=rows[m][j])
+                                              for m, s in enumerate(cluster.servers)))
+            for j, n in enumerate(names)}

@@ -117,6 +117,13 @@ def _routes(router: APIRouter, state: CloudState) -> None:
         state.images.labels(model).inc(x.shape[0])
         return npy_response(logits)
 
+    @router.post("/v1/echo", response_class=Response)
+    async def echo(request: Request) -> Response:
+        """The identity: the infer path (auth, limit, NPY decode and encode) without the compute; the
+        testbed times it to measure the cloud's per-request overhead."""
+        check_npy_request(request)
+        return npy_response(wire.decode(await read_body(request, s.max_body_bytes), expect_dtype=None))
+
     @router.get("/v1/info")
     async def info() -> dict[str, Any]:
         return state.info()

@@ -21,8 +21,8 @@ from edgesplit.models import BUILTINS, load_spec_file
 
 log = logging.getLogger("edgesplit.services")
 
-_CGROUP_V2 = Path("/sys/fs/cgroup/cpu.max")
-_CGROUP_V1 = Path("/sys/fs/cgroup/cpu")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_CGROUP = Path("/proc/self/cgroup")
 _WEAK_TOKENS = {"changethis", "changeme", "secret", "token", "password"}
 # tokens that were shipped in this repository (docker-compose.yml defaults, k8s/base): public knowledge
 KNOWN_TOKENS = {"compose-internal-token-0123456789", "compose-admin-token-0123456789",
@@ -32,8 +32,9 @@ MIN_TOKEN_CHARS = 16
 MIN_TOKEN_DISTINCT = 8  # "aaaaaaaaaaaaaaaa" and "0101010101010101" are long but guessable
 
 
-def _cgroup_quota(root: Path = _CGROUP_V2, v1: Path = _CGROUP_V1) -> float | None:
-    """CPUs allowed by the cgroup quota (v2 ``cpu.max``, else v1 ``cfs_quota_us``); None if unlimited."""
+def _cgroup_quota(root: Path, v1: Path) -> float | None:
+    """CPUs allowed by one cgroup's quota: v2 ``root`` (a ``cpu.max`` file), else the v1 folder ``v1``
+    (``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``); None when unlimited or unreadable."""
     try:
         quota, period = root.read_text().split()[:2]
         return None if quota == "max" else int(quota) / int(period)
@@ -47,10 +48,55 @@ def _cgroup_quota(root: Path = _CGROUP_V2, v1: Path = _CGROUP_V1) -> float | Non
         return None
 
 
+def _ancestry(path: str) -> list[str]:
+    """``"/a/b"`` -> ``["a/b", "a", ""]``: a cgroup path and its ancestors, innermost first."""
+    parts = [p for p in path.split("/") if p]
+    return ["/".join(parts[:n]) for n in range(len(parts), -1, -1)]
+
+
+def own_cgroups(proc_cgroup: Path = PROC_CGROUP, mount: Path = CGROUP_ROOT) -> list[tuple[Path, Path]]:
+    """(v2 ``cpu.max`` file, v1 ``cpu`` folder) of this process's cgroup and of each ancestor, innermost
+    first, resolved from ``/proc/self/cgroup`` (v1: the line naming the ``cpu`` controller; v2: the
+    ``0::`` line, under the mount or its ``unified`` folder in hybrid mode).
+
+    In a pod the cgroup namespace makes the process's own cgroup the root (``/``), so this is just the
+    mount's root; a process placed in a nested cgroup (a testbed host, ``systemd-run -p CPUQuota``)
+    finds its own quota and its parents' (a parent's quota caps its children too).
+    """
+    v1_path = v2_path = "/"
+    try:
+        for line in proc_cgroup.read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if controllers == "":
+                v2_path = path
+            elif "cpu" in controllers.split(","):
+                v1_path = path
+    except (OSError, ValueError):
+        pass
+    v1_root = next((d for d in (mount / "cpu", mount / "cpu,cpuacct") if d.is_dir()), mount / "cpu")
+    v2_root = mount / "unified" if (mount / "unified" / "cgroup.controllers").exists() else mount
+    v1 = [v1_root / rel for rel in _ancestry(v1_path)]
+    v2 = [v2_root / rel / "cpu.max" for rel in _ancestry(v2_path)]
+    depth = max(len(v1), len(v2))
+    missing_v1, missing_v2 = mount / "-none-", mount / "-none-" / "cpu.max"
+    return [(v2[i] if i < len(v2) else missing_v2, v1[i] if i < len(v1) else missing_v1)
+            for i in range(depth)]
+
+
+def cpu_quota() -> float | None:
+    """CPUs this process's cgroup quota allows (the tightest of its cgroup and their ancestors; a
+    fraction below 1 where the quota is less than a core); None when nothing limits it."""
+    quotas = [q for q in (_cgroup_quota(v2, v1) for v2, v1 in own_cgroups()) if q is not None]
+    return min(quotas) if quotas else None
+
+
 def cpu_limit() -> int:
-    """Whole CPUs this process may use: min of the cgroup quota (floored, at least 1) and its affinity."""
+    """Whole CPUs this process may use: min of the cgroup quota (floored, at least 1) and its affinity.
+
+    A quota below one core still gives one thread, running at ``cpu_quota()`` of a core's speed.
+    """
     visible = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    quota = _cgroup_quota()
+    quota = cpu_quota()
     return visible if quota is None else max(1, min(visible, math.floor(quota)))
 
 

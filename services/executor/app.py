@@ -21,6 +21,7 @@ from edgesplit.errors import InvalidInput, Overloaded
 from edgesplit.split import Slice
 from services.common.models import ModelHost, deployment_specs
 from services.common.security import bearer_auth, read_body
+from services.common.settings import cpu_quota
 from services.common.web import base_app, check_npy_request, health_router, metrics_response, npy_response
 from services.executor.gone import ClientGone, unless_gone
 from services.executor.metrics import ExecutorMetrics
@@ -76,6 +77,7 @@ class ExecutorState(ModelHost):
             "quotas": _quotas_json(quotas),
             "zones": {m: sum(q.values()) for m, q in quotas.items()},
             "flops_per_thread": self.metrics.flops_per_thread,
+            "cpu_quota": cpu_quota(),
         }
 
 

@@ -43,8 +43,9 @@ def model_zones(cluster: Cluster, specs: Mapping[str, ModelSpec]) -> dict[str, C
     weights = [specs[n].edge_flops() for n in names]
     shares = [apportion(weights, s.threads) if s.threads >= len(names) else [s.threads] * len(names)
               for s in cluster.servers]
-    return {n: Cluster(tuple(replace(s, threads=shares[m][j]) for m, s in enumerate(cluster.servers)),
-                       cluster.cloud, cluster.models) for j, n in enumerate(names)}
+    return {n: replace(cluster, servers=tuple(replace(s, threads=shares[m][j])
+                                              for m, s in enumerate(cluster.servers)))
+            for j, n in enumerate(names)}
 
 
 class PlanSource:

@@ -1,0 +1,255 @@
+"""The testbed: the local stack spread over emulated hosts with their own addresses, shaped links and
+CPU quotas (``edgesplit testbed up``; ``docs/ARCHITECTURE.md``, "Testbed").
+
+``Testbed`` is a :class:`services.stack.LocalStack` whose executors and cloud each run in a host of
+their own: a network namespace on a bridge (``net``), a cgroup with the host's CPU quota (``cgroups``),
+the executor's capacity and speed read by the executor from its own cgroup, as in a pod. The
+orchestrator (and the allocator) run on the gateway, the bridge's address in the root namespace, with
+Redis. Before the orchestrator starts, the testbed measures what the planner needs and writes it into
+the cluster file: each host's FLOPS (quota x a per-core figure measured here), the link rates (the tbf
+rates, read back from the kernel), and the per-request overhead of each service (``calibrate``); after
+it starts, the controller's per-task overhead from a few real tasks.
+
+A state file (``<state_dir>/<prefix>/state.json``) records what ``up`` made, and ``down`` removes every
+namespace, link, cgroup and process named from the prefix whether or not the state file survived.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shlex
+import shutil
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from edgesplit import wire
+from edgesplit.models import get_spec
+from edgesplit.plan.cluster import cluster_from_dict, dump_cluster
+from services.common.proc import ServiceProcess, spawn, wait_ready
+from services.stack import MODULES, LocalStack
+from services.testbed import calibrate, cgroups, net
+from services.testbed.description import TestbedDescription
+
+log = logging.getLogger("edgesplit.testbed")
+STATE_DIR = Path("/run/edgesplit-testbed")
+EXECUTOR_PORT, CLOUD_PORT, ALLOCATOR_PORT = 8101, 8102, 8090
+CALIBRATION_TASKS = 12
+
+
+class Testbed(LocalStack):
+    """The stack on emulated hosts (module docstring). ``edge_threads``: every executor's zone, where
+    the description leaves it to the quota; ``measure``: run the calibration (False: the cluster file
+    gets the per-core figure given in ``per_core`` and no overheads, for quick tests)."""
+
+    __test__ = False
+
+    def __init__(self, desc: TestbedDescription, mode: str = "split", split: str = "edgesplit",
+                 pipeline: str = "async", log_dir: Path | None = None, allocator: bool = False,
+                 orchestrator: dict[str, object] | None = None, measure: bool = True,
+                 per_core: dict[str, float] | None = None, state_dir: Path = STATE_DIR,
+                 weights_dir: Path | None = None, **extra: Any) -> None:
+        self.desc = desc
+        self.home = state_dir / desc.prefix
+        super().__init__(executors=len(desc.edges), models=desc.models, mode=mode, pipeline=pipeline,
+                         split=split, redis_url=desc.gateway.redis_url, prefix=f"{desc.prefix}:",
+                         orchestrator=orchestrator, log_dir=log_dir or self.home / "logs", keep_logs=True,
+                         port=desc.gateway.port, allocator=allocator, shared_host=False,
+                         cloud_threads=max(1, int(desc.cloud.cpus)), weights_dir=weights_dir, **extra)
+        self.exec_ports = [EXECUTOR_PORT] * len(desc.edges)
+        self.cloud_port = CLOUD_PORT
+        self.alloc_port = ALLOCATOR_PORT if allocator else 0
+        self.cluster_path = self.home / "cluster.yaml"
+        self.measure = measure
+        self.per_core = per_core
+        self.overheads: dict[str, float] = {}
+        self.controller_overhead_s = 0.0
+        self._built = False
+
+    # --- where each role runs ------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.desc.address('gateway')}:{self.orch_port}"
+
+    def host_of(self, role: str, index: int = 0) -> str:
+        return {"executor": f"e{index}", "cloud": "cloud"}.get(role, "gateway")
+
+    def _common(self, role: str, name: str, port: int) -> dict[str, object]:
+        index = int(name.rsplit("-", 1)[1]) if role == "executor" else 0
+        return {**super()._common(role, name, port), "host": self.desc.address(self.host_of(role, index))}
+
+    def _settings(self, role: str, index: int) -> dict[str, object]:
+        out = super()._settings(role, index)
+        if role == "executor":  # capacity from the host's cgroup, as in a pod, unless a zone is given
+            out["threads"] = self.desc.edges[index].threads
+        return out
+
+    def _start(self, role: str, index: int = 0) -> ServiceProcess:
+        env = self.role_env(role, index)
+        prefix = f"EDGESPLIT_{role.upper()}_"
+        host = self.host_of(role, index)
+        group = cgroups.path(self.desc.prefix, host)
+        ns = None if host == "gateway" else net.netns(self.desc, host)
+        command = cgroups.shell_prefix(group, ns) + shlex.join([sys.executable, "-m", MODULES[role]])
+        svc = spawn(env[f"{prefix}NAME"], ["sh", "-c", command], env, int(env[f"{prefix}PORT"]), self.log_dir)
+        return replace(svc, url=f"http://{self.desc.address(host)}:{env[f'{prefix}PORT']}")
+
+    # --- build, measure, tear down ------------------------------------------------------------
+
+    def build(self) -> None:
+        """Namespaces, links, shaping and cgroups (after removing any left by an earlier testbed)."""
+        net.preflight(self.desc.prefix)
+        cgroups.version()
+        teardown(self.desc.prefix)
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        (self.home / "state.json").write_text(json.dumps({"prefix": self.desc.prefix,
+                                                          "description": self.desc.model_dump()}))
+        self._built = True
+        net.build(self.desc)
+        period = self.desc.cpu_period_ms
+        cgroups.create(self.desc.prefix, "gateway", None, period)
+        cgroups.create(self.desc.prefix, "cloud", self.desc.cloud.cpus, period)
+        for i, edge in enumerate(self.desc.edges):
+            cgroups.create(self.desc.prefix, f"e{i}", edge.cpus, period)
+
+    def write_cluster(self) -> None:
+        """The cluster file (module docstring); the overheads are those measured so far."""
+        d = self.desc
+        core = self.per_core or {"edge_flops_per_core": 50e9, "fc_flops_per_core": 8e9}
+        executors = [{"name": f"executor-{i}", "url": f"http://{d.address(f'e{i}')}:{EXECUTOR_PORT}",
+                      "threads": e.zone(), "flops_per_thread": core["edge_flops_per_core"],
+                      "link_bps": 1e6 * min(e.up_mbps, e.down_mbps), "host": f"e{i}",
+                      "overhead_s": self.overheads.get(f"executor-{i}", 0.0)} for i, e in enumerate(d.edges)]
+        raw: dict[str, Any] = {
+            "executors": executors,
+            "hosts": {f"e{i}": {"cores": e.cpus} for i, e in enumerate(d.edges)},
+            "cloud": {"url": f"http://{d.address('cloud')}:{CLOUD_PORT}",
+                      "flops": core["fc_flops_per_core"] * d.cloud.cpus,
+                      "conv_flops": core["edge_flops_per_core"] * d.cloud.cpus,
+                      "link_bps": 1e6 * min(d.cloud.up_mbps, d.cloud.down_mbps),
+                      "overhead_s": self.overheads.get("cloud", 0.0)},
+            "controller": {"overhead_s": self.controller_overhead_s},
+            "models": self.models}
+        self.home.mkdir(parents=True, exist_ok=True)
+        dump_cluster(cluster_from_dict(raw), self.cluster_path)
+
+    def start(self, timeout_s: float = 300.0) -> Testbed:
+        """Build the hosts, start the services in them, measure, start the gateway; ready to serve."""
+        try:
+            self.build()
+            self._ensure_redis()
+            if self.measure and self.per_core is None:
+                self.per_core = calibrate.per_core(self.models)
+            self.write_cluster()
+            self.weights_dir.mkdir(parents=True, exist_ok=True)
+            self.cloud = self._start("cloud")
+            self.executors = [self._start("executor", i) for i in range(self.n_executors)]
+            for svc in [self.cloud, *self.executors]:
+                assert svc is not None
+                wait_ready(svc, timeout_s=timeout_s)
+            if self.measure:
+                self._measure_overheads()
+            self.write_cluster()
+            wait_ready(self.start_orchestrator(), timeout_s=timeout_s)
+            if self.with_allocator:
+                wait_ready(self.start_allocator(), timeout_s=timeout_s)
+            if self.measure:
+                self._measure_controller()
+                self.write_cluster()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _measure_overheads(self) -> None:
+        """Each service's per-request overhead (``calibrate.slice_overhead``, ``echo_overhead``)."""
+        assert self.cloud is not None
+        self.overheads["cloud"] = calibrate.echo_overhead(self.cloud.url, self.cloud_token)
+        for i, svc in enumerate(self.executors):
+            assert svc is not None
+            edge = self.desc.edges[i]
+            self.overheads[f"executor-{i}"] = calibrate.slice_overhead(svc.url, self.token, self.models[0],
+                                                               1e6 * min(edge.up_mbps, edge.down_mbps))
+
+    def _measure_controller(self) -> None:
+        """The controller's per-task overhead: from a few real tasks, the client's time less what the
+        edge stages and the cloud call took (``task_parts``: submit, queue, result and the rest)."""
+        from services.orchestrator.client import OrchestratorClient
+        from services.orchestrator.workload import random_input, task_parts
+
+        spec = get_spec(self.models[0])
+        spent = []
+        with OrchestratorClient(self.url) as oc:
+            for i in range(CALIBRATION_TASKS + 2):
+                sent, t0 = time.time(), time.perf_counter()
+                info = oc.run(wire.encode(random_input(spec, i)), spec.name, priority=1, logits=False)
+                received = sent + time.perf_counter() - t0
+                if info["status"] != "done":
+                    raise RuntimeError(f"calibration task {info['id']} {info['status']}: {info.get('error')}")
+                parts = task_parts(info, sent, received)
+                if i >= 2:
+                    spent.append(parts["submit"] + parts["queue"] + parts["result"] + parts["other"])
+                time.sleep(0.05)
+        self.controller_overhead_s = statistics.median(spent)
+
+    def set_cpus(self, host: str, cpus: float) -> None:
+        """Change a host's CPU quota while it runs (a noisy neighbour, or an in-place resize)."""
+        cgroups.create(self.desc.prefix, host, cpus, self.desc.cpu_period_ms)
+
+    def stop(self) -> None:
+        """Stop the services (the stack's order), then remove the hosts."""
+        with contextlib.suppress(Exception):
+            super().stop()
+        if self._built:
+            teardown(self.desc.prefix)
+            (self.home / "state.json").unlink(missing_ok=True)
+            self._built = False
+
+
+def teardown(prefix: str) -> list[str]:
+    """Kill every process in the prefix's cgroups and namespaces, then remove the namespaces, links and
+    cgroups named from it. Safe to call when nothing is there; returns what was removed."""
+    victims = set(cgroups.pids(prefix))
+    for ns in net.namespaces(prefix):
+        victims.update(net.netns_pids(ns))
+    victims.discard(os.getpid())
+    cgroups.kill(sorted(victims))
+    removed = [f"process {p}" for p in sorted(victims)]
+    removed += net.remove_all(prefix)
+    removed += cgroups.remove_all(prefix)
+    return removed
+
+
+def status(prefix: str, state_dir: Path = STATE_DIR) -> dict[str, Any]:
+    """What exists now under ``prefix``: per host its address, the tbf rates read back, the cgroup's
+    quota and throttling, and its processes; plus any link or namespace of the prefix."""
+    state_file = state_dir / prefix / "state.json"
+    out: dict[str, Any] = {"prefix": prefix, "namespaces": net.namespaces(prefix), "links": net.links(prefix),
+                           "hosts": {}}
+    if not state_file.exists():
+        return out
+    desc = TestbedDescription.model_validate(json.loads(state_file.read_text())["description"])
+    for host in desc.hosts():
+        group = cgroups.path(prefix, host)
+        up, down = net.link_rates(desc, host)
+        q = cgroups.quota(group)
+        out["hosts"][host] = {"address": desc.address(host), "up_bps": up, "down_bps": down,
+                              "cpus": None if q is None else q.cpus,
+                              "period_us": None if q is None else q.period_us,
+                              "throttling": cgroups.throttling(group),
+                              "pids": net.netns_pids(net.netns(desc, host))}
+    out["cluster_file"] = str(state_dir / prefix / "cluster.yaml")
+    out["url"] = f"http://{desc.address('gateway')}:{desc.gateway.port}"
+    return out
+
+
+def remove_state(prefix: str, state_dir: Path = STATE_DIR) -> None:
+    shutil.rmtree(state_dir / prefix, ignore_errors=True)

@@ -1,0 +1,179 @@
+"""``edgesplit bench testbed``: the paper's fig. 7 measured, beside the simulator's prediction.
+
+One testbed of the largest host count is built once; each point (model, hosts, mode) restarts only the
+orchestrator on a cluster file of the first ``hosts`` hosts, then measures the single-task latency on
+the idle testbed (median of ``runs`` tasks, one at a time) and the throughput of ``burst`` tasks
+submitted at once, and sets the simulator's prediction for the same cluster file beside them
+(``edgesplit.sim.served``). The paper's plan needs a sub-zone per conv on every server, so its points
+run with every executor's zone set to ``PAPER_ZONE`` worker threads (sharing the host's quota: the
+planner knows the host's cores); the other modes keep the pod's default, the quota's whole cores
+(one worker at 0.2 core).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from edgesplit.models import get_spec
+from edgesplit.plan.cluster import Cluster, dump_cluster, load_cluster
+from edgesplit.sim.served import SERVED_MODES, ServedMode, predict_served
+from services.common.proc import wait_ready
+from services.testbed.bed import Testbed
+from services.testbed.description import TestbedDescription, uniform
+
+ORCHESTRATOR: dict[ServedMode, dict[str, object]] = {
+    "no-split": {"mode": "no-split", "split": "edgesplit", "pipeline": "async"},
+    "dads": {"mode": "dads", "split": "edgesplit", "pipeline": "async"},
+    "paper": {"mode": "split", "split": "paper", "pipeline": "lockstep"},
+    "edgesplit": {"mode": "split", "split": "edgesplit", "pipeline": "async"},
+}
+PAPER_ZONE = 5  # alexnet-paper has 5 convs: one worker thread per conv sub-zone on every host
+Progress = Callable[[str], None]
+
+
+def _served_stages(info: dict[str, Any]) -> list[dict[str, Any]]:
+    """The route one task took: per stage its layers, strategy and servers (from its timings)."""
+    return [{"layers": s["layers"], "strategy": s["strategy"], "servers": s["servers"]}
+            for s in info["timings"]["stages"]]
+
+
+def measure_point(tb: Testbed, model: str, mode: ServedMode, cluster: Cluster, path: Path, runs: int,
+                  burst: int) -> dict[str, Any]:
+    """One point: restart the orchestrator on ``cluster`` in ``mode``, measure, predict."""
+    from edgesplit import wire
+    from services.orchestrator.client import OrchestratorClient
+    from services.orchestrator.workload import idle_latency, random_input, saturation
+
+    dump_cluster(cluster, path)
+    settings: dict[str, Any] = {"cluster_file": path, **ORCHESTRATOR[mode]}
+    tb.restart_orchestrator(**settings)
+    spec = get_spec(model)
+    with OrchestratorClient(tb.url, timeout_s=300.0) as oc:
+        first = oc.run(wire.encode(random_input(spec, 999)), model, priority=1, logits=False)
+        idle = idle_latency(oc, spec, runs=runs, warmup=2)
+        sat = saturation(oc, spec, tasks=burst)
+    predicted = predict_served(spec, cluster, mode)
+    measured_ms = 1e3 * idle["median_s"]
+    return {"model": model, "hosts": len(cluster.servers), "mode": mode, "measured_ms": measured_ms,
+            "predicted_ms": predicted["single_task_ms"],
+            "error": predicted["single_task_ms"] / measured_ms - 1.0,
+            "p90_ms": 1e3 * idle["p90_s"], "throughput_per_s": sat["throughput_per_s"],
+            "predicted_throughput_per_s": predicted["throughput_per_s"],
+            "parts_ms": idle["parts_ms"], "route": _served_stages(first)}
+
+
+def _set_zones(tb: Testbed, threads: int | None) -> None:
+    """Restart every executor with a zone of ``threads`` workers (None: the quota's, as in a pod)."""
+    tb.desc = tb.desc.model_copy(update={"edges": [e.model_copy(update={"threads": threads})
+                                                   for e in tb.desc.edges]})
+    for i, svc in enumerate(tb.executors):
+        if svc is not None:
+            svc.stop()
+        tb.start_executor(i)
+    for new in tb.executors:
+        assert new is not None
+        wait_ready(new, timeout_s=300.0)
+
+
+def run_bench(hosts: Sequence[int] = (1, 2, 4, 8), modes: Sequence[ServedMode] = SERVED_MODES,
+              models: Sequence[str] = ("alexnet-paper",), runs: int = 20, burst: int = 30,
+              desc: TestbedDescription | None = None, progress: Progress = lambda _: None,
+              log_dir: Path | None = None) -> dict[str, Any]:
+    """Every (model, hosts, mode) point (module docstring); the testbed is removed afterwards."""
+    desc = desc or uniform(max(hosts), models=list(models))
+    tb = Testbed(desc, log_dir=log_dir)
+    points: list[dict[str, Any]] = []
+    with tb:
+        full = load_cluster(tb.cluster_path)
+        progress(f"testbed up: {len(desc.edges)} hosts, per core {tb.per_core}, overheads "
+                 f"{ {k: round(1e3 * v, 2) for k, v in tb.overheads.items()} } ms, controller "
+                 f"{1e3 * tb.controller_overhead_s:.1f} ms")
+        ordered = sorted(modes, key=lambda m: m == "paper")  # the paper's zones need an executor restart
+        for mode in ordered:
+            if mode == "paper":
+                _set_zones(tb, PAPER_ZONE)
+            zone = PAPER_ZONE if mode == "paper" else None
+            for model in models:
+                for n in hosts:
+                    cluster = full.take(n)
+                    if zone is not None:
+                        zoned = tuple(replace(s, threads=zone) for s in cluster.servers)
+                        cluster = replace(cluster, servers=zoned)
+                    path = tb.home / f"cluster-{model}-{mode}-{n}.yaml"
+                    point = measure_point(tb, model, mode, cluster, path, runs, burst)
+                    points.append(point)
+                    progress(f"{model} {mode:9s} {n} hosts: measured {point['measured_ms']:.1f} ms, "
+                             f"predicted {point['predicted_ms']:.1f} ms, "
+                             f"{point['throughput_per_s']:.1f} tasks/s")
+        setup = {"per_core": tb.per_core, "overheads_s": tb.overheads,
+                 "controller_overhead_s": tb.controller_overhead_s, "description": desc.model_dump()}
+    return {"points": points, "setup": setup, "summary": summarize(points)}
+
+
+def summarize(points: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The targets' figures: prediction error (median, worst) and, per model at its most hosts, the
+    latency of No Split, DADS and the paper's plan over edgesplit's (x times)."""
+    errors = [abs(p["error"]) for p in points]
+    out: dict[str, Any] = {"median_abs_error": statistics.median(errors) if errors else math.nan,
+                           "max_abs_error": max(errors, default=math.nan), "ratios": {}}
+    for model in sorted({p["model"] for p in points}):
+        most = max(p["hosts"] for p in points if p["model"] == model)
+        at = {p["mode"]: p["measured_ms"] for p in points if p["model"] == model and p["hosts"] == most}
+        if "edgesplit" in at:
+            out["ratios"][f"{model}@{most}"] = {m: at[m] / at["edgesplit"] for m in at if m != "edgesplit"}
+    return out
+
+
+def write_outputs(result: dict[str, Any], out_dir: Path) -> list[Path]:
+    """``testbed.json`` (the result), ``testbed.csv`` (the points) and ``testbed.png`` (latency against
+    hosts per mode, measured and predicted: a measured counterpart of the paper's fig. 7)."""
+    import json
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "testbed.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    fields = ["model", "hosts", "mode", "measured_ms", "predicted_ms", "error", "p90_ms", "throughput_per_s",
+              "predicted_throughput_per_s"]
+    with (out_dir / "testbed.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(result["points"])
+    png = plot(result["points"], out_dir / "testbed.png")
+    return [out_dir / "testbed.json", out_dir / "testbed.csv", png]
+
+
+def plot(points: Sequence[dict[str, Any]], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = sorted({p["model"] for p in points})
+    fig, axes = plt.subplots(1, len(models), figsize=(6.5 * len(models), 4.5), squeeze=False)
+    for ax, model in zip(axes[0], models, strict=True):
+        for i, mode in enumerate(SERVED_MODES):
+            pts = sorted((p for p in points if p["model"] == model and p["mode"] == mode),
+                         key=lambda p: p["hosts"])
+            if not pts:
+                continue
+            x = [p["hosts"] for p in pts]
+            color = f"C{i}"
+            ax.plot(x, [p["measured_ms"] for p in pts], "o-", color=color, label=f"{mode} measured")
+            ax.plot(x, [p["predicted_ms"] for p in pts], "x--", color=color, alpha=0.7,
+                    label=f"{mode} predicted")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("edge hosts (0.2 core each)")
+        ax.set_ylabel("single-task latency, ms (median)")
+        ax.set_title(f"{model} on the testbed")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

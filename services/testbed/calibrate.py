@@ -1,0 +1,134 @@
+"""What the testbed measures before it writes the cluster file (module run as a fresh process).
+
+* ``per_core``: FLOPS of one unlimited core running a model's edge layers and its FC layers with one
+  torch thread (median of ``runs`` forwards after a warm-up). A host's FLOPS is its quota times this.
+  It runs as ``python -m services.testbed.calibrate MODEL...`` so that nothing of the caller's
+  process (threads, caches) colours it.
+* ``slice_overhead``: what a slice request to an executor costs beyond its compute and its bytes on
+  the link: the round trip of a one-row slice from the gateway, less the compute and queue wait the
+  executor reports and the bytes' time at the link's rate (HTTP, auth, NPY decode and encode, the
+  hand-off to a worker, all inside the host's CPU quota).
+* ``echo_overhead``: the same for the cloud, from a tiny NPY body to its ``/v1/echo``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+import httpx
+import numpy as np
+
+from edgesplit import wire
+
+
+def _median_forward_s(module: object, x: object, runs: int) -> float:
+    import torch
+
+    times = []
+    with torch.no_grad():
+        for i in range(runs + 3):
+            t0 = time.perf_counter()
+            module(x)  # type: ignore[operator]
+            if i >= 3:
+                times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def measure(models: Sequence[str], runs: int = 15) -> dict[str, float]:
+    """FLOPS of one core on the edge layers and on the FC layers of ``models`` (FLOPs-weighted)."""
+    import torch
+
+    from edgesplit.models import get_spec
+    from edgesplit.models.build import load_model
+
+    torch.set_num_threads(1)
+    edge_flops = edge_s = fc_flops = fc_s = 0.0
+    for name in models:
+        spec = get_spec(name)
+        module = load_model(spec, seed=0)
+        edge, fc = module[: spec.n_edge], module[spec.n_edge :]
+        x = torch.randn(1, *spec.input)
+        with torch.no_grad():
+            features = edge(x)
+        edge_flops += spec.edge_flops()
+        edge_s += _median_forward_s(edge, x, runs)
+        fc_flops += spec.cloud_flops()
+        fc_s += _median_forward_s(fc, features, runs)
+    return {"edge_flops_per_core": edge_flops / edge_s, "fc_flops_per_core": fc_flops / fc_s}
+
+
+def per_core(models: Sequence[str], runs: int = 15) -> dict[str, float]:
+    """``measure`` in a fresh process (the services' OpenMP settings)."""
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-m", "services.testbed.calibrate", *models, "--runs", str(runs)],
+                         capture_output=True, text=True, env=env, timeout=600, check=True)
+    result: dict[str, float] = json.loads(out.stdout)
+    return result
+
+
+def echo_overhead(url: str, token: str, runs: int = 25) -> float:
+    """Median seconds of a tiny ``/v1/echo`` round trip (after a few warm-up calls)."""
+    body = wire.encode(np.zeros((1, 1, 1, 1), dtype=np.float32))
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": wire.CONTENT_TYPE}
+    times = []
+    with httpx.Client(timeout=30.0, trust_env=False) as client:
+        for i in range(runs + 5):
+            t0 = time.perf_counter()
+            r = client.post(f"{url}/v1/echo", content=body, headers=headers)
+            elapsed = time.perf_counter() - t0
+            r.raise_for_status()
+            if i >= 5:
+                times.append(elapsed)
+            time.sleep(0.02)  # an idle gap, as between a task's stages: the quota refills
+    return statistics.median(times)
+
+
+def slice_overhead(url: str, token: str, model: str, link_bps: float, runs: int = 25) -> float:
+    """Median seconds of a one-row slice's round trip beyond its compute, wait and link time."""
+    from edgesplit.models import get_spec
+    from edgesplit.plan.latency import slice_load
+    from edgesplit.plan.search import cut_points
+    from edgesplit.split import make_slices, part_total
+
+    spec = get_spec(model)
+    start, stop = cut_points(spec)[-2:]
+    total = part_total(spec, start, stop, "rows")
+    sl = make_slices(spec, start, stop, "rows", (1, total - 1))[0]
+    load = slice_load(spec, sl)
+    x = np.random.default_rng(0).standard_normal((1, *sl.in_shape(spec)[1:])).astype(np.float32)
+    params = {**wire.slice_to_params(sl), "subzone": "0"}
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": wire.CONTENT_TYPE}
+    link_s = 8.0 * (load.in_bytes + load.out_bytes) / link_bps
+    spent = []
+    with httpx.Client(timeout=60.0, trust_env=False) as client:
+        for i in range(runs + 5):
+            t0 = time.perf_counter()
+            r = client.post(f"{url}/v1/slices/{model}", params=params, content=wire.encode(x),
+                            headers=headers)
+            elapsed = time.perf_counter() - t0
+            r.raise_for_status()
+            inside = float(r.headers["X-Compute-Seconds"]) + float(r.headers["X-Wait-Seconds"])
+            if i >= 5:
+                spent.append(max(0.0, elapsed - inside - link_s))
+            time.sleep(0.02)
+    return statistics.median(spent)
+
+
+def main(argv: Sequence[str]) -> None:
+    args = list(argv)
+    runs = 15
+    if "--runs" in args:
+        i = args.index("--runs")
+        runs = int(args[i + 1])
+        del args[i : i + 2]
+    print(json.dumps(measure(args or ["alexnet-paper"], runs)))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

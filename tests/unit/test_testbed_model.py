@@ -1,0 +1,105 @@
+"""What the testbed relies on, without root: the description's checks, a process's own cgroup quota,
+fractional host cores in the latency model, the cloud's conv rate in DADS, and the served modes'
+predictions (the simulator equals the latency model for one task)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from edgesplit.errors import InvalidInput
+from edgesplit.models import get_spec
+from edgesplit.plan.cluster import Cloud, Cluster, Server, cluster_from_dict, cluster_to_dict
+from edgesplit.plan.dads import dads, no_split
+from edgesplit.plan.latency import predict
+from edgesplit.plan.planner import make_plan
+from edgesplit.sim.served import SERVED_MODES, dads_cut, predict_served, served_workload
+from services.common.settings import _cgroup_quota, own_cgroups
+from services.testbed.description import parse_description, uniform
+
+SPEC = get_spec("alexnet-paper")
+
+
+def _cluster(n: int, cores: float | None, threads: int = 1, conv_flops: float | None = None) -> Cluster:
+    servers = tuple(Server(f"executor-{i}", threads, 60e9, 1e9, overhead_s=2e-3,
+                           host=None if cores is None else f"e{i}", host_cores=cores) for i in range(n))
+    cloud = Cloud(8e9, 100e6, overhead_s=3e-3, conv_flops=conv_flops)
+    return Cluster(servers, cloud, ("alexnet-paper",), 5e-3)
+
+
+def test_description_defaults_addresses_and_errors() -> None:
+    desc = uniform(3)
+    assert [e.cpus for e in desc.edges] == [0.2] * 3 and desc.cloud.up_mbps == 100
+    assert desc.address("gateway") == "10.251.77.1" and desc.address("e2") == "10.251.77.12"
+    assert desc.hosts() == ["cloud", "e0", "e1", "e2"] and desc.edges[0].zone() == 1
+    bad = [({"edges": []}, "edges"), ({"edges": [{"cpus": 0.2, "nope": 1}]}, "nope"),
+           ({"edges": [{"cpus": -1}]}, "cpus"),
+           ({"edges": [{"cpus": 0.2}], "subnet": "8.8.8.0/24"}, "private"),
+           ({"edges": [{"cpus": 0.2}], "prefix": "Bad-Prefix"}, "prefix"),
+           ({"edges": [{"cpus": 0.05}]}, "1 ms minimum"), ({"edges": [{"cpus": 0.2}], "models": ["x"]}, "x")]
+    for raw, word in bad:
+        with pytest.raises(InvalidInput, match=word):
+            parse_description(raw)
+
+
+def test_own_cgroup_is_resolved_from_proc_self_cgroup(tmp_path: Path) -> None:
+    proc = tmp_path / "cgroup"
+    proc.write_text("1:cpu:/estb/e0\n0::/\n")
+    group = tmp_path / "cpu" / "estb" / "e0"
+    group.mkdir(parents=True)
+    (group / "cpu.cfs_quota_us").write_text("2000\n")
+    (group / "cpu.cfs_period_us").write_text("10000\n")
+    pairs = own_cgroups(proc, tmp_path)
+    assert [v1 for _, v1 in pairs] == [group, group.parent, tmp_path / "cpu"]
+    quotas = [q for q in (_cgroup_quota(v2, v1) for v2, v1 in pairs) if q is not None]
+    assert quotas == [0.2]
+    (group.parent / "cpu.cfs_quota_us").write_text("1000\n")  # a parent's tighter quota counts too
+    (group.parent / "cpu.cfs_period_us").write_text("10000\n")
+    assert min(q for q in (_cgroup_quota(v2, v1) for v2, v1 in pairs) if q is not None) == 0.1
+
+
+def test_fractional_cores_slow_a_server_by_its_quota() -> None:
+    whole = make_plan(SPEC, _cluster(1, None), "edgesplit")
+    fifth = make_plan(SPEC, _cluster(1, 0.2), "edgesplit")
+    compute = [sum(s.compute_s for s in p.predicted.stages) for p in (whole, fifth)]
+    assert compute[1] == pytest.approx(5 * compute[0])
+    # five threads sharing 0.2 core compute no faster than one: the quota is the limit
+    five = make_plan(SPEC, _cluster(1, 0.2, threads=5), "edgesplit", groups=[(0, SPEC.n_edge)])
+    assert sum(s.compute_s for s in five.predicted.stages) == pytest.approx(compute[1], rel=1e-6)
+    alone = no_split(SPEC, _cluster(1, None)).edge_s
+    assert no_split(SPEC, _cluster(1, 0.2)).edge_s == pytest.approx(5 * alone)
+
+
+def test_cluster_file_round_trips_fractional_cores_controller_and_conv_rate() -> None:
+    cluster = _cluster(2, 0.25, conv_flops=50e9)
+    again = cluster_from_dict(cluster_to_dict(cluster))
+    assert again == cluster
+    assert predict(SPEC, cluster, make_plan(SPEC, cluster).stages).controller_s == 5e-3
+
+
+def test_dads_uses_the_clouds_conv_rate() -> None:
+    slow_convs = _cluster(1, 0.2)  # the cloud's one rate, FC-bound: convs there look slow
+    fast_convs = _cluster(1, 0.2, conv_flops=60e9)
+    assert dads(SPEC, slow_convs).cut == len(SPEC.layers)  # all on the edge
+    assert dads(SPEC, fast_convs).cut == 0  # the 0.2-core edge loses to a whole core in the cloud
+    assert dads_cut(SPEC, fast_convs) == 0
+
+
+@pytest.mark.parametrize("mode", SERVED_MODES)
+def test_served_predictions(mode: str) -> None:
+    cluster = _cluster(4, 0.2, threads=5 if mode == "paper" else 1, conv_flops=60e9)
+    out = predict_served(SPEC, cluster, mode, tasks=12)  # type: ignore[arg-type]
+    single = served_workload(SPEC, cluster, mode).single_task_s()  # type: ignore[arg-type]
+    assert out["single_task_ms"] == pytest.approx(1e3 * single, rel=1e-9)
+    assert out["throughput_per_s"] > 0
+    if mode in ("paper", "edgesplit"):
+        plan = make_plan(SPEC, cluster, "paper" if mode == "paper" else "edgesplit")
+        assert out["single_task_ms"] == pytest.approx(1e3 * plan.predicted.total_s, rel=1e-9)
+
+
+def test_no_split_throughput_grows_with_hosts() -> None:
+    one = predict_served(SPEC, _cluster(1, 0.2), "no-split", tasks=16)
+    four = predict_served(SPEC, replace(_cluster(4, 0.2)), "no-split", tasks=16)
+    assert four["throughput_per_s"] > 3 * one["throughput_per_s"]
