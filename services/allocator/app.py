@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import redis.asyncio as aioredis
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from edgesplit.errors import EdgesplitError, ModelNotFound, Unavailable
 from edgesplit.plan.cluster import Cluster, load_cluster
@@ -28,6 +29,7 @@ from services.common.errors import Unauthorized
 from services.common.http import new_http_client
 from services.common.models import deployment_specs
 from services.common.redisconn import redis_client
+from services.common.security import bearer_auth
 from services.common.web import base_app, health_router, metrics_response
 
 log = logging.getLogger("edgesplit.allocator")
@@ -39,43 +41,27 @@ class Forbidden(EdgesplitError):
     status = 403
 
 
-def _bearer(request: Request) -> str | None:
-    got = request.headers.get("authorization")
-    if got is None:
-        return None
-    scheme, _, value = got.partition(" ")
-    return value.strip() if scheme.lower() == "bearer" else ""
-
-
 def _same(a: str | None, b: str | None) -> bool:
     return a is not None and b is not None and hmac.compare_digest(a.encode(), b.encode())
 
 
-def internal_auth(settings: AllocatorSettings) -> Callable[[Request], Awaitable[None]]:
+def internal_auth(settings: AllocatorSettings) -> Callable[..., Awaitable[None]]:
     """The internal token (or the admin one) when a token is configured; 401 otherwise."""
-
-    async def check(request: Request) -> None:
-        if not settings.token:
-            return
-        got = _bearer(request)
-        if got is None:
-            raise Unauthorized("missing bearer token: send the header 'Authorization: Bearer <token>'")
-        if not (_same(got, settings.token) or _same(got, settings.admin_token)):
-            raise Unauthorized("invalid bearer token")
-
-    return check
+    return bearer_auth(settings.token, settings.admin_token)
 
 
-def admin_auth(settings: AllocatorSettings) -> Callable[[Request], Awaitable[None]]:
-    """The admin token: 401 without a bearer token, 403 with another one or with none configured."""
+def admin_auth(settings: AllocatorSettings) -> Callable[..., Awaitable[None]]:
+    """The admin token: 401 without a bearer token, 403 with another one or with none configured
+    (read by ``fastapi.security.HTTPBearer``, so OpenAPI documents the scheme)."""
+    scheme = HTTPBearer(auto_error=False, description="the allocator's admin token")
 
-    async def check(request: Request) -> None:
-        got = _bearer(request)
-        if got is None:
+    async def check(request: Request,
+                    credentials: HTTPAuthorizationCredentials | None = Depends(scheme)) -> None:
+        if credentials is None and request.headers.get("authorization") is None:
             raise Unauthorized("missing bearer token: POST /v1/replan needs the admin token")
         if settings.admin_token is None:
             raise Forbidden("re-planning by API is disabled: set EDGESPLIT_ALLOCATOR_ADMIN_TOKEN")
-        if not _same(got, settings.admin_token):
+        if not _same(None if credentials is None else credentials.credentials, settings.admin_token):
             raise Forbidden("this token may not re-plan: POST /v1/replan needs the admin token")
 
     return check

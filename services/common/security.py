@@ -11,33 +11,42 @@ from __future__ import annotations
 import hmac
 from collections.abc import Awaitable, Callable
 
-from fastapi import Request
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edgesplit.errors import InvalidInput
 from services.common.errors import BodyTooLarge, Unauthorized, error_response
 
 
-def bearer_auth(token: str | None, *others: str | None) -> Callable[[Request], Awaitable[None]]:
+def bearer_auth(token: str | None, *others: str | None) -> Callable[..., Awaitable[None]]:
     """A FastAPI dependency refusing requests without ``Authorization: Bearer <token>`` (401).
 
     ``others``: more accepted tokens (one per caller: the executor takes the orchestrator's and the
     allocator's). With ``token`` None every request passes (development only; settings warn about it).
+    The header is read by ``fastapi.security.HTTPBearer``, so OpenAPI documents the scheme.
     """
-    expected = [f"Bearer {t}".encode() for t in (token, *others) if t]
+    expected = [t.encode() for t in (token, *others) if t]
+    scheme = HTTPBearer(auto_error=False, description="the service's bearer token")
 
-    async def check(request: Request) -> None:
-        if not token:
-            return
-        got = request.headers.get("authorization")
-        if got is None:
-            raise Unauthorized("missing bearer token: send the header 'Authorization: Bearer <token>'")
-        raw = got.encode("latin1", "replace")
+    async def open_(request: Request) -> None:
+        return None
+
+    # a default, not Annotated: annotations are strings here and ``scheme`` is local to this function
+    async def check(request: Request,
+                    credentials: HTTPAuthorizationCredentials | None = Depends(scheme)) -> None:
+        if credentials is None:
+            if request.headers.get("authorization") is None:
+                raise Unauthorized("missing bearer token: send the header 'Authorization: Bearer <token>'")
+            raise Unauthorized("invalid bearer token")
+        if request.headers["authorization"] != f"{credentials.scheme} {credentials.credentials}":
+            raise Unauthorized("invalid bearer token")  # padded or split: not the exact token
+        raw = credentials.credentials.encode("latin1", "replace")
         # every candidate is compared (no early exit), so timing does not tell which one nearly matched
         if not sum(hmac.compare_digest(raw, e) for e in expected):
             raise Unauthorized("invalid bearer token")
 
-    return check
+    return check if token else open_
 
 
 def _too_large(limit: int, size: int | None = None) -> BodyTooLarge:

@@ -232,7 +232,8 @@ def test_services_select_one_workload_and_name_its_ports(ci_file: Path, rendered
 def test_network_policy_admits_only_orchestrator_and_allocator(ci_file: Path, rendered: Renderer) -> None:
     values = support.values_for(ci_file)
     objs = rendered(ci_file)
-    policies = {support.component(p): p for p in support.find(objs, "NetworkPolicy")}
+    policies = {support.component(p): p for p in support.find(objs, "NetworkPolicy")
+                if p["spec"]["policyTypes"] == ["Ingress"]}
     if not values["networkPolicy"]["enabled"]:
         assert not policies
         return
@@ -257,6 +258,41 @@ def test_network_policy_admits_only_orchestrator_and_allocator(ci_file: Path, re
             assert peer["podSelector"]["matchLabels"]["app.kubernetes.io/instance"] == support.RELEASE
         assert admitted == {"orchestrator", "allocator"}
         assert len(rule["from"]) == 1 + len(values["networkPolicy"]["extraFrom"])
+
+
+@ci
+def test_egress_policies_let_each_role_reach_only_what_it_calls(ci_file: Path, rendered: Renderer) -> None:
+    values = support.values_for(ci_file)
+    objs = rendered(ci_file)
+    egress = {support.component(p): p["spec"] for p in support.find(objs, "NetworkPolicy")
+              if p["spec"]["policyTypes"] == ["Egress"]}
+    if not values["networkPolicy"]["enabled"]:
+        assert not egress
+        return
+    pods = {support.component(w) for w in objs if support.pod_spec(w) is not None}
+    assert pods <= set(egress), f"pods without an egress policy: {pods - set(egress)}"
+    for comp, spec in egress.items():
+        reach: set[tuple[str, int]] = set()
+        for rule in spec["egress"]:
+            ports = {p["port"] for p in rule["ports"]}
+            if not rule.get("to"):
+                reach |= {("any", p) for p in ports}
+            for peer in rule.get("to", []):
+                target = peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+                reach |= {(target, p) for p in ports}
+        assert {("any", 53)} <= reach, comp  # DNS
+        called = {c for c, _ in reach if c != "any"}
+        anywhere = {p for c, p in reach if c == "any"} - {53}
+        want = {"orchestrator": {"executor", "cloud", "redis"}, "allocator": {"executor", "redis"},
+                "loadtest": {"orchestrator"}}.get(comp, set())
+        if not values["redis"]["enabled"]:
+            want -= {"redis"}
+            if comp in ("orchestrator", "allocator"):
+                assert 6379 in anywhere, comp  # the external Redis, wherever it is
+                anywhere -= {6379}
+        assert called == want, comp
+        kube_api = comp == "tokens" or (comp == "allocator" and values["allocator"]["kubernetes"])
+        assert anywhere == ({443, 6443} if kube_api else set()), comp
 
 
 @ci
