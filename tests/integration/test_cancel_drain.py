@@ -94,7 +94,8 @@ def test_sigterm_drains_the_running_task_and_leaves_the_queue_alone(stack: Local
 
 @pytest.mark.anyio
 async def test_a_failing_background_loop_is_restarted_and_then_fails_liveness(tmp_path: Path) -> None:
-    orch = Orchestrator(OrchestratorSettings(models=["digits-cnn"], workers=False, prefix="live-test:"))
+    settings = OrchestratorSettings(models=["digits-cnn"], workers=False, prefix="live-test:")  # type: ignore[call-arg]
+    orch = Orchestrator(settings)
     calls = 0
 
     async def broken() -> None:

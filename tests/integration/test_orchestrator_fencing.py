@@ -23,7 +23,7 @@ from edgesplit.plan.cluster import cluster_from_dict
 from services.common.http import new_http_client
 from services.common.proc import free_port
 from services.executor.client import ExecutorClient
-from services.orchestrator.engine import Engine
+from services.orchestrator.engine import Engine, Job
 from services.orchestrator.metrics import Metrics
 from services.orchestrator.pipeline import AsyncPipeline
 from services.orchestrator.plans import PlanSource
@@ -52,8 +52,8 @@ async def runner() -> AsyncIterator[AsyncPipeline]:
     pool = ExecutorPool(cluster, [ExecutorClient(nowhere, None, 2.0, http=http)], 2.0)
     client = aioredis.Redis.from_url(URL)
     queue = TaskQueue(client, prefix=f"test:{uuid.uuid4().hex[:8]}:", result_ttl_s=60, max_attempts=5)
-    settings = OrchestratorSettings(models=[MODEL], lease_s=LEASE_S, reap_interval_s=0.1, max_retries=0,
-                                    workers=False)
+    settings = OrchestratorSettings(models=[MODEL], lease_s=LEASE_S, reap_interval_s=0.1,  # type: ignore[call-arg]
+                                    max_retries=0, workers=False)
     plans = PlanSource(spec, cluster, pool, queue, "split")
     metrics = Metrics()
     engine = Engine(spec, load_model(spec, seed=0), pool, None, plans, metrics,  # type: ignore[arg-type]
@@ -64,7 +64,7 @@ async def runner() -> AsyncIterator[AsyncPipeline]:
     await http.aclose()
 
 
-async def _reclaimed(runner: AsyncPipeline) -> tuple[object, object]:
+async def _reclaimed(runner: AsyncPipeline) -> tuple[Job, Job]:
     """A task claimed, its lease left to expire and reaped, then claimed again: (stale, current)."""
     q = runner.queue
     await q.submit(MODEL, wire.encode(np.zeros((1, 1, 8, 8), np.float32)), 3, 60, max_queue=10)
@@ -88,7 +88,7 @@ async def test_a_stale_attempt_ending_leaves_the_current_attempt_renewing(runner
     try:
         await asyncio.sleep(3 * LEASE_S)  # three leases: without renewal the lease is long gone
         assert await q.reap(MODEL) == 0, "the current attempt's lease expired: it was not renewed"
-        record = await q.finish(current.task, "done", {"logits": b""})  # type: ignore[attr-defined]
+        record = await q.finish(current.task, "done", {"logits": b""})
     finally:
         renewing.cancel()
     assert record is not None and record["status"] == "done" and record["attempts"] == "2"
@@ -98,9 +98,9 @@ async def test_a_stale_attempt_cannot_finish_and_its_result_is_counted(runner: A
     q = runner.queue
     stale, current = await _reclaimed(runner)
     assert not await runner.step(stale, 0)
-    info = await q.get(stale.task.id)  # type: ignore[attr-defined]
+    info = await q.get(stale.task.id)
     assert info["status"] == "running", "the stale attempt's failure must not end the task"
     stale_count = runner.metrics.stale.labels(MODEL)._value.get()
     assert stale_count == 1
-    record = await q.finish(current.task, "done", {"logits": b""})  # type: ignore[attr-defined]
+    record = await q.finish(current.task, "done", {"logits": b""})
     assert record is not None and record["status"] == "done"
