@@ -83,7 +83,9 @@ def check_report(root: Path, summary: dict[str, Any], structure_only: bool = Fal
 def write_report(root: Path, out: Path) -> list[str]:
     """Fill the docs under ``root`` from ``out/summary.json``; copy it and the PNGs to docs/reproduction/.
 
-    Refuses a ``--quick`` summary (the docs quote the full runs). Returns the files changed.
+    Refuses a ``--quick`` summary (the docs quote the full runs). ``out`` may be docs/reproduction
+    itself: the docs are then re-rendered from the committed summary (and the testbed file) without
+    running anything. Returns the files changed.
     """
     summary = json.loads((out / "summary.json").read_text())
     if summary.get("quick"):
@@ -98,12 +100,15 @@ def write_report(root: Path, out: Path) -> list[str]:
         if new != old:
             path.write_text(new)
             changed.append(doc)
-    (root / SUMMARY).parent.mkdir(parents=True, exist_ok=True)
-    (root / SUMMARY).write_text(json.dumps(summary, indent=1) + "\n")
+    target = root / SUMMARY
+    if (out / "summary.json").resolve() == target.resolve():
+        return changed  # re-rendered from the committed summary (e.g. a new testbed.json): nothing to copy
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(summary, indent=1) + "\n")
     changed.append(str(SUMMARY))
     for name in FIGURES:
         png = out / f"{name}.png"
         if png.exists():
-            shutil.copyfile(png, root / SUMMARY.parent / png.name)
+            shutil.copyfile(png, target.parent / png.name)
             changed.append(str(SUMMARY.parent / png.name))
     return changed

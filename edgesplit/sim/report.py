@@ -270,9 +270,15 @@ def render_testbed(tb: Summary | None) -> str:
         return ("Not measured yet: `edgesplit bench testbed --json` writes "
                 "`docs/benchmarks/testbed/testbed.json`, and `edgesplit reproduce report` then renders it "
                 "here.")
-    rows = [[p["model"], p["hosts"], p["mode"], ms(p["measured_ms"]), ms(p["predicted_ms"]),
-             f"{100 * (p['measured_ms'] / p['predicted_ms'] - 1):+.1f}%", f"{p['throughput_per_s']:.1f}"]
-            for p in tb["points"]]
+    def error(p: Summary) -> str:
+        measured, predicted = p.get("measured_ms"), p.get("predicted_ms")
+        return f"{100 * (measured / predicted - 1):+.1f}%" if measured and predicted else "-"
+
+    def rate(v: float | None) -> str:
+        return "-" if v is None else f"{v:.1f}"
+
+    rows = [[p["model"], p["hosts"], p["mode"], ms(p.get("measured_ms")), ms(p.get("predicted_ms")), error(p),
+             rate(p.get("throughput_per_s"))] for p in tb["points"]]
     return ("From `docs/benchmarks/testbed/testbed.json` (`edgesplit bench testbed --json`). "
             "Error = measured / predicted - 1.\n\n"
             + table(("model", "hosts", "mode", "measured, ms", "predicted, ms", "error", "throughput (/s)"),

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from edgesplit.errors import InvalidInput
-from edgesplit.sim.docs import DOCS, SUMMARY, blocks_in, check_report, fill, structure
+from edgesplit.sim.docs import DOCS, SUMMARY, TESTBED, blocks_in, check_report, fill, structure, write_report
 from edgesplit.sim.report import PAPER, VOLATILE, render, render_testbed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,9 +39,7 @@ def test_every_generated_block_in_the_docs_is_what_the_committed_summary_renders
 
 def test_the_check_finds_a_changed_number_and_ignores_run_times(summary: dict[str, Any],
                                                                 tmp_path: Path) -> None:
-    for doc in DOCS:
-        (tmp_path / doc).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / doc).write_text((ROOT / doc).read_text())
+    _copy_docs(tmp_path)
     changed = json.loads(json.dumps(summary))
     changed["fig7"]["vgg16-paper"]["at_1_thread_ms"]["DADS"] += 1.0
     changed["timing"]["all"]["wall_s"] += 100.0
@@ -51,6 +49,29 @@ def test_the_check_finds_a_changed_number_and_ignores_run_times(summary: dict[st
     assert "runtime" in VOLATILE
     changed["fig6"]["runs"].pop()  # a run fewer: a row fewer, which the structure check sees
     assert [p for p in check_report(tmp_path, changed, structure_only=True) if "'fig6'" in p]
+
+
+def _copy_docs(tmp_path: Path) -> None:
+    for doc in (*DOCS, str(SUMMARY)):
+        (tmp_path / doc).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / doc).write_text((ROOT / doc).read_text())
+
+
+def test_a_testbed_file_is_rendered_into_both_docs_from_the_committed_summary(tmp_path: Path) -> None:
+    _copy_docs(tmp_path)
+    (tmp_path / TESTBED).parent.mkdir(parents=True)
+    (tmp_path / TESTBED).write_text(json.dumps({"points": [
+        {"model": "vgg16-paper", "hosts": 8, "mode": "split", "measured_ms": 90.0, "predicted_ms": 100.0,
+         "throughput_per_s": 9.5}], "machine": "x"}))
+    summary = json.loads((tmp_path / SUMMARY).read_text())
+    stale = "block 'testbed' differs from what the summary renders"
+    assert check_report(tmp_path, summary) == [f"docs/{doc}.md: {stale}" for doc in ("REPRODUCTION", "BENCHMARKS")]
+    changed = write_report(tmp_path, tmp_path / SUMMARY.parent)
+    assert changed == ["docs/REPRODUCTION.md", "docs/BENCHMARKS.md"]
+    row = "| vgg16-paper | 8 | split | 90.00 | 100.0 | -10.0% | 9.5 |"
+    for doc in changed:
+        assert row in blocks_in((tmp_path / doc).read_text())["testbed"]
+    assert check_report(tmp_path, summary) == []
 
 
 def test_fill_replaces_only_the_named_block_and_refuses_unknown_names() -> None:
