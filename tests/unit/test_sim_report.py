@@ -65,7 +65,8 @@ def test_a_testbed_file_is_rendered_into_both_docs_from_the_committed_summary(tm
          "throughput_per_s": 9.5}], "machine": "x"}))
     summary = json.loads((tmp_path / SUMMARY).read_text())
     stale = "block 'testbed' differs from what the summary renders"
-    assert check_report(tmp_path, summary) == [f"docs/{doc}.md: {stale}" for doc in ("REPRODUCTION", "BENCHMARKS")]
+    expected = [f"docs/{doc}.md: {stale}" for doc in ("REPRODUCTION", "BENCHMARKS")]
+    assert check_report(tmp_path, summary) == expected
     changed = write_report(tmp_path, tmp_path / SUMMARY.parent)
     assert changed == ["docs/REPRODUCTION.md", "docs/BENCHMARKS.md"]
     row = "| vgg16-paper | 8 | split | 90.00 | 100.0 | -10.0% | 9.5 |"
