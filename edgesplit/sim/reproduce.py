@@ -150,7 +150,7 @@ def compare(out: Path, quick: bool, seed: int, start: Starter) -> dict[str, Any]
 
 
 def _breakdown(row: dict[str, Any]) -> dict[str, Any]:
-    """One task's time by part (``plots._parts``: they sum to its latency) and its stages' labels."""
+    """One task's time by part (``plots.parts``: they sum to its latency) and its stages' labels."""
     parts = {k: round(v, 3) for k, v in plots.parts(row).items()}
     return {"latency_ms": round(row["latency_ms"], 3), "stages": [s["stage"] for s in row["stages"]],
             "parts_ms": parts, "notes": row["notes"]}
