@@ -27,6 +27,7 @@ from services.allocator.metrics import AllocatorMetrics
 from services.allocator.settings import AllocatorSettings
 from services.common.errors import Unauthorized
 from services.common.http import new_http_client
+from services.common.httpmetrics import instrument_http
 from services.common.models import deployment_specs
 from services.common.redisconn import redis_client
 from services.common.security import bearer_auth
@@ -143,7 +144,7 @@ def create_app(settings: AllocatorSettings, kube: KubeExecutors | None = None) -
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
-        redis = redis_client(settings.redis_url, health_check_interval_s=0)
+        redis = redis_client(settings.redis_url, health_check_interval_s=0, password=settings.redis_password)
         http = new_http_client(max(settings.http_timeout_s, 5.0))
         k = kube if kube is not None else (make_kube(settings) if settings.kubernetes else None)
         controller = Controller(settings, specs, base, redis, http, metrics, k)
@@ -163,6 +164,7 @@ def create_app(settings: AllocatorSettings, kube: KubeExecutors | None = None) -
             await redis.aclose()
 
     app = base_app("edgesplit allocator", settings.max_body_bytes, settings.docs, lifespan)
+    instrument_http(app, metrics.registry)
     app.include_router(health_router(not_ready))
     api = APIRouter(dependencies=[Depends(internal_auth(settings))])
     admin = APIRouter(dependencies=[Depends(admin_auth(settings))])

@@ -49,6 +49,7 @@ class AllocatorSettings(ServiceSettings):
     port: int = Field(8300, ge=1, le=65535)
     threads: int = Field(1, ge=1, le=64)
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_password: str | None = None  # Redis AUTH; from a Secret, never in the URL
     prefix: str = Field("es:", min_length=1, max_length=64)
     cluster_file: Path | None = None
     policy: Policy = "td3"

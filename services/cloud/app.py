@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from edgesplit import wire
 from edgesplit.errors import InvalidInput
 from services.cloud.settings import CloudSettings
+from services.common.httpmetrics import instrument_http
 from services.common.models import Deployed, ModelHost, deployment_specs
 from services.common.security import bearer_auth, read_body
 from services.common.web import base_app, check_npy_request, health_router, metrics_response, npy_response
@@ -155,6 +156,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
             state.compute.shutdown(wait=True, cancel_futures=True)
 
     app = base_app(f"edgesplit cloud {settings.name}", settings.max_body_bytes, settings.docs, lifespan)
+    instrument_http(app, state.registry)
     app.state.cloud = state
     app.include_router(health_router(state.not_ready))
     api = APIRouter(dependencies=[Depends(bearer_auth(settings.token))])

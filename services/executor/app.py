@@ -19,6 +19,7 @@ from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request, Response
 from edgesplit import wire
 from edgesplit.errors import InvalidInput, Overloaded
 from edgesplit.split import Slice
+from services.common.httpmetrics import instrument_http
 from services.common.models import ModelHost, deployment_specs
 from services.common.security import bearer_auth, read_body
 from services.common.settings import cpu_quota
@@ -160,6 +161,7 @@ def create_app(settings: ExecutorSettings) -> FastAPI:
             state.pool.shutdown()
 
     app = base_app(f"edgesplit executor {settings.name}", settings.max_body_bytes, settings.docs, lifespan)
+    instrument_http(app, state.metrics.registry)
     app.state.executor = state
     app.include_router(health_router(state.not_ready))
     api = APIRouter(dependencies=[Depends(bearer_auth(settings.token, settings.allocator_token))])

@@ -95,7 +95,7 @@ class Orchestrator:
         self.metrics = Metrics()
         self.decoder = Decoder(images.ImageLimits(settings.image_max_scale, settings.image_min_side),
                                settings.decode_workers, settings.decode_queue, settings.decode_wait_s)
-        self.redis = redis_client(settings.redis_url)
+        self.redis = redis_client(settings.redis_url, password=settings.redis_password)
         self.queue = TaskQueue(self.redis, settings.prefix, settings.result_ttl_s, settings.max_claims,
                                settings.max_finished)
         self.models: dict[str, Deployed] = {}

@@ -51,6 +51,7 @@ class OrchestratorSettings(ServiceSettings):
     threads: int = Field(1, ge=1, le=64)
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, le=2**31)
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_password: str | None = None  # Redis AUTH; from a Secret, never in the URL
     prefix: str = Field("es:", min_length=1, max_length=64)
     cluster_file: Path | None = None
     mode: Mode = "split"

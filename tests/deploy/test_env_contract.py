@@ -234,7 +234,9 @@ def test_one_token_per_caller_and_none_ships(compose: dict[str, Any], tmp_path: 
     for svc in compose["services"].values():
         assert not [k for k in svc.get("environment", {}) if k.endswith("_TOKEN")]
     written = tokens.ensure_files(tmp_path)
-    assert set(written) == set(tokens.FILES) and tokens.ensure_files(tmp_path) == []  # kept on restart
+    assert set(written) == {*tokens.FILES, tokens.REDIS_CONF} and tokens.ensure_files(tmp_path) == []
+    password = (tmp_path / "EDGESPLIT_ORCHESTRATOR_REDIS_PASSWORD").read_text()
+    assert (tmp_path / tokens.REDIS_CONF).read_text() == f"requirepass {password}\n"
     value = {name: (tmp_path / name).read_text() for name in tokens.FILES}
     assert value["EDGESPLIT_EXECUTOR_TOKEN"] == value["EDGESPLIT_ORCHESTRATOR_TOKEN"]
     assert value["EDGESPLIT_EXECUTOR_ALLOCATOR_TOKEN"] == value["EDGESPLIT_ALLOCATOR_TOKEN"]

@@ -195,3 +195,8 @@ def test_raw_http_binary_request_and_protocol_errors(stack: LocalStack) -> None:
         assert status(f"/v2/models/{MODEL}/versions/7/infer", json.dumps(plain).encode())[0] == 404
         assert http.get(f"/v2/models/{MODEL}/versions/7").status_code == 404
         assert http.get(f"/v2/models/{MODEL}/ready").json() == {"name": MODEL, "ready": True}
+        # the standard HTTP metrics name the route template, not the URL
+        metrics = http.get("/metrics").text
+        assert ('http_request_duration_seconds_count{handler="/v2/models/{model}/versions/{version}/infer",'
+                'method="POST",status="200"}') in metrics
+        assert 'handler="/v2/models/{model}/versions/{version}/infer",method="POST",status="400"' in metrics

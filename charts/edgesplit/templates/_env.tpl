@@ -113,6 +113,7 @@ raises it without a restart (an env value would stay frozen at the pod's start).
   value: {{ $o.drainS | quote }}
 - name: EDGESPLIT_ORCHESTRATOR_MAX_BODY_BYTES
   value: {{ $o.maxBodyBytes | int64 | quote }}
+{{ include "edgesplit.env.secret" (dict "ctx" . "name" "EDGESPLIT_ORCHESTRATOR_REDIS_PASSWORD" "key" "redis-password" "optional" true) }}
 {{ include "edgesplit.env.secret" (dict "ctx" . "name" "EDGESPLIT_ORCHESTRATOR_TOKEN" "key" "orchestrator-token") }}
 {{ include "edgesplit.env.secret" (dict "ctx" . "name" "EDGESPLIT_ORCHESTRATOR_CLOUD_TOKEN" "key" "cloud-token") }}
 {{ include "edgesplit.env.secret" (dict "ctx" . "name" "EDGESPLIT_ORCHESTRATOR_API_TOKEN" "key" "api-token" "optional" true) }}
@@ -160,6 +161,7 @@ raises it without a restart (an env value would stay frozen at the pod's start).
   value: {{ .Values.executor.port | quote }}
 - name: EDGESPLIT_ALLOCATOR_EXECUTOR_CONTAINER
   value: executor
+{{ include "edgesplit.env.secret" (dict "ctx" . "name" "EDGESPLIT_ALLOCATOR_REDIS_PASSWORD" "key" "redis-password" "optional" true) }}
 {{ include "edgesplit.env.secret" (dict "ctx" . "name" "EDGESPLIT_ALLOCATOR_TOKEN" "key" "allocator-token") }}
 {{ include "edgesplit.env.secret" (dict "ctx" . "name" "EDGESPLIT_ALLOCATOR_ADMIN_TOKEN" "key" "admin-token") }}
 {{- end }}
