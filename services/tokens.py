@@ -14,7 +14,8 @@ A tool run once per start of a deployment (it keeps what exists, adds what is mi
       python -m services.tokens files /run/edgesplit
 
   writes one file per variable of :data:`FILES` (the names pydantic-settings reads from its secrets
-  folder, ``services.common.serve``), each role's token in the file of the variable that role reads.
+  folder ``/run/edgesplit`` (``services.common.serve``), each role's token in the file of the variable
+  that role reads, and ``redis.conf`` with Redis's ``requirepass``.
 
 The tokens are one per caller: ``orchestrator-token`` (orchestrator -> executors),
 ``allocator-token`` (allocator -> executors), ``cloud-token`` (orchestrator -> cloud), plus the
@@ -40,7 +41,10 @@ FILES = {
     "EDGESPLIT_ORCHESTRATOR_API_TOKEN": "api-token",
     "EDGESPLIT_ALLOCATOR_TOKEN": "allocator-token",
     "EDGESPLIT_ALLOCATOR_ADMIN_TOKEN": "admin-token",
+    "EDGESPLIT_ORCHESTRATOR_REDIS_PASSWORD": "redis-password",
+    "EDGESPLIT_ALLOCATOR_REDIS_PASSWORD": "redis-password",
 }
+REDIS_CONF = "redis.conf"  # compose's redis-server reads its password (requirepass) from this file
 
 
 def new_token() -> str:
@@ -59,10 +63,18 @@ def ensure_files(folder: Path) -> list[str]:
     for var, key in FILES.items():
         path = folder / var
         if not path.exists():
-            path.write_text(values.setdefault(key, new_token()))
-            path.chmod(0o444)  # read by the services' non-root user in other containers
+            _write(path, values.setdefault(key, new_token()))
             written.append(var)
+    conf = folder / REDIS_CONF
+    if not conf.exists():
+        _write(conf, f"requirepass {values['redis-password']}\n")
+        written.append(REDIS_CONF)
     return written
+
+
+def _write(path: Path, text: str) -> None:
+    path.write_text(text)
+    path.chmod(0o444)  # read by the services' non-root users in other containers
 
 
 def ensure_secret(name: str, namespace: str) -> list[str]:
@@ -77,7 +89,7 @@ def ensure_secret(name: str, namespace: str) -> list[str]:
     except ApiException as e:
         if e.status != 404:
             raise
-        fresh = {k: base64.b64encode(new_token().encode()).decode() for k in KEYS}
+        fresh: dict[str, bytes | str] = {k: base64.b64encode(new_token().encode()).decode() for k in KEYS}
         body = client.V1Secret(metadata=client.V1ObjectMeta(name=name, labels={
             "app.kubernetes.io/name": "edgesplit", "app.kubernetes.io/component": "auth"}),
             type="Opaque", data=fresh)

@@ -18,7 +18,6 @@ def redis_client(url: str, socket_timeout_s: float = 5.0,
                  health_check_interval_s: int = 10, password: str | None = None) -> aioredis.Redis:
     """A pooled asyncio client of ``url`` (``redis://host:port/db``); ``password``: Redis AUTH (the
     settings' ``redis_password``, kept out of the URL so that it can come from a Secret)."""
-    auth = {"password": password} if password else {}
     return aioredis.Redis.from_url(url, socket_timeout=socket_timeout_s, socket_connect_timeout=2,
-                                   health_check_interval=health_check_interval_s,
-                                   retry=Retry(NoBackoff(), 1), retry_on_error=[RedisConnectionError], **auth)
+                                   health_check_interval=health_check_interval_s, password=password or None,
+                                   retry=Retry(NoBackoff(), 1), retry_on_error=[RedisConnectionError])

@@ -12,6 +12,7 @@ not asserted; ``docs/BENCHMARKS.md`` has the figures).
 from __future__ import annotations
 
 import statistics
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -23,7 +24,7 @@ import httpx
 import pytest
 from hostile import Case, case, request
 
-from services.common.proc import ServiceProcess, start_module
+from services.common.proc import ServiceProcess, free_port, start_module, wait_ready
 from services.stack import LocalStack
 
 pytestmark = [pytest.mark.redis, pytest.mark.services, pytest.mark.slow]
@@ -348,3 +349,34 @@ def test_rate_limit_and_idempotency_keys_are_per_client(limited: ServiceProcess)
         assert int(refused[0].headers["retry-after"]) >= 1 and "rate limit" in refused[0].json()["error"]
         assert two.get("/v1/models").status_code == 200  # the other client still has its bucket
         assert one.get("/v2/health/live").status_code == 200  # health is never limited
+
+
+def test_redis_auth_from_the_password_setting(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A Redis with AUTH (as the chart and compose run it): the orchestrator with ``redis_password``
+    is ready; one without it is not (503, the error says why), and never crashes."""
+    port = free_port()
+    password = "redis-suite-password-0123456789"
+    redis = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                              "--appendonly", "no", "--requirepass", password],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    logs = tmp_path_factory.mktemp("redis-auth")
+    common = {"workers": "false", "models": "digits-cnn", "redis_url": f"redis://127.0.0.1:{port}/0"}
+    try:
+        good = start_module("orchestrator-auth", "services.orchestrator", "EDGESPLIT_ORCHESTRATOR_",
+                            {**common, "redis_password": password}, logs)  # waits until ready
+        bad = start_module("orchestrator-noauth", "services.orchestrator", "EDGESPLIT_ORCHESTRATOR_",
+                           common, logs, wait=False)
+        try:
+            wait_ready(bad, "/v2/health/live")
+            r = httpx.get(bad.url + "/v2/health/ready", timeout=10)
+            assert r.status_code == 503 and r.json()["ready"] is False
+            assert "auth" in r.json()["error"].lower(), r.json()
+            submit = httpx.post(bad.url + "/v1/tasks", content=h.good_npy((1, 8, 8)), timeout=10)
+            assert submit.status_code == 503, submit.text
+            assert httpx.get(good.url + "/v2/health/ready", timeout=10).status_code == 200
+        finally:
+            good.stop()
+            bad.stop()
+    finally:
+        redis.terminate()
+        redis.wait(10)
