@@ -31,6 +31,7 @@ from services.common.httpmetrics import instrument_http
 from services.common.models import deployment_specs
 from services.common.redisconn import redis_client
 from services.common.security import bearer_auth
+from services.common.tracing import trace_app
 from services.common.web import base_app, health_router, metrics_response
 
 log = logging.getLogger("edgesplit.allocator")
@@ -165,6 +166,7 @@ def create_app(settings: AllocatorSettings, kube: KubeExecutors | None = None) -
 
     app = base_app("edgesplit allocator", settings.max_body_bytes, settings.docs, lifespan)
     instrument_http(app, metrics.registry)
+    trace_app(app, "allocator", settings)
     app.include_router(health_router(not_ready))
     api = APIRouter(dependencies=[Depends(internal_auth(settings))])
     admin = APIRouter(dependencies=[Depends(admin_auth(settings))])

@@ -30,6 +30,7 @@ from services.cloud.settings import CloudSettings
 from services.common.httpmetrics import instrument_http
 from services.common.models import Deployed, ModelHost, deployment_specs
 from services.common.security import bearer_auth, read_body
+from services.common.tracing import trace_app
 from services.common.web import base_app, check_npy_request, health_router, metrics_response, npy_response
 
 log = logging.getLogger("edgesplit.cloud")
@@ -157,6 +158,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
 
     app = base_app(f"edgesplit cloud {settings.name}", settings.max_body_bytes, settings.docs, lifespan)
     instrument_http(app, state.registry)
+    trace_app(app, "cloud", settings)
     app.state.cloud = state
     app.include_router(health_router(state.not_ready))
     api = APIRouter(dependencies=[Depends(bearer_auth(settings.token))])

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import aiohttp
 
 from edgesplit.errors import Unavailable, Unreachable
+from services.common import tracing
 from services.common.errors import error_from_response
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -134,9 +135,10 @@ class ServiceClient:
                       headers: dict[str, str] | None = None, timeout_s: float | None = None) -> Answer:
         """Send one request; return the answer, or raise the matching domain error."""
         url = f"{self.base_url}{path}"
+        sent = {**self._auth, **(headers or {})}
+        tracing.inject(sent)  # W3C traceparent of the current span, when tracing is on
         answer = await self._http.fetch(method, url, params=params, content=content, json_body=json_body,
-                                        headers={**self._auth, **(headers or {})},
-                                        timeout_s=timeout_s or self.timeout_s)
+                                        headers=sent, timeout_s=timeout_s or self.timeout_s)
         if answer.status >= 400:
             try:
                 payload = json.loads(answer.body)

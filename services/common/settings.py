@@ -11,7 +11,7 @@ import math
 import os
 import socket
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -144,6 +144,10 @@ class ServiceSettings(BaseSettings):
     body_timeout_s: float = Field(4.0, gt=0.0, le=300.0)
     max_header_bytes: int = Field(16 * 1024, ge=1024, le=1024 * 1024)
     max_headers: int = Field(64, ge=8, le=1000)
+    # OpenTelemetry tracing (services.common.tracing): off unless an exporter is named
+    trace_exporter: Literal["none", "console", "otlp"] = "none"
+    trace_endpoint: str = "http://127.0.0.1:4318/v1/traces"  # OTLP over HTTP, with trace_exporter=otlp
+    trace_sample_ratio: float = Field(1.0, ge=0.0, le=1.0)  # of the traces started here (parent-based)
 
     @field_validator("models", "model_files", mode="before")
     @classmethod

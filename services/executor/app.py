@@ -23,6 +23,7 @@ from services.common.httpmetrics import instrument_http
 from services.common.models import ModelHost, deployment_specs
 from services.common.security import bearer_auth, read_body
 from services.common.settings import cpu_quota
+from services.common.tracing import trace_app
 from services.common.web import base_app, check_npy_request, health_router, metrics_response, npy_response
 from services.executor.gone import ClientGone, unless_gone
 from services.executor.metrics import ExecutorMetrics
@@ -162,6 +163,7 @@ def create_app(settings: ExecutorSettings) -> FastAPI:
 
     app = base_app(f"edgesplit executor {settings.name}", settings.max_body_bytes, settings.docs, lifespan)
     instrument_http(app, state.metrics.registry)
+    trace_app(app, "executor", settings)
     app.state.executor = state
     app.include_router(health_router(state.not_ready))
     api = APIRouter(dependencies=[Depends(bearer_auth(settings.token, settings.allocator_token))])

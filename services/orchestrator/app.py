@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from fastapi import Depends, FastAPI
 
 from services.common.httpmetrics import instrument_http
+from services.common.tracing import trace_app
 from services.common.web import base_app
 from services.orchestrator.api import open_router, public_router
 from services.orchestrator.ratelimit import rate_limiter
@@ -31,6 +32,7 @@ def create_app(settings: OrchestratorSettings) -> FastAPI:
 
     app = base_app("edgesplit orchestrator", settings.max_body_bytes, settings.docs, lifespan)
     instrument_http(app, orch.metrics.registry)
+    trace_app(app, "orchestrator", settings)
     app.state.orchestrator = orch
     app.include_router(open_router(orch))
     limit = Depends(rate_limiter(orch.redis, settings.prefix, settings.rate_per_s, settings.rate_burst,

@@ -24,6 +24,7 @@ from torch import nn
 from edgesplit.errors import EdgesplitError, Unavailable
 from edgesplit.models.spec import ModelSpec
 from edgesplit.split import crop_input, merge
+from services.common import tracing
 from services.executor.work import slice_flops
 from services.orchestrator.cloudgate import PriorityGate
 from services.orchestrator.metrics import Metrics
@@ -100,19 +101,25 @@ class Engine:
         """Step k of the job's route on sub-zone k (or ``subzone``); updates ``job.x`` and timings."""
         step = job.route.steps[k]
         t0 = time.time()
-        while True:
-            try:
-                record = await self._attempt(job, step, k if subzone is None else subzone)
-                break
-            except ExecutorFailed as e:
-                self.metrics.failures.labels(self.model, "executor").inc()
-                if job.retries >= self.max_retries:
-                    raise TaskFailed("executor", f"stage {k}: {e} (after {job.retries} retries)") from e
-                job.retries += 1
+        with tracing.TRACER.start_as_current_span(
+                f"stage {k}", context=tracing.task_context(job.task.id),
+                attributes={"edgesplit.task_id": job.task.id, "edgesplit.model": self.model,
+                            "edgesplit.stage": k, "edgesplit.layers": [step.start, step.stop],
+                            "edgesplit.strategy": step.strategy}) as span:
+            while True:
                 try:
-                    step = await self.replanner.retry(step)
-                except EdgesplitError as err:
-                    raise TaskFailed("executor", f"stage {k}: {e}; no re-plan possible: {err}") from err
+                    record = await self._attempt(job, step, k if subzone is None else subzone)
+                    break
+                except ExecutorFailed as e:
+                    self.metrics.failures.labels(self.model, "executor").inc()
+                    if job.retries >= self.max_retries:
+                        raise TaskFailed("executor", f"stage {k}: {e} (after {job.retries} retries)") from e
+                    job.retries += 1
+                    try:
+                        step = await self.replanner.retry(step)
+                    except EdgesplitError as err:
+                        raise TaskFailed("executor", f"stage {k}: {e}; no re-plan possible: {err}") from err
+            span.set_attribute("edgesplit.retries", job.retries)
         record.update(stage=k, start=t0, end=time.time(), retries=job.retries, tick=job.tick)
         job.stages.append(record)
         self.metrics.stage.labels(self.model, str(k)).observe(record["end"] - t0)
@@ -124,7 +131,7 @@ class Engine:
             if sl.empty:
                 continue
             x = crop_input(job.x, sl).contiguous().numpy()
-            calls.append((server, sl, self.pool.run(server, self.model, sl, x, subzone, job.task.id)))
+            calls.append((server, sl, self._slice(server, sl, x, subzone, job.task.id)))
         job.calls = [asyncio.ensure_future(c) for _, _, c in calls]
         try:
             results = await asyncio.gather(*job.calls, return_exceptions=True)
@@ -158,6 +165,13 @@ class Engine:
         return {"layers": [step.start, step.stop], "strategy": step.strategy, "servers": list(step.servers),
                 "parts": list(step.parts), "slices": timings, "merge_s": time.time() - t_merge}
 
+    async def _slice(self, server: int, sl: Any, x: np.ndarray, subzone: int, task_id: str) -> Any:
+        """One slice call in a span of its own (the executor's request continues its trace)."""
+        with tracing.TRACER.start_as_current_span(
+                f"slice {server}", attributes={"edgesplit.server": server, "edgesplit.subzone": subzone,
+                                               "edgesplit.task_id": task_id}):
+            return await self.pool.run(server, self.model, sl, x, subzone, task_id)
+
     async def _cloud_call(self, features: np.ndarray, start: int) -> np.ndarray:
         """The cloud's logits for ``features``, the input of layer ``start``.
 
@@ -179,17 +193,21 @@ class Engine:
             retry=retry_if_exception_type(Unavailable), stop=stop_after_attempt(self.cloud_retries + 1),
             wait=wait_incrementing(start=0.2, increment=0.2), reraise=True,
             after=lambda _state: self.metrics.failures.labels(self.model, "cloud").inc())
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    t_wait = time.time()
-                    async with self.gate.slot(job.task.priority, job.task.submitted):
-                        waited += time.time() - t_wait
-                        logits = await self._cloud_call(features, start)
-        except Unavailable as e:
-            raise TaskFailed("cloud", f"the cloud does not answer: {e}") from e
-        except EdgesplitError as e:
-            raise TaskFailed("cloud", f"the cloud refused the features: {e}") from e
+        with tracing.TRACER.start_as_current_span(
+                "cloud", context=tracing.task_context(job.task.id),
+                attributes={"edgesplit.task_id": job.task.id, "edgesplit.model": self.model,
+                            "edgesplit.layers": [start, len(self.spec.layers)]}):
+            try:
+                async for attempt in retrying:
+                    with attempt:
+                        t_wait = time.time()
+                        async with self.gate.slot(job.task.priority, job.task.submitted):
+                            waited += time.time() - t_wait
+                            logits = await self._cloud_call(features, start)
+            except Unavailable as e:
+                raise TaskFailed("cloud", f"the cloud does not answer: {e}") from e
+            except EdgesplitError as e:
+                raise TaskFailed("cloud", f"the cloud refused the features: {e}") from e
         t1 = time.time()
         job.cloud = {"start": t0, "end": t1, "layers": [start, len(self.spec.layers)], "tick": job.tick,
                      "wait_s": waited}

@@ -25,6 +25,7 @@ from fastapi.routing import APIRoute
 from edgesplit import wire
 from edgesplit.errors import EdgesplitError, InvalidInput, ModelNotFound, TaskExpired, Unavailable
 from edgesplit.models.spec import ModelSpec
+from services.common import tracing
 from services.common.security import bearer_auth, read_body
 from services.orchestrator import oip
 from services.orchestrator.oip import BadRequest
@@ -166,7 +167,11 @@ class V2Api:
         self.orch.check_request(prio, limit)
         sub = await self.orch.enqueue(model, wire.encode(x), prio, limit,
                                       request.headers.get("idempotency-key"))
-        info = await self._result(sub.id, limit, queued=not sub.duplicate)
+        tracing.remember_task(sub.id)  # the pipeline's spans of this task continue this request's trace
+        try:
+            info = await self._result(sub.id, limit, queued=not sub.duplicate)
+        finally:
+            tracing.forget_task(sub.id)
         if info["status"] in ("queued", "running"):  # the request gives up: so does its task
             with contextlib.suppress(EdgesplitError):
                 await self.orch.cancel(sub.id)

@@ -200,3 +200,6 @@ def test_raw_http_binary_request_and_protocol_errors(stack: LocalStack) -> None:
         assert ('http_request_duration_seconds_count{handler="/v2/models/{model}/versions/{version}/infer",'
                 'method="POST",status="200"}') in metrics
         assert 'handler="/v2/models/{model}/versions/{version}/infer",method="POST",status="400"' in metrics
+    # tracing is off by default: no service wrote a span
+    for log in stack.log_dir.glob("*.log"):
+        assert not any(line.startswith('{"name"') for line in log.read_text(errors="replace").splitlines())
