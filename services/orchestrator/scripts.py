@@ -125,13 +125,18 @@ return 1
 """
 
 # KEYS: inflight   ARGV: prefix, id, token, status, now, ttl, field1, value1, ...
-# Returns 0 (lease lost) or the finished task hash as HGETALL gives it.
+# Returns 0 (lease lost) or the finished task hash as HGETALL gives it. Idempotent for the attempt that
+# finished the task (``finished_by``): a finish sent again after a timeout whose first copy did run
+# (Redis stalled, then executed both) gets the record back, instead of looking like a stale attempt.
 FINISH = ALWAYS + """
 local p = ARGV[1]
 local key = p .. 'task:' .. ARGV[2]
-if redis.call('HGET', key, 'lease') ~= ARGV[3] then return 0 end
+if redis.call('HGET', key, 'lease') ~= ARGV[3] then
+  if redis.call('HGET', key, 'finished_by') == ARGV[3] then return redis.call('HGETALL', key) end
+  return 0
+end
 redis.call('ZREM', KEYS[1], ARGV[2])
-redis.call('HSET', key, 'status', ARGV[4], 'finished', ARGV[5])
+redis.call('HSET', key, 'status', ARGV[4], 'finished', ARGV[5], 'finished_by', ARGV[3])
 for i = 7, #ARGV, 2 do redis.call('HSET', key, ARGV[i], ARGV[i + 1]) end
 redis.call('HDEL', key, 'lease', 'input')
 redis.call('EXPIRE', key, tonumber(ARGV[6]))

@@ -71,6 +71,22 @@ async def test_cancel_a_queued_and_a_running_task(queue: TaskQueue) -> None:
         await queue.cancel(MODEL, "no-such-task")
 
 
+async def test_a_finish_sent_again_by_its_attempt_gets_the_record_and_a_stale_one_nothing(
+        queue: TaskQueue) -> None:
+    """A finish retried after a timeout, its first copy having run, is not a stale result."""
+    await _submit(queue)
+    stale, _, _ = await queue.claim(MODEL, lease_s=0.05)
+    assert stale is not None
+    await asyncio.sleep(0.1)
+    assert await queue.reap(MODEL) == 1
+    current, _, _ = await queue.claim(MODEL, lease_s=30)
+    assert current is not None
+    first = await queue.finish(current, "done", {"logits": b"l"})
+    again = await queue.finish(current, "done", {"logits": b"l"})
+    assert first is not None and again is not None and again["finished"] == first["finished"]
+    assert await queue.finish(stale, "done", {"logits": b"x"}) is None
+
+
 async def test_finished_tasks_beyond_max_finished_are_deleted_oldest_first(queue: TaskQueue) -> None:
     ids = [await _submit(queue) for _ in range(8)]
     for _ in ids:
