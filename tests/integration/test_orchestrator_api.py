@@ -146,7 +146,7 @@ BAD = [
     ("negative timeout", {"model": "digits-cnn", "timeout": -1}, wire.encode(np.zeros((1, 8, 8), np.float32)),
      422, "timeout -1.0 s is out of range"),
     ("non-numeric priority", {"model": "digits-cnn", "priority": "high"},
-     wire.encode(np.zeros((1, 8, 8), np.float32)), 422, "must be a number"),
+     wire.encode(np.zeros((1, 8, 8), np.float32)), 422, "must be an integer in ASCII digits"),
     ("oversized upload", {"model": "alexnet-paper"}, b"\x89PNG\r\n\x1a\n" + bytes(MAX_BODY), 413,
      "above the limit"),
     ("empty body", {"model": "digits-cnn"}, b"", 422, "empty body"),
