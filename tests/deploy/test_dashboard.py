@@ -34,9 +34,10 @@ def exported_metrics() -> set[str]:
     from services.orchestrator.metrics import Metrics
 
     names = set()
+    small = {"models": "digits-cnn", "threads": 1}
     for registry in (Metrics().registry, AllocatorMetrics().registry,
-                     ExecutorState(ExecutorSettings(models="digits-cnn", threads=1)).metrics.registry,
-                     CloudState(CloudSettings(models="digits-cnn", threads=1)).registry):
+                     ExecutorState(ExecutorSettings.model_validate(small)).metrics.registry,
+                     CloudState(CloudSettings.model_validate(small)).registry):
         names |= _names(registry)
     return names | {"http_requests_total", "http_request_duration_seconds_bucket"}
 

@@ -20,10 +20,10 @@ def _app(role: str) -> FastAPI:
     from services.orchestrator.settings import OrchestratorSettings
 
     if role == "orchestrator":
-        return orchestrator_app(OrchestratorSettings(api_token=TOKEN, workers=False))
+        return orchestrator_app(OrchestratorSettings.model_validate(dict(api_token=TOKEN, workers=False)))
     if role == "executor":
-        return executor_app(ExecutorSettings(token=TOKEN, models="digits-cnn"))
-    return cloud_app(CloudSettings(token=TOKEN, models="digits-cnn"))
+        return executor_app(ExecutorSettings.model_validate(dict(token=TOKEN, models="digits-cnn")))
+    return cloud_app(CloudSettings.model_validate(dict(token=TOKEN, models="digits-cnn")))
 
 
 def _secured(schema: dict[str, Any], path: str, method: str) -> bool:

@@ -22,7 +22,7 @@ def _samples(text: str, name: str) -> dict[tuple[str, str, str], float]:
 
 
 def test_requests_are_counted_and_timed_per_route_template_method_and_status() -> None:
-    app = create_app(CloudSettings(token=TOKEN, models="digits-cnn", threads=1))
+    app = create_app(CloudSettings.model_validate(dict(token=TOKEN, models="digits-cnn", threads=1)))
     auth = {"Authorization": f"Bearer {TOKEN}"}
     with TestClient(app) as client:
         assert client.get("/v2/health/live").status_code == 200

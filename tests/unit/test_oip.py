@@ -35,7 +35,7 @@ def test_binary_and_json_inputs_decode_to_the_same_arrays() -> None:
 
 def test_fp64_and_fp16_binary_inputs_keep_their_values() -> None:
     for dtype in (np.float64, np.float16):
-        x = np.arange(6, dtype=dtype).reshape(2, 3) / 4
+        x = (np.arange(6).reshape(2, 3) / 4).astype(dtype)
         body, length = _binary_request({"a": x})
         np.testing.assert_array_equal(oip.parse_request(body, length, 1 << 20).arrays[0], x)
 
