@@ -1,6 +1,6 @@
 """Cancellation, draining and supervised loops of a real orchestrator.
 
-A stack with one executor whose every slice takes 1 s more (``slice_delay_s``), so that a task is
+A stack with one executor whose every slice takes 3 s more (``slice_delay_s``), so that a task is
 still running, and others still queued, when the test acts on them.
 """
 
@@ -27,7 +27,7 @@ BODY = wire.encode(np.zeros((1, 1, 8, 8), np.float32))
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    with LocalStack(executors=1, models=("digits-cnn",), threads=2, executor={"slice_delay_s": 1.0},
+    with LocalStack(executors=1, models=("digits-cnn",), threads=2, executor={"slice_delay_s": 3.0},
                     orchestrator={"drain_s": 20.0}, log_dir=tmp_path_factory.mktemp("cancel-stack")) as st:
         yield st
 
@@ -68,12 +68,25 @@ def test_delete_cancels_a_running_and_a_queued_task(stack: LocalStack) -> None:
         assert c.delete("/v1/tasks/no-such-task").status_code == 404
         done = c.get(f"/v1/tasks/{middle}", params={"wait": 60, "logits": False}).json()
         assert done["status"] == "done"
-        time.sleep(2.0)  # the cancelled attempt's slice would have ended by now
+        time.sleep(3.5)  # the cancelled attempt's slice would have ended by now
         for tid in (running, queued):
             info = _status(c, tid)
             assert info["status"] == "cancelled" and "logits" not in info and "top_k" not in info
     # the running task's slice, waiting out its delay in the executor, was cancelled there
     assert _executor_counter(stack, "edgesplit_executor_slices_cancelled_total") == before + 1
+
+
+def test_a_v2_request_that_times_out_cancels_its_task(stack: LocalStack) -> None:
+    """Triton's ``timeout`` (microseconds): 0.5 s, while the task's first slice alone takes 3 s."""
+    payload = {"inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0.0] * 64}],
+               "parameters": {"timeout": 500_000}}
+    with httpx.Client(base_url=stack.url, timeout=30) as c:
+        r = c.post("/v2/models/digits-cnn/infer", json=payload)
+        assert r.status_code == 504, r.text
+        match = re.search(r"task (\w+) did not finish", r.json()["error"])
+        assert match, r.text
+        info = _status(c, match.group(1))
+    assert info["status"] == "cancelled" and "top_k" not in info
 
 
 def test_sigterm_drains_the_running_task_and_leaves_the_queue_alone(stack: LocalStack) -> None:
