@@ -148,6 +148,9 @@ def open_router(orch: Orchestrator) -> APIRouter:
             return JSONResponse({"ready": True})
         return JSONResponse({"ready": False, "error": reason}, status_code=503)
 
+    if not orch.settings.metrics:  # the metrics setting off: no /metrics at all (404)
+        return router
+
     @router.get("/metrics", tags=["health"])
     async def metrics() -> Response:
         await orch.refresh_metrics()

@@ -73,6 +73,7 @@ class OrchestratorSettings(ServiceSettings):
     cloud_concurrency: int = Field(4, ge=1)
     api_token: str | None = None
     cloud_token: str | None = None  # sent to the cloud; unset: ``token`` (one token per caller is better)
+    metrics: bool = True  # serve the open /metrics (Prometheus); false: 404
     workers: bool = True
     max_finished: int = Field(50_000, ge=1)
     redis_outage_s: float = Field(60.0, ge=0.0)

@@ -321,10 +321,12 @@ def test_liveness_answers_during_a_flood_of_48_bombs(stack: LocalStack, bomb: st
 
 @pytest.fixture(scope="module")
 def limited(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
-    """An API-only orchestrator (no pipelines, no API token) allowing 1 request/s, bursts of 3."""
+    """An API-only orchestrator (no pipelines, no API token) allowing 1 request/s, bursts of 3; with
+    its docs on and its metrics off."""
     svc = start_module("orchestrator-limited", "services.orchestrator", "EDGESPLIT_ORCHESTRATOR_",
                        {"workers": "false", "models": "digits-cnn", "prefix": f"{stack.prefix}limited:",
-                        "rate_per_s": 1, "rate_burst": 3}, tmp_path_factory.mktemp("limited"))
+                        "rate_per_s": 1, "rate_burst": 3, "docs": "true", "metrics": "false"},
+                       tmp_path_factory.mktemp("limited"))
     yield svc
     svc.stop()
 
@@ -350,6 +352,9 @@ def test_rate_limit_and_idempotency_keys_are_per_client(limited: ServiceProcess)
         assert int(refused[0].headers["retry-after"]) >= 1 and "rate limit" in refused[0].json()["error"]
         assert two.get("/v1/models").status_code == 200  # the other client still has its bucket
         assert one.get("/v2/health/live").status_code == 200  # health is never limited
+        # the docs and metrics settings switch their routes (here docs on, metrics off)
+        assert "/v1/tasks" in one.get("/openapi.json").json()["paths"]
+        assert one.get("/metrics").status_code == 404
 
 
 def test_redis_auth_from_the_password_setting(tmp_path_factory: pytest.TempPathFactory) -> None:
