@@ -85,8 +85,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 return
             self._refuse_now(408, f"request headers did not arrive within {lim.header_timeout_s:g} s")
         elif self._phase == _BODY:
-            if self.flow is not None and self.flow.read_paused:  # we stopped reading, not the client
-                self._body_at = now
+            waiting = self.cycle is not None and self.cycle.waiting_for_100_continue
+            if waiting or (self.flow is not None and self.flow.read_paused):  # the server's wait, not
+                self._body_at = now  # the client's: it has not read what came, or not said 100 yet
             left = self._body_at + lim.body_timeout_s - now
             if left > 0:
                 self._arm(left)
@@ -181,14 +182,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _write_error(self, status: int, text: str) -> None:
         self._cancel()
+        # in the headers of a new request, self.cycle is the previous (answered) request's; in a body,
+        # it is this request's, and an answer already begun (or sent) cannot be followed by another
+        current = self._phase != _HEAD and self.cycle is not None
         self._phase = _IDLE
         if self.cycle is not None and not self.cycle.response_complete:
-            started = self.cycle.response_started
             self.cycle.disconnected = True  # the app's receive() now sees a disconnect
             self.cycle.message_event.set()
-            if started:  # an answer is on its way: it cannot be replaced, only cut
-                self.transport.close()
-                return
+        if self.cycle is not None and (current or not self.cycle.response_complete) \
+                and self.cycle.response_started:
+            self.transport.close()
+            return
         kind = "BadRequest" if status == 400 else "RequestRefused"
         body = json.dumps({"error": text, "type": kind}).encode()
         head = [STATUS_LINE[status], b"content-type: application/json\r\n",
