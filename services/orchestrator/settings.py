@@ -89,8 +89,8 @@ class OrchestratorSettings(ServiceSettings):
     decode_queue: int = Field(64, ge=0, le=100_000)
     decode_wait_s: float = Field(5.0, gt=0.0, le=600.0)
     # per-client rate limit (services.orchestrator.ratelimit): requests per second and burst; 0 = off
-    rate_per_s: float = Field(50.0, ge=0.0)
-    rate_burst: int = Field(100, ge=1)
+    rate_per_s: float = Field(200.0, ge=0.0)
+    rate_burst: int = Field(400, ge=1)
 
     @field_validator("api_token", "cloud_token")
     @classmethod
