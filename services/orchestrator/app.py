@@ -15,7 +15,7 @@ from services.orchestrator.api import open_router, public_router
 from services.orchestrator.ratelimit import rate_limiter
 from services.orchestrator.service import Orchestrator
 from services.orchestrator.settings import OrchestratorSettings
-from services.orchestrator.v2 import v2_router
+from services.orchestrator.v2 import V2Api, v2_router
 
 
 def create_app(settings: OrchestratorSettings) -> FastAPI:
@@ -25,9 +25,17 @@ def create_app(settings: OrchestratorSettings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await orch.start()
+        grpc_server = None
+        if settings.grpc_port is not None:  # the V2 protocol over gRPC too
+            from services.orchestrator.v2grpc import start_server
+
+            grpc_server = await start_server(V2Api(orch), settings.host, settings.grpc_port,
+                                             settings.api_token, settings.max_body_bytes)
         try:
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop(1.0)
             await orch.stop()
 
     app = base_app("edgesplit orchestrator", settings.max_body_bytes, settings.docs, lifespan)

@@ -72,6 +72,7 @@ class OrchestratorSettings(ServiceSettings):
     max_retries: int = Field(3, ge=0)
     cloud_concurrency: int = Field(4, ge=1)
     api_token: str | None = None
+    grpc_port: int | None = Field(None, ge=1, le=65535)  # the V2 gRPC service (v2grpc.py); None: off
     cloud_token: str | None = None  # sent to the cloud; unset: ``token`` (one token per caller is better)
     metrics: bool = True  # serve the open /metrics (Prometheus); false: 404
     workers: bool = True

@@ -161,12 +161,23 @@ class V2Api:
         body = oip.decompress(bytes(raw), request.headers.get("content-encoding"), self.s.max_body_bytes)
         decoded = oip.parse_request(body, request.headers.get(oip.HEADER_LENGTH),
                                     json_limit(spec, self.s.max_body_bytes))
+        head, outputs = await self.run(model, version, decoded, request.headers.get("idempotency-key"))
+        content, json_len = oip.encode_response(head, outputs)
+        if json_len is None:
+            return Response(content, media_type="application/json")
+        return Response(content, media_type=oip.BINARY_CONTENT_TYPE,
+                        headers={oip.HEADER_LENGTH: str(json_len)})
+
+    async def run(self, model: str, version: str | None, decoded: oip.Decoded,
+                  idem_key: str | None = None) -> tuple[dict[str, Any], list[tuple[str, np.ndarray, bool]]]:
+        """Queue a decoded request's task, wait for it; the response's head and its outputs (name,
+        array, as binary). Shared by REST and gRPC."""
+        spec = self.spec(model, version)
         x = image_input(decoded, spec)
         selected_outputs(decoded.request, np.zeros((1, spec.num_classes), np.float32))  # 400s first
         prio, limit = schedule(decoded.request.parameters, self.s)
         self.orch.check_request(prio, limit)
-        sub = await self.orch.enqueue(model, wire.encode(x), prio, limit,
-                                      request.headers.get("idempotency-key"))
+        sub = await self.orch.enqueue(model, wire.encode(x), prio, limit, idem_key)
         tracing.remember_task(sub.id)  # the pipeline's spans of this task continue this request's trace
         try:
             info = await self._result(sub.id, limit, queued=not sub.duplicate)
@@ -180,11 +191,7 @@ class V2Api:
         logits = wire.decode(info["logits"]).reshape(1, spec.num_classes)
         head = {"model_name": model, "model_version": VERSION, "id": decoded.request.id or sub.id,
                 "parameters": {"task_id": sub.id, "top_1": int(np.argmax(logits)), "priority": prio}}
-        content, json_len = oip.encode_response(head, selected_outputs(decoded.request, logits))
-        if json_len is None:
-            return Response(content, media_type="application/json")
-        return Response(content, media_type=oip.BINARY_CONTENT_TYPE,
-                        headers={oip.HEADER_LENGTH: str(json_len)})
+        return head, selected_outputs(decoded.request, logits)
 
     async def _result(self, task_id: str, limit: float, queued: bool) -> dict[str, Any]:
         """The task once final, or as it is one second past its timeout (long timeouts: several waits)."""
