@@ -25,8 +25,8 @@ ALLOCATOR = ("also run the allocator service: it measures the executors, re-plan
              "and quotas (the orchestrator then takes its plans from Redis)")
 SHIPPED_WEIGHTS = Path(__file__).resolve().parents[1] / "edgesplit" / "models" / "weights"
 STATE_DIR = Path.home() / ".local" / "state" / "edgesplit" / "redis"
-PREFIX = ("Redis key prefix: tasks left queued or running at exit stay under it, and a later `up` with the "
-          "same prefix resumes them")
+PREFIX = ("Redis key prefix (default: a new one per run, so stacks sharing a Redis stay apart); tasks left "
+          "queued or running at exit stay under it, and a later `up` with --prefix set to it resumes them")
 STATE = "where a redis-server started here keeps its append-only file"
 FSYNC = ("appendfsync of a redis-server started here: everysec (a crash may lose the last second of "
          "writes) or always (none lost, slower writes; docs/ARCHITECTURE.md, Guarantees)")
@@ -65,7 +65,7 @@ def up(
     aging: float = typer.Option(0.0, help="seconds per priority level of aging (0 = strict)"),
     log_dir: Path | None = typer.Option(None, help="where the processes log (default: a temp dir)"),
     allocator: bool = typer.Option(False, "--allocator", help=ALLOCATOR),
-    prefix: str = typer.Option("es:", help=PREFIX),
+    prefix: str | None = typer.Option(None, help=PREFIX),
     state_dir: Path = typer.Option(STATE_DIR, help=STATE),
     fsync: str = typer.Option("everysec", help=FSYNC),
 ) -> None:
@@ -101,6 +101,9 @@ def up(
         err.print("draining and stopping...")
     finally:
         stack.stop()
+        if stack.kept_tasks:
+            err.print(f"{stack.kept_tasks} task(s) still queued: they stay in {redis_url} under "
+                      f"{stack.prefix}; `edgesplit up --prefix {stack.prefix}` runs them")
 
 
 def _priority_table(stats: dict[int, dict[str, float]], model: str) -> Table:

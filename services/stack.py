@@ -188,6 +188,7 @@ class LocalStack:
         self.redis_fsync, self.redis_maxmemory = redis_fsync, redis_maxmemory
         self.supervise = supervise
         self.restarts: list[tuple[str, float]] = []  # (process name, time.time()) of each restart
+        self.kept_tasks = 0  # tasks still queued or running when the stack stopped (their keys stay)
         self._lock = threading.RLock()  # the supervisor vs. deliberate stops, kills and restarts
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
@@ -431,7 +432,7 @@ class LocalStack:
         for svc in self.services():
             with contextlib.suppress(Exception):
                 svc.stop(self._drain_timeout() if svc is self.orch else 10.0)
-        held = 0 if self.keep_keys else self.holds_tasks()
+        held = self.kept_tasks = self.holds_tasks()
         if held:
             log.warning("%d task(s) still queued or running: keeping the keys under %s", held, self.prefix)
         if not self.keep_keys and not held:
