@@ -27,7 +27,9 @@ from edgesplit.models.spec import ModelSpec
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-FORMATS = ("PNG", "JPEG")  # what sniff() lets through; Pillow may not guess another format
+# what sniff() lets through (MPO: a JPEG with extra pictures, as some cameras write; its first is read);
+# Pillow may not guess any other format for these bytes
+FORMATS = ("PNG", "JPEG", "MPO")
 # PNG text and ICC chunks (tEXt, zTXt, iTXt, iCCP) inflate at most this much each, and all of them
 # together at most TEXT_MEMORY: Pillow's defaults (1 MiB, 64 MiB) let a 4 KB upload inflate megabytes
 PngImagePlugin.MAX_TEXT_CHUNK = TEXT_CHUNK = 64 * 1024
@@ -101,7 +103,7 @@ def decode_image(body: bytes, spec: ModelSpec, limits: ImageLimits = ImageLimits
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             opened = _open(body, spec, limits)
-            if opened.format == "JPEG":
+            if opened.format in ("JPEG", "MPO"):
                 opened.draft(mode, (w, h))
             img = opened.convert(mode).resize((w, h), Image.Resampling.BILINEAR)
     except InvalidInput:

@@ -317,6 +317,8 @@ def test_liveness_answers_during_a_flood_of_48_bombs(stack: LocalStack, bomb: st
     assert statuses and all(s == 200 for s in statuses), statuses
     allowed = {422} if bomb.startswith("jpeg") else {202, 429}
     assert set(answers) <= allowed, answers
+    for svc in stack.services():
+        assert svc.alive and "Traceback" not in svc.log_path.read_text(errors="replace"), svc.log_tail(60)
 
 
 @pytest.fixture(scope="module")
