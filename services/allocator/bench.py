@@ -114,8 +114,9 @@ class Adapt:
             settings["policy_file"] = policy_file
         self.allocator = start_module("allocator", "services.allocator", "EDGESPLIT_ALLOCATOR_", settings,
                                       st.log_dir)
-        return httpx.Client(base_url=self.allocator.url, headers={"Authorization": f"Bearer {st.token}"},
-                            timeout=30, trust_env=False)
+        return httpx.Client(base_url=self.allocator.url,
+                            headers={"Authorization": f"Bearer {st.allocator_token}"}, timeout=30,
+                            trust_env=False)
 
     def task(self, oc: OrchestratorClient) -> Done:
         """One task to the end."""

@@ -24,6 +24,7 @@ import asyncio
 import collections
 import contextlib
 import math
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -129,17 +130,44 @@ def fit_line(points: Sequence[tuple[float, float]], min_r2: float = MIN_R2) -> t
     return slope, intercept
 
 
+RECENT = 5  # newest slice records that may show a new regime on their own
+SHIFT = 0.3  # relative change of their speed that counts as one
+
+
+def _work(records: Sequence[Mapping[str, float]]) -> list[tuple[float, float]]:
+    """(FLOPs per worker, compute seconds) of the records that have both, in their order."""
+    return [(r["flops"] / max(1.0, r.get("workers", 1.0)), r["compute_s"]) for r in records
+            if r.get("flops", 0) > 0 and r.get("compute_s", 0) > 0]
+
+
+def current_regime(work: Sequence[tuple[float, float]], recent: int = RECENT,
+                   shift: float = SHIFT) -> Sequence[tuple[float, float]]:
+    """The (FLOPs per worker, seconds) points, newest first, of the executor's current regime: all of
+    them, or only the newest ``recent`` when they took, in the median, more than ``shift`` longer or
+    shorter than the older points' fit predicts (a host slowed by a noisy neighbour or a resize, or
+    sped up). Without it a window of 64 records needs dozens of tasks to forget the old speed (18 s on
+    the testbed at one allocator period a second)."""
+    if len(work) < 2 * recent:
+        return work
+    fit = compute_estimate(work[recent:])
+    if fit is None:
+        return work
+    speed, overhead = fit
+    ratios = [y / (overhead + x / speed) for x, y in work[:recent] if overhead + x / speed > 0]
+    changed = bool(ratios) and relative_change(1.0, statistics.median(ratios)) > shift
+    return work[:recent] if changed else work
+
+
 def fit_slices(records: Sequence[Mapping[str, float]]) -> SliceStats:
-    """Link and compute estimates from slice records (module docstring)."""
+    """Link and compute estimates from slice records (module docstring), newest first; the compute
+    estimate from the current regime only (``current_regime``)."""
     xfer = [(r["bytes"], r["transfer_s"]) for r in records
             if r.get("bytes", 0) > 0 and r.get("transfer_s", 0) > 0]
     if not xfer:
         return NO_STATS
     line = fit_line(xfer)
     link_bps, overhead = (8.0 / line[0], line[1]) if line is not None else (None, None)
-    work = [(r["flops"] / max(1.0, r.get("workers", 1.0)), r["compute_s"]) for r in records
-            if r.get("flops", 0) > 0 and r.get("compute_s", 0) > 0]
-    compute = compute_estimate(work)
+    compute = compute_estimate(current_regime(_work(records)))
     if compute is None:
         return SliceStats(link_bps, overhead, len(xfer))
     return SliceStats(link_bps, overhead, len(xfer), compute[0], compute[1])

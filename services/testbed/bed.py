@@ -25,6 +25,7 @@ import shutil
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -54,8 +55,10 @@ class Testbed(LocalStack):
                  pipeline: str = "async", log_dir: Path | None = None, allocator: bool = False,
                  orchestrator: dict[str, object] | None = None, measure: bool = True,
                  per_core: dict[str, float] | None = None, state_dir: Path = STATE_DIR,
-                 weights_dir: Path | None = None, **extra: Any) -> None:
+                 weights_dir: Path | None = None, progress: Callable[[str], None] | None = None,
+                 **extra: Any) -> None:
         self.desc = desc
+        self.progress = progress or (lambda line: log.info("%s", line))
         self.home = state_dir / desc.prefix
         super().__init__(executors=len(desc.edges), models=desc.models, mode=mode, pipeline=pipeline,
                          split=split, redis_url=desc.gateway.redis_url, prefix=f"{desc.prefix}:",
@@ -147,8 +150,10 @@ class Testbed(LocalStack):
             self.build()
             self._ensure_redis()
             if self.measure and self.per_core is None:
+                self.progress("measuring one core's FLOPS on the model's layers")
                 self.per_core = calibrate.per_core(self.models)
             self.write_cluster()
+            self.progress(f"starting the cloud and {self.n_executors} executors in their hosts")
             self.weights_dir.mkdir(parents=True, exist_ok=True)
             self.cloud = self._start("cloud")
             self.executors = [self._start("executor", i) for i in range(self.n_executors)]
@@ -156,12 +161,14 @@ class Testbed(LocalStack):
                 assert svc is not None
                 wait_ready(svc, timeout_s=timeout_s)
             if self.measure:
+                self.progress("measuring each host's per-request overhead")
                 self._measure_overheads()
             self.write_cluster()
             wait_ready(self.start_orchestrator(), timeout_s=timeout_s)
             if self.with_allocator:
                 wait_ready(self.start_allocator(), timeout_s=timeout_s)
             if self.measure:
+                self.progress("measuring the controller's per-task overhead")
                 self._measure_controller()
                 self.write_cluster()
         except BaseException:

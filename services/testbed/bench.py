@@ -4,10 +4,15 @@ One testbed of the largest host count is built once; each point (model, hosts, m
 orchestrator on a cluster file of the first ``hosts`` hosts, then measures the single-task latency on
 the idle testbed (median of ``runs`` tasks, one at a time) and the throughput of ``burst`` tasks
 submitted at once, and sets the simulator's prediction for the same cluster file beside them
-(``edgesplit.sim.served``). The paper's plan needs a sub-zone per conv on every server, so its points
-run with every executor's zone set to ``PAPER_ZONE`` worker threads (sharing the host's quota: the
-planner knows the host's cores); the other modes keep the pod's default, the quota's whole cores
-(one worker at 0.2 core).
+(``edgesplit.sim.served``).
+
+Zones: a sub-zone is at least one worker thread, so a zone of one worker (the pod's default on a
+0.2-core quota) holds one stage, and a split plan would have to fuse all five convs of alexnet-paper
+into one group whose halo makes every host recompute most of the map. The split modes (``paper``,
+``edgesplit``) therefore run with every executor's zone set to ``SPLIT_ZONE`` worker threads, as the
+paper's servers have many threads (20); they share the host's quota, and the planner knows it (the
+host's cores: five threads on 0.2 core compute no faster than one). No Split and DADS keep the pod's
+default (one worker), which is all a whole-model task can use.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ ORCHESTRATOR: dict[ServedMode, dict[str, object]] = {
     "paper": {"mode": "split", "split": "paper", "pipeline": "lockstep"},
     "edgesplit": {"mode": "split", "split": "edgesplit", "pipeline": "async"},
 }
-PAPER_ZONE = 5  # alexnet-paper has 5 convs: one worker thread per conv sub-zone on every host
+SPLIT_ZONE = 5  # alexnet-paper has 5 convs: room for one sub-zone per conv on every host
 Progress = Callable[[str], None]
 
 
@@ -87,24 +92,28 @@ def run_bench(hosts: Sequence[int] = (1, 2, 4, 8), modes: Sequence[ServedMode] =
               log_dir: Path | None = None) -> dict[str, Any]:
     """Every (model, hosts, mode) point (module docstring); the testbed is removed afterwards."""
     desc = desc or uniform(max(hosts), models=list(models))
-    tb = Testbed(desc, log_dir=log_dir)
+    tb = Testbed(desc, log_dir=log_dir, progress=progress)
     points: list[dict[str, Any]] = []
     with tb:
         full = load_cluster(tb.cluster_path)
         progress(f"testbed up: {len(desc.edges)} hosts, per core {tb.per_core}, overheads "
                  f"{ {k: round(1e3 * v, 2) for k, v in tb.overheads.items()} } ms, controller "
                  f"{1e3 * tb.controller_overhead_s:.1f} ms")
-        ordered = sorted(modes, key=lambda m: m == "paper")  # the paper's zones need an executor restart
+        split_modes = ("paper", "edgesplit")
+        ordered = sorted(modes, key=lambda m: m in split_modes)  # their zones need an executor restart
+        zoned = False
         for mode in ordered:
-            if mode == "paper":
-                _set_zones(tb, PAPER_ZONE)
-            zone = PAPER_ZONE if mode == "paper" else None
+            zone = SPLIT_ZONE if mode in split_modes else None
+            if zone is not None and not zoned:
+                progress(f"restarting the executors with zones of {zone} worker threads")
+                _set_zones(tb, zone)
+                zoned = True
             for model in models:
                 for n in hosts:
                     cluster = full.take(n)
                     if zone is not None:
-                        zoned = tuple(replace(s, threads=zone) for s in cluster.servers)
-                        cluster = replace(cluster, servers=zoned)
+                        servers = tuple(replace(s, threads=zone) for s in cluster.servers)
+                        cluster = replace(cluster, servers=servers)
                     path = tb.home / f"cluster-{model}-{mode}-{n}.yaml"
                     point = measure_point(tb, model, mode, cluster, path, runs, burst)
                     points.append(point)

@@ -1,7 +1,8 @@
 """What the testbed measures before it writes the cluster file (module run as a fresh process).
 
 * ``per_core``: FLOPS of one unlimited core running a model's edge layers and its FC layers with one
-  torch thread (median of ``runs`` forwards after a warm-up). A host's FLOPS is its quota times this.
+  torch thread (the fastest of ``runs`` forwards after a warm-up: a core's own speed, as free as
+  possible of other work on the machine). A host's FLOPS is its quota times this.
   It runs as ``python -m services.testbed.calibrate MODEL...`` so that nothing of the caller's
   process (threads, caches) colours it.
 * ``slice_overhead``: what a slice request to an executor costs beyond its compute and its bytes on
@@ -27,7 +28,9 @@ import numpy as np
 from edgesplit import wire
 
 
-def _median_forward_s(module: object, x: object, runs: int) -> float:
+def _fastest_forward_s(module: object, x: object, runs: int) -> float:
+    """The fastest of ``runs`` forwards (after 3 warm-ups): a core's speed, with as little as possible
+    of whatever else the machine runs at the time (the hosts' quotas are what the model charges)."""
     import torch
 
     times = []
@@ -37,7 +40,7 @@ def _median_forward_s(module: object, x: object, runs: int) -> float:
             module(x)  # type: ignore[operator]
             if i >= 3:
                 times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return min(times)
 
 
 def measure(models: Sequence[str], runs: int = 15) -> dict[str, float]:
@@ -57,9 +60,9 @@ def measure(models: Sequence[str], runs: int = 15) -> dict[str, float]:
         with torch.no_grad():
             features = edge(x)
         edge_flops += spec.edge_flops()
-        edge_s += _median_forward_s(edge, x, runs)
+        edge_s += _fastest_forward_s(edge, x, runs)
         fc_flops += spec.cloud_flops()
-        fc_s += _median_forward_s(fc, features, runs)
+        fc_s += _fastest_forward_s(fc, features, runs)
     return {"edge_flops_per_core": edge_flops / edge_s, "fc_flops_per_core": fc_flops / fc_s}
 
 

@@ -59,7 +59,7 @@ def up(
     cgroups.version()
     from services.testbed.bed import Testbed, status
 
-    bed = Testbed(desc, mode=mode, split=split, allocator=allocator)
+    bed = Testbed(desc, mode=mode, split=split, allocator=allocator, progress=lambda line: err.print(line))
     t0 = time.monotonic()
     with err.status(f"building {len(desc.edges)} edge hosts and measuring them..."):
         bed.start()

@@ -161,3 +161,20 @@ def test_zone_budget_is_not_shrunk_by_our_own_resizes() -> None:
     assert zone_budget(ExecutorRef(ref.server, resized), sample) == 3  # the pod's first limit, not 1 or 2
     unlimited = ExecutorPod("ex0", "u", "10.0.0.1", True, cpu_limit=None, port=8101, budget=None)
     assert zone_budget(ExecutorRef(ref.server, unlimited), sample) == 4
+
+
+def test_a_new_speed_regime_replaces_the_old_window() -> None:
+    """The newest records of a host slowed 4x are fitted on their own, not averaged into the window."""
+    import pytest
+
+    from services.allocator.measure import _work, current_regime, fit_slices
+
+    def rec(speed: float, flops: float) -> dict[str, float]:
+        return {"flops": flops, "compute_s": flops / speed, "workers": 1.0, "bytes": 1e5, "transfer_s": 1e-3}
+
+    old = [rec(4e10, f) for f in (1e8, 2e8, 3e8) * 10]
+    slowed = [rec(1e10, f) for f in (1e8, 2e8, 3e8, 1e8, 2e8)]
+    assert len(current_regime(_work(slowed + old))) == 5
+    assert fit_slices(slowed + old).flops_per_thread == pytest.approx(1e10, rel=1e-6)
+    assert len(current_regime(_work(old))) == len(old)  # a steady host keeps its whole window
+    assert fit_slices(old).flops_per_thread == pytest.approx(4e10, rel=1e-6)
