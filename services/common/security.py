@@ -86,9 +86,21 @@ class BodySizeLimit:
         await self.app(scope, counted, send)
 
 
+PREALLOCATE_MAX = 4 * 1024 * 1024  # a declared size is trusted this far before any byte arrived
+
+
 async def read_body(request: Request, limit: int) -> bytearray:
-    """The whole body in one ``bytearray``, preallocated from Content-Length when there is one."""
+    """The whole body in one ``bytearray``, preallocated from Content-Length when there is one.
+
+    Only up to :data:`PREALLOCATE_MAX`: a larger body grows as its bytes arrive, so that a client
+    declaring the limit and sending nothing costs no memory (many such at once would otherwise
+    reserve ``limit`` bytes each until the body timeout cuts them off).
+    """
     length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > PREALLOCATE_MAX:
+        if int(length) > limit:
+            raise _too_large(limit, int(length))
+        length = None  # read as it comes, checked against the limit as below
     if length is None or not length.isdigit():
         buf = bytearray()
         async for chunk in request.stream():
