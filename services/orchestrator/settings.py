@@ -76,7 +76,7 @@ class OrchestratorSettings(ServiceSettings):
     cloud_token: str | None = None  # sent to the cloud; unset: ``token`` (one token per caller is better)
     metrics: bool = True  # serve the open /metrics (Prometheus); false: 404
     workers: bool = True
-    max_finished: int = Field(50_000, ge=1)
+    max_finished: int = Field(20_000, ge=1)
     redis_outage_s: float = Field(60.0, ge=0.0)
     drain_s: float = Field(15.0, ge=0.0)
     breaker_failures: int = Field(3, ge=1)
