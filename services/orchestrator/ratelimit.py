@@ -24,7 +24,7 @@ from typing import Any
 from fastapi import Request
 from redis.exceptions import RedisError
 
-from edgesplit.errors import QueueFull
+from edgesplit.errors import InvalidInput, QueueFull
 
 log = logging.getLogger("edgesplit.orchestrator")
 
@@ -67,6 +67,8 @@ def scoped_idempotency_key(request: Request, api_token: str | None, key: str | N
     """``Idempotency-Key`` scoped to its client (a fixed-length hash, so the stored key stays short)."""
     if key is None:
         return None
+    if not 0 < len(key) <= 200:
+        raise InvalidInput("Idempotency-Key must have 1 to 200 characters")
     digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:40]
     return f"{client_key(request, api_token)}:{digest}"
 

@@ -30,6 +30,7 @@ from services.common.security import bearer_auth, read_body
 from services.orchestrator import oip
 from services.orchestrator.oip import BadRequest
 from services.orchestrator.queue import TERMINAL
+from services.orchestrator.ratelimit import scoped_idempotency_key
 from services.orchestrator.service import MAX_WAIT_S, Orchestrator
 from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.views import MODEL_VERSION as VERSION
@@ -161,7 +162,8 @@ class V2Api:
         body = oip.decompress(bytes(raw), request.headers.get("content-encoding"), self.s.max_body_bytes)
         decoded = oip.parse_request(body, request.headers.get(oip.HEADER_LENGTH),
                                     json_limit(spec, self.s.max_body_bytes))
-        head, outputs = await self.run(model, version, decoded, request.headers.get("idempotency-key"))
+        idem = scoped_idempotency_key(request, self.s.api_token, request.headers.get("idempotency-key"))
+        head, outputs = await self.run(model, version, decoded, idem)  # keys scoped per client
         content, json_len = oip.encode_response(head, outputs)
         if json_len is None:
             return Response(content, media_type="application/json")
