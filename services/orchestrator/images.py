@@ -34,6 +34,7 @@ FORMATS = ("PNG", "JPEG", "MPO")
 # together at most TEXT_MEMORY: Pillow's defaults (1 MiB, 64 MiB) let a 4 KB upload inflate megabytes
 PngImagePlugin.MAX_TEXT_CHUNK = TEXT_CHUNK = 64 * 1024
 PngImagePlugin.MAX_TEXT_MEMORY = TEXT_MEMORY = 256 * 1024
+MAX_JPEG_SCANS = 64
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated image is refused, never padded with grey
 
 
@@ -79,8 +80,16 @@ def normalisation(channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 
 def _open(body: bytes, spec: ModelSpec, limits: ImageLimits) -> Image.Image:
-    """The image with only its header read; refused when it declares more pixels than ``limits``."""
+    """The image with only its header read; refused when it declares more pixels than ``limits``, or
+    (a JPEG) more than ``MAX_JPEG_SCANS`` scans."""
     opened = Image.open(io.BytesIO(body), formats=FORMATS)
+    # every scan of a progressive JPEG passes over the whole image: thousands of tiny scans make a
+    # small, in-size file cost minutes of CPU. Markers are the only 0xFF 0xDA in a JPEG (entropy-coded
+    # 0xFF bytes are stuffed as 0xFF 0x00), so counting them is exact and costs one pass over the bytes.
+    scans = body.count(b"\xff\xda") if opened.format in ("JPEG", "MPO") else 0
+    if scans > MAX_JPEG_SCANS:
+        raise InvalidInput(f"JPEG with {scans} scans is refused: at most {MAX_JPEG_SCANS} (a progressive "
+                           "JPEG has about 10)")
     max_w, max_h = limits.max_size(spec)
     if opened.width > max_w or opened.height > max_h or opened.width < 1 or opened.height < 1:
         raise InvalidInput(f"image of {opened.width}x{opened.height} pixels is refused: model {spec.name} "

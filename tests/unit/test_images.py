@@ -132,3 +132,15 @@ def test_large_jpeg_decodes_at_a_reduced_scale_to_the_same_input() -> None:
     x = to_input(_png(img, "JPEG"), ALEX)
     assert x.shape == (1, 3, 32, 32)
     assert x[0, 0, 0, 0] > x[0, 0, 31, 0]  # top half white, bottom black
+
+
+def test_jpeg_with_thousands_of_scans_is_refused_before_decoding() -> None:
+    """A scan bomb: every scan of a progressive JPEG passes over the whole image."""
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(buf, format="JPEG", progressive=True)
+    body = buf.getvalue()
+    assert to_input(body, ALEX).shape == (1, 3, 32, 32)  # an ordinary progressive JPEG is fine
+    sos = body.index(b"\xff\xda")
+    bomb = body[:sos] + body[sos:-2] * 100 + body[-2:]  # its scans repeated: ~700 scans
+    with pytest.raises(InvalidInput, match=r"scans is refused: at most 64"):
+        to_input(bomb, ALEX)
