@@ -139,6 +139,15 @@ def jpeg_declaring(width: int, height: int) -> bytes:
     return bytes(body)
 
 
+def jpeg_scan_bomb(repeats: int = 100) -> bytes:
+    """A small progressive JPEG whose scans are repeated: each scan costs a pass over the image."""
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(buf, format="JPEG", progressive=True)
+    body = buf.getvalue()
+    sos = body.index(b"\xff\xda")
+    return body[:sos] + body[sos:-2] * repeats + body[-2:]
+
+
 def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 

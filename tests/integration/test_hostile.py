@@ -69,6 +69,7 @@ def _image_cases() -> list[Case]:
         post("jpeg declaring 6000x6000", h.jpeg_declaring(6000, 6000), (422,)),
         post("jpeg declaring 65535x65535", h.jpeg_declaring(65535, 65535), (422,)),
         post("jpeg declaring 2000x1", h.jpeg_declaring(2000, 1), (422,)),
+        post("jpeg with 700 scans", h.jpeg_scan_bomb(100), (422,)),
         post("png declaring 100000x100000", h.png(100_000, 100_000), (422,)),
         post("png declaring 0x0", h.png(0, 0), (422,)),
         post("png zTXt inflating to 4 MB", h.png(extra=h.inflating_chunk(b"zTXt")), (422,)),
