@@ -272,17 +272,27 @@ def render_testbed(tb: Summary | None) -> str:
                 "here.")
     def error(p: Summary) -> str:
         measured, predicted = p.get("measured_ms"), p.get("predicted_ms")
-        return f"{100 * (measured / predicted - 1):+.1f}%" if measured and predicted else "-"
+        return f"{100 * (predicted / measured - 1):+.1f}%" if measured and predicted else "-"
 
     def rate(v: float | None) -> str:
         return "-" if v is None else f"{v:.1f}"
 
     rows = [[p["model"], p["hosts"], p["mode"], ms(p.get("measured_ms")), ms(p.get("predicted_ms")), error(p),
-             rate(p.get("throughput_per_s"))] for p in tb["points"]]
-    return ("From `docs/benchmarks/testbed/testbed.json` (`edgesplit bench testbed --json`). "
-            "Error = measured / predicted - 1.\n\n"
-            + table(("model", "hosts", "mode", "measured, ms", "predicted, ms", "error", "throughput (/s)"),
-                    rows))
+             rate(p.get("throughput_per_s")), rate(p.get("predicted_throughput_per_s"))]
+            for p in tb["points"]]
+    text = ("From `docs/benchmarks/testbed/testbed.json` (`edgesplit bench testbed --json`): single-task "
+            "latency on the idle testbed (median) and throughput of a burst submitted at once, measured and "
+            "predicted by the simulator for the same cluster file. Error = predicted / measured - 1.\n\n"
+            + table(("model", "hosts", "mode", "measured, ms", "predicted, ms", "error",
+                     "throughput (/s)", "predicted throughput (/s)"), rows))
+    summary = tb.get("summary") or {}
+    if summary.get("median_abs_error") is not None:
+        text += (f"\n\nPrediction error over all points: median {100 * summary['median_abs_error']:.1f}%, "
+                 f"worst {100 * summary['max_abs_error']:.1f}%.")
+    for where, ratios in sorted((summary.get("ratios") or {}).items()):
+        listed = ", ".join(f"{mode} {x(v)}" for mode, v in sorted(ratios.items()))
+        text += f" Measured latency over edgesplit's at {where.replace('@', ', ')} hosts: {listed}."
+    return text
 
 
 def bench_headline(s: Summary) -> str:

@@ -69,7 +69,7 @@ def test_a_testbed_file_is_rendered_into_both_docs_from_the_committed_summary(tm
     assert check_report(tmp_path, summary) == expected
     changed = write_report(tmp_path, tmp_path / SUMMARY.parent)
     assert changed == ["docs/REPRODUCTION.md", "docs/BENCHMARKS.md"]
-    row = "| vgg16-paper | 8 | split | 90.00 | 100.0 | -10.0% | 9.5 |"
+    row = "| vgg16-paper | 8 | split | 90.00 | 100.0 | +11.1% | 9.5 | - |"
     for doc in changed:
         assert row in blocks_in((tmp_path / doc).read_text())["testbed"]
     assert check_report(tmp_path, summary) == []
@@ -89,7 +89,11 @@ def test_the_testbed_block_says_when_there_is_no_measurement_and_renders_points(
     point = {"model": "alexnet-paper", "hosts": 3, "mode": "split", "measured_ms": 55.0, "predicted_ms": 50.0,
              "throughput_per_s": 12.34}
     table = render_testbed({"points": [point]})
-    assert "| alexnet-paper | 3 | split | 55.00 | 50.00 | +10.0% | 12.3 |" in table
+    assert "| alexnet-paper | 3 | split | 55.00 | 50.00 | -9.1% | 12.3 | - |" in table
+    summary = {"median_abs_error": 0.091, "max_abs_error": 0.2,
+               "ratios": {"alexnet-paper@8": {"no-split": 3.5}}}
+    text = render_testbed({"points": [point], "summary": summary})
+    assert "median 9.1%, worst 20.0%" in text and "alexnet-paper, 8 hosts: no-split 3.50x" in text
 
 
 def test_every_quotation_of_the_paper_is_its_wording() -> None:
