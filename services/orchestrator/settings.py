@@ -75,6 +75,7 @@ class OrchestratorSettings(ServiceSettings):
     grpc_port: int | None = Field(None, ge=1, le=65535)  # the V2 gRPC service (v2grpc.py); None: off
     cloud_token: str | None = None  # sent to the cloud; unset: ``token`` (one token per caller is better)
     metrics: bool = True  # serve the open /metrics (Prometheus); false: 404
+    open_api: bool = False  # allow a public API without api_token on a non-loopback address
     workers: bool = True
     max_finished: int = Field(20_000, ge=1)
     redis_outage_s: float = Field(60.0, ge=0.0)
@@ -100,6 +101,10 @@ class OrchestratorSettings(ServiceSettings):
 
     @model_validator(mode="after")
     def _check_times(self) -> OrchestratorSettings:
+        loopback = self.host in ("127.0.0.1", "localhost", "::1")
+        if self.api_token is None and not self.open_api and not loopback:
+            raise ValueError(f"api_token is required to listen on {self.host} (closed by default); set one, "
+                             "or open_api=true to serve an open API on purpose")
         if self.cluster_file is not None and not self.cluster_file.is_file():
             raise ValueError(f"cluster_file {self.cluster_file} does not exist")
         if self.lease_s <= 2 * self.reap_interval_s:

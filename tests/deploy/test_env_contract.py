@@ -27,6 +27,7 @@ from tests.deploy.conftest import Renderer
 CI_IDS = [p.name for p in support.CI_VALUES]
 MOUNTS = ("/etc/edgesplit", "/var/lib/edgesplit/weights")
 EXISTING_SECRET = {
+    "api-token": "existing-secret-api-token",
     "orchestrator-token": "existing-secret-orchestrator-token",
     "allocator-token": "existing-secret-allocator-token",
     "cloud-token": "existing-secret-cloud-token",
