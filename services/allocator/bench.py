@@ -223,7 +223,7 @@ class Adapt:
             self.stack = st
             try:
                 alloc = self.start_allocator("exact" if pretrain else c.policy)
-                with OrchestratorClient(st.url) as oc:
+                with OrchestratorClient(st.url, token=getattr(st, "api_token", None)) as oc:
                     self.warm_up(alloc, oc)
                     if pretrain:
                         alloc = self.start_allocator("td3", self.train(alloc, oc))

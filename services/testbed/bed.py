@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import shlex
 import shutil
 import statistics
@@ -65,6 +66,8 @@ class Testbed(LocalStack):
                          orchestrator=orchestrator, log_dir=log_dir or self.home / "logs", keep_logs=True,
                          port=desc.gateway.port, allocator=allocator, shared_host=False,
                          cloud_threads=max(1, int(desc.cloud.cpus)), weights_dir=weights_dir, **extra)
+        # the orchestrator listens on the gateway's address, not loopback: closed by default, so a token
+        self.api_token = str(self.extra_orch.setdefault("api_token", secrets.token_hex(24)))
         self.exec_ports = [EXECUTOR_PORT] * len(desc.edges)
         self.cloud_port = CLOUD_PORT
         self.alloc_port = ALLOCATOR_PORT if allocator else 0
@@ -127,6 +130,7 @@ class Testbed(LocalStack):
         """The cluster file (module docstring); the overheads are those measured so far."""
         d = self.desc
         core = self.per_core or {"edge_flops_per_core": 50e9, "fc_flops_per_core": 8e9}
+        conv = core.get("conv_flops_per_core", core["edge_flops_per_core"])
         executors = [{"name": f"executor-{i}", "url": f"http://{d.address(f'e{i}')}:{EXECUTOR_PORT}",
                       "threads": e.zone(), "flops_per_thread": core["edge_flops_per_core"],
                       "link_bps": 1e6 * min(e.up_mbps, e.down_mbps), "host": f"e{i}",
@@ -136,7 +140,7 @@ class Testbed(LocalStack):
             "hosts": {f"e{i}": {"cores": e.cpus} for i, e in enumerate(d.edges)},
             "cloud": {"url": f"http://{d.address('cloud')}:{CLOUD_PORT}",
                       "flops": core["fc_flops_per_core"] * d.cloud.cpus,
-                      "conv_flops": core["edge_flops_per_core"] * d.cloud.cpus,
+                      "conv_flops": conv * d.cloud.cpus,
                       "link_bps": 1e6 * min(d.cloud.up_mbps, d.cloud.down_mbps),
                       "overhead_s": self.overheads.get("cloud", 0.0)},
             "controller": {"overhead_s": self.controller_overhead_s},
@@ -150,8 +154,8 @@ class Testbed(LocalStack):
             self.build()
             self._ensure_redis()
             if self.measure and self.per_core is None:
-                self.progress("measuring one core's FLOPS on the model's layers")
-                self.per_core = calibrate.per_core(self.models)
+                self.progress("measuring one core's FLOPS on the model, then a host's under its quota")
+                self.per_core = self._calibrate()
             self.write_cluster()
             self.progress(f"starting the cloud and {self.n_executors} executors in their hosts")
             self.weights_dir.mkdir(parents=True, exist_ok=True)
@@ -176,6 +180,24 @@ class Testbed(LocalStack):
             raise
         return self
 
+    def _calibrate(self) -> dict[str, float]:
+        """Per core of quota: ``edge_flops_per_core`` (the edge layers) measured inside the first edge
+        host, ``fc_flops_per_core`` and ``conv_flops_per_core`` inside the cloud host, each divided by
+        that host's quota; and the unlimited core's figures with the quotas' efficiency beside them."""
+        prefix = self.desc.prefix
+        core = calibrate.per_core(self.models)
+        edge = calibrate.per_core(self.models, runs=7, cgroup=cgroups.path(prefix, "e0"))
+        cloud = calibrate.per_core(self.models, runs=7, cgroup=cgroups.path(prefix, "cloud"))
+        e_cpus, c_cpus = min(1.0, self.desc.edges[0].cpus), min(1.0, self.desc.cloud.cpus)
+        out = {"edge_flops_per_core": edge["edge_flops_per_core"] / e_cpus,
+               "conv_flops_per_core": cloud["edge_flops_per_core"] / c_cpus,
+               "fc_flops_per_core": cloud["fc_flops_per_core"] / c_cpus,
+               "unlimited_edge_flops_per_core": core["edge_flops_per_core"],
+               "unlimited_fc_flops_per_core": core["fc_flops_per_core"]}
+        out["edge_quota_efficiency"] = out["edge_flops_per_core"] / core["edge_flops_per_core"]
+        out["fc_quota_efficiency"] = out["fc_flops_per_core"] / core["fc_flops_per_core"]
+        return out
+
     def _measure_overheads(self) -> None:
         """Each service's per-request overhead (``calibrate.slice_overhead``, ``echo_overhead``)."""
         assert self.cloud is not None
@@ -194,7 +216,7 @@ class Testbed(LocalStack):
 
         spec = get_spec(self.models[0])
         spent = []
-        with OrchestratorClient(self.url) as oc:
+        with OrchestratorClient(self.url, token=self.api_token) as oc:
             for i in range(CALIBRATION_TASKS + 2):
                 sent, t0 = time.time(), time.perf_counter()
                 info = oc.run(wire.encode(random_input(spec, i)), spec.name, priority=1, logits=False)

@@ -2,7 +2,10 @@
 
 * ``per_core``: FLOPS of one unlimited core running a model's edge layers and its FC layers with one
   torch thread (the fastest of ``runs`` forwards after a warm-up: a core's own speed, as free as
-  possible of other work on the machine). A host's FLOPS is its quota times this.
+  possible of other work on the machine); with ``cgroup``, the same inside a host's cgroup, under its
+  quota (the median run). Their ratio over the quota is the quota's *efficiency*: what a host
+  really computes per core of quota (CFS throttling, the period's phase), which the cluster file's
+  figures include. A host's FLOPS is its quota times this.
   It runs as ``python -m services.testbed.calibrate MODEL...`` so that nothing of the caller's
   process (threads, caches) colours it.
 * ``slice_overhead``: what a slice request to an executor costs beyond its compute and its bytes on
@@ -16,11 +19,13 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -28,9 +33,10 @@ import numpy as np
 from edgesplit import wire
 
 
-def _fastest_forward_s(module: object, x: object, runs: int) -> float:
-    """The fastest of ``runs`` forwards (after 3 warm-ups): a core's speed, with as little as possible
-    of whatever else the machine runs at the time (the hosts' quotas are what the model charges)."""
+def _forward_s(module: object, x: object, runs: int, fastest: bool) -> float:
+    """The fastest (``fastest``) or the median of ``runs`` forwards after 3 warm-ups. Unlimited, the
+    fastest is a core's own speed, as free as possible of whatever else the machine runs; under a
+    quota, the median, since when a forward starts within the CFS period is part of what it costs."""
     import torch
 
     times = []
@@ -40,11 +46,12 @@ def _fastest_forward_s(module: object, x: object, runs: int) -> float:
             module(x)  # type: ignore[operator]
             if i >= 3:
                 times.append(time.perf_counter() - t0)
-    return min(times)
+    return min(times) if fastest else statistics.median(times)
 
 
-def measure(models: Sequence[str], runs: int = 15) -> dict[str, float]:
-    """FLOPS of one core on the edge layers and on the FC layers of ``models`` (FLOPs-weighted)."""
+def measure(models: Sequence[str], runs: int = 15, fastest: bool = True) -> dict[str, float]:
+    """FLOPS of this process (one torch thread) on the edge layers and on the FC layers of ``models``
+    (FLOPs-weighted)."""
     import torch
 
     from edgesplit.models import get_spec
@@ -60,17 +67,22 @@ def measure(models: Sequence[str], runs: int = 15) -> dict[str, float]:
         with torch.no_grad():
             features = edge(x)
         edge_flops += spec.edge_flops()
-        edge_s += _fastest_forward_s(edge, x, runs)
+        edge_s += _forward_s(edge, x, runs, fastest)
         fc_flops += spec.cloud_flops()
-        fc_s += _fastest_forward_s(fc, features, runs)
+        fc_s += _forward_s(fc, features, runs, fastest)
     return {"edge_flops_per_core": edge_flops / edge_s, "fc_flops_per_core": fc_flops / fc_s}
 
 
-def per_core(models: Sequence[str], runs: int = 15) -> dict[str, float]:
-    """``measure`` in a fresh process (the services' OpenMP settings)."""
+def per_core(models: Sequence[str], runs: int = 15, cgroup: Path | None = None) -> dict[str, float]:
+    """``measure`` in a fresh process (the services' OpenMP settings): on one unlimited core (the
+    fastest run), or inside ``cgroup`` under its quota (the median run)."""
+    from services.testbed.cgroups import shell_prefix
+
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-m", "services.testbed.calibrate", *models, "--runs", str(runs)],
-                         capture_output=True, text=True, env=env, timeout=600, check=True)
+    argv = [sys.executable, "-m", "services.testbed.calibrate", *models, "--runs", str(runs)]
+    if cgroup is not None:
+        argv = ["sh", "-c", shell_prefix(cgroup, None) + shlex.join([*argv, "--median"])]
+    out = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=900, check=True)
     result: dict[str, float] = json.loads(out.stdout)
     return result
 
@@ -126,11 +138,13 @@ def slice_overhead(url: str, token: str, model: str, link_bps: float, runs: int 
 def main(argv: Sequence[str]) -> None:
     args = list(argv)
     runs = 15
+    fastest = "--median" not in args
+    args = [a for a in args if a != "--median"]
     if "--runs" in args:
         i = args.index("--runs")
         runs = int(args[i + 1])
         del args[i : i + 2]
-    print(json.dumps(measure(args or ["alexnet-paper"], runs)))
+    print(json.dumps(measure(args or ["alexnet-paper"], runs, fastest)))
 
 
 if __name__ == "__main__":

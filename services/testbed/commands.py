@@ -63,14 +63,15 @@ def up(
     t0 = time.monotonic()
     with err.status(f"building {len(desc.edges)} edge hosts and measuring them..."):
         bed.start()
-    report = {**status(desc.prefix), "token": bed.token, "seconds": round(time.monotonic() - t0, 1),
+    report = {**status(desc.prefix), "api_token": bed.api_token, "seconds": round(time.monotonic() - t0, 1),
               "per_core": bed.per_core, "overheads_s": bed.overheads,
               "controller_overhead_s": bed.controller_overhead_s}
     if as_json:
         print(json.dumps(report))
         return
     console = Console()
-    console.print(f"testbed {desc.prefix} is up in {report['seconds']} s: orchestrator {report['url']}")
+    console.print(f"testbed {desc.prefix} is up in {report['seconds']} s: orchestrator {report['url']}, "
+                  f"API token {bed.api_token}")
     for host, info in report["hosts"].items():
         console.print(f"  {host:6s} {info['address']:15s} {info['cpus']} core(s), "
                       f"up {info['up_bps'] / 1e6:.0f} / down {info['down_bps'] / 1e6:.0f} Mbit/s")
@@ -142,6 +143,7 @@ def bench_testbed(
     runs: int = typer.Option(20, min=3, help="single tasks per point (median)"),
     burst: int = typer.Option(30, min=4, help="tasks submitted at once for the throughput"),
     out: Path = typer.Option(DEFAULT_OUT, help="where testbed.json, .csv and .png go"),
+    cloud_cpus: float = typer.Option(0.5, help="CPU quota of the cloud host, cores (see docs/BENCHMARKS.md)"),
     as_json: bool = typer.Option(False, "--json", help="one JSON object on stdout"),
 ) -> None:
     """Fig. 7 measured: single-task latency and throughput per (model, hosts, mode) on edge hosts of 0.2
@@ -157,7 +159,7 @@ def bench_testbed(
                            f"(unknown: {unknown})")
     names = [m.strip() for m in models.split(",") if m.strip()]
     result = run_bench(counts, cast(list[ServedMode], chosen), names, runs, burst,
-                       progress=lambda line: err.print(line))
+                       progress=lambda line: err.print(line), cloud_cpus=cloud_cpus)
     files = write_outputs(result, out)
     if as_json:
         print(json.dumps({**result, "files": [str(f) for f in files]}))

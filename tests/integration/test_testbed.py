@@ -73,7 +73,7 @@ def test_a_task_on_the_testbed_equals_local_torch(bed: Testbed) -> None:
     spec = get_spec(MODEL)
     module = load_model(spec, seed=0)
     xs = [np.random.default_rng(s).standard_normal((1, *spec.input)).astype(np.float32) for s in range(3)]
-    with OrchestratorClient(bed.url, timeout_s=120) as oc:
+    with OrchestratorClient(bed.url, token=bed.api_token, timeout_s=120) as oc:
         infos = [oc.run(wire.encode(x), MODEL, priority=1, wait_s=120) for x in xs]
     with torch.no_grad():
         for info, x in zip(infos, xs, strict=True):
@@ -138,7 +138,7 @@ def test_down_after_a_kill_of_up_leaves_nothing(tmp_path: Path) -> None:
                               timeout=120)
         assert done.returncode == 0, done.stderr
         assert _leftovers(prefix) == []
-        assert not [p for p in hosted if Path(f"/proc/{p}").exists()]
+        assert not [p for p in hosted if cgroups.alive(p)]
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
