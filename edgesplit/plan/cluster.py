@@ -77,6 +77,7 @@ class Server:
     flops_known: bool = True
     host: str | None = None
     host_cores: float | None = None
+    host_period_s: float | None = None  # CFS period of the host's quota, when it has one (the testbed)
 
     def __post_init__(self) -> None:
         if self.threads < 1:
@@ -210,6 +211,7 @@ class _ExecutorModel(BaseModel):
 class _HostModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
     cores: PositiveFloat
+    cpu_period_s: PositiveFloat | None = None
 
 
 class _CloudModel(BaseModel):
@@ -252,7 +254,8 @@ def cluster_from_dict(raw: Mapping[str, Any], where: str = "cluster") -> Cluster
         Server(name=ex.name or f"ex{i}", threads=ex.threads,
                flops_per_thread=ex.flops_per_thread or DEFAULT_FLOPS_PER_THREAD, link_bps=ex.link_bps,
                url=ex.url, overhead_s=ex.overhead_s, flops_known=ex.flops_per_thread is not None,
-               host=ex.host, host_cores=None if ex.host is None else parsed.hosts[ex.host].cores)
+               host=ex.host, host_cores=None if ex.host is None else parsed.hosts[ex.host].cores,
+               host_period_s=None if ex.host is None else parsed.hosts[ex.host].cpu_period_s)
         for i, ex in enumerate(parsed.executors))
     c = parsed.cloud
     try:
@@ -275,7 +278,9 @@ def cluster_to_dict(cluster: Cluster) -> dict[str, Any]:
     if cluster.controller_overhead_s:
         out["controller"] = {"overhead_s": cluster.controller_overhead_s}
     if cluster.hosts():
-        out["hosts"] = {name: {"cores": cores} for name, cores in cluster.hosts().items()}
+        periods = {s.host: s.host_period_s for s in cluster.servers if s.host is not None and s.host_period_s}
+        out["hosts"] = {name: {"cores": cores, **({"cpu_period_s": periods[name]} if name in periods else {})}
+                        for name, cores in cluster.hosts().items()}
     return out
 
 

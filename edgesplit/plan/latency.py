@@ -54,6 +54,27 @@ def host_slowdown(servers: Sequence[Server], threads: Sequence[float],
             else 1.0 for srv, a in zip(servers, on, strict=True)]
 
 
+THROTTLED_PHASES = 1  # period-boundary waits the slowest server of a stage pays (fitted, see below)
+
+
+def throttle_delay(server: Server, in_stage: int) -> float:
+    """Expected wait for CFS period boundaries of the slowest of ``in_stage`` servers of a stage, on a
+    host whose quota is a fraction ``q`` of a core with period ``P`` (``host_period_s``). Seconds.
+
+    Under a quota a host runs at full speed until the period's share is spent, then waits for the
+    next period (up to ``(1 - q) P``). A slice's work outlasts the share, so it ends at a period
+    boundary: a wait uniform in ``[0, (1 - q) P]``, whose maximum over the stage's n servers averages
+    ``(1 - q) P n / (n + 1)`` (7 ms at 8 servers of 0.2 core, P = 10 ms). ``THROTTLED_PHASES`` such
+    waits per stage: two (the compute, then the reply, which needs CPU too) over-predicted the
+    paper's 5-stage plan on the testbed by 16-35%, one by 2-15% (docs/BENCHMARKS.md, testbed). Not in
+    the paper, whose servers have no quota; 0 for a host without a period or with a core or more.
+    """
+    if not server.host_period_s or server.host_cores is None or server.host_cores >= 1.0:
+        return 0.0
+    n = max(1, in_stage)
+    return THROTTLED_PHASES * (1.0 - server.host_cores) * server.host_period_s * n / (n + 1)
+
+
 def cloud_compute_time(size_full: float, cloud_flops: float) -> float:
     """Computing time of the fully connected layers on the cloud, eq. (2): size_full / k_c. Seconds."""
     return size_full / cloud_flops
@@ -182,6 +203,7 @@ def server_times(spec: ModelSpec, cluster: Cluster, stage: StageLike,
     shapes = spec.shapes()
     servers = [cluster.servers[m] for m in stage.servers]
     slowdown = host_slowdown(servers, stage.threads, [not sl.empty for sl in slices])
+    in_stage = sum(1 for sl in slices if not sl.empty)
     out = []
     for m, srv, k, sl, slow in zip(stage.servers, servers, stage.threads, slices, slowdown, strict=True):
         load = slice_load(spec, sl, flops, shapes)
@@ -189,7 +211,8 @@ def server_times(spec: ModelSpec, cluster: Cluster, stage: StageLike,
             out.append(ServerTime(m, 0.0, 0.0, 0.0))
             continue
         out.append(ServerTime(m, slow * compute_time(load.flops, k, srv.flops_per_thread),
-                              round_trip_time(load.out_bytes, load.in_bytes, srv.link_bps), srv.overhead_s))
+                              round_trip_time(load.out_bytes, load.in_bytes, srv.link_bps),
+                              srv.overhead_s + throttle_delay(srv, in_stage)))
     return out
 
 

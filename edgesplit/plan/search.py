@@ -29,7 +29,7 @@ import numpy.typing as npt
 from edgesplit.errors import InvalidPlan
 from edgesplit.models.spec import Conv2d, ModelSpec, is_window
 from edgesplit.plan.cluster import Server
-from edgesplit.plan.latency import BYTES_PER_VALUE, host_slowdown
+from edgesplit.plan.latency import BYTES_PER_VALUE, host_slowdown, throttle_delay
 from edgesplit.plan.ratios import minmax_split
 from edgesplit.split import STRATEGIES, Strategy, check_group, group_needs, part_total
 
@@ -140,7 +140,8 @@ def cost_table(loads: UnitLoads, servers: Sequence[Server], threads: Sequence[fl
         out = np.isinf(slow)
         speed = speed / np.where(out, 1.0, slow)
     link = np.array([s.link_bps for s in servers])
-    overhead = np.array([s.overhead_s for s in servers])
+    # the throttling wait as if every candidate server took part (the split is not known yet)
+    overhead = np.array([s.overhead_s + throttle_delay(s, len(servers)) for s in servers])
     table = (loads.flops[None, :] / speed[:, None]
              + 8.0 * (loads.in_bytes + loads.out_bytes)[None, :] / link[:, None]
              + overhead[:, None])

@@ -137,7 +137,8 @@ class Testbed(LocalStack):
                       "overhead_s": self.overheads.get(f"executor-{i}", 0.0)} for i, e in enumerate(d.edges)]
         raw: dict[str, Any] = {
             "executors": executors,
-            "hosts": {f"e{i}": {"cores": e.cpus} for i, e in enumerate(d.edges)},
+            "hosts": {f"e{i}": {"cores": e.cpus, "cpu_period_s": d.cpu_period_ms / 1000}
+                      for i, e in enumerate(d.edges)},
             "cloud": {"url": f"http://{d.address('cloud')}:{CLOUD_PORT}",
                       "flops": core["fc_flops_per_core"] * d.cloud.cpus,
                       "conv_flops": conv * d.cloud.cpus,

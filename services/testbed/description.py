@@ -20,7 +20,9 @@ worker at a fifth of a core's speed. ``up_mbps`` is the host's sending rate, ``d
 receiving rate (a ``tbf`` qdisc on each end of its link). The period is 10 ms rather than the
 kernel's (and Kubernetes') 100 ms: under a 100 ms period a burst runs at full speed until the
 period's quota is spent, so a 41 ms job took 134 ms at 0.2 core where the quota predicts 206 ms; at
-10 ms it took 210 ms (``../shared/DESIGN.md`` section 5).
+10 ms it took 210 ms (``../shared/DESIGN.md`` section 5). 5 ms (the shortest period whose 0.2-core
+quota, 1 ms, the kernel accepts) was tried and measured worse: edgesplit at 8 hosts took 184 ms
+against 161 ms at 10 ms, the paper's plan 258 against 186 (docs/BENCHMARKS.md, testbed).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from edgesplit.errors import InvalidInput
 from edgesplit.models import get_spec
 from edgesplit.plan.cluster import Cloud, Cluster, Server, cluster_from_dict, cluster_to_dict
 from edgesplit.plan.dads import dads, no_split
-from edgesplit.plan.latency import predict
+from edgesplit.plan.latency import THROTTLED_PHASES, predict, throttle_delay
 from edgesplit.plan.planner import make_plan
 from edgesplit.sim.served import SERVED_MODES, dads_cut, predict_served, served_workload
 from services.common.settings import _cgroup_quota, own_cgroups
@@ -72,8 +72,24 @@ def test_fractional_cores_slow_a_server_by_its_quota() -> None:
     assert no_split(SPEC, _cluster(1, 0.2)).edge_s == pytest.approx(5 * alone)
 
 
+def test_throttle_delay_grows_with_the_servers_of_a_stage() -> None:
+    quota = Server("a", 1, 60e9, 1e9, host="e0", host_cores=0.2, host_period_s=0.01)
+    assert throttle_delay(quota, 1) == pytest.approx(THROTTLED_PHASES * 0.8 * 0.01 / 2)
+    assert throttle_delay(quota, 8) == pytest.approx(THROTTLED_PHASES * 0.8 * 0.01 * 8 / 9)
+    assert throttle_delay(replace(quota, host_period_s=None), 8) == 0.0  # no period known: no term
+    assert throttle_delay(replace(quota, host_cores=2.0), 8) == 0.0  # whole cores: no throttling wait
+    base = _cluster(4, 0.2)
+    cluster = replace(base, servers=tuple(replace(s, host_period_s=0.01) for s in base.servers))
+    plain = make_plan(SPEC, _cluster(4, 0.2), groups=[(0, SPEC.n_edge)])
+    stage = plain.stages[0]
+    with_wait = predict(SPEC, cluster, plain.stages).stages[0]
+    assert with_wait.overhead_s - plain.predicted.stages[0].overhead_s == pytest.approx(
+        throttle_delay(cluster.servers[0], len(stage.servers)))
+
+
 def test_cluster_file_round_trips_fractional_cores_controller_and_conv_rate() -> None:
     cluster = _cluster(2, 0.25, conv_flops=50e9)
+    cluster = replace(cluster, servers=tuple(replace(s, host_period_s=0.01) for s in cluster.servers))
     again = cluster_from_dict(cluster_to_dict(cluster))
     assert again == cluster
     assert predict(SPEC, cluster, make_plan(SPEC, cluster).stages).controller_s == 5e-3
