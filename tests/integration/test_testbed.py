@@ -126,11 +126,11 @@ def test_down_after_a_kill_of_up_leaves_nothing(tmp_path: Path) -> None:
     proc = subprocess.Popen([*CLI, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not net.netns_pids(f"{prefix}-e1"):
-            time.sleep(0.2)  # until its second host runs a process
-        assert net.netns_pids(f"{prefix}-e1"), "testbed up did not start the hosts' services"
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not (net.namespaces(prefix) and cgroups.pids(prefix)):
+            time.sleep(0.2)  # until its hosts exist and a process runs in one (calibration or a service)
         hosted = cgroups.pids(prefix)
+        assert hosted and net.namespaces(prefix), "testbed up did not build its hosts"
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
         assert _leftovers(prefix), "the killed up left its hosts behind (what down must clean)"
