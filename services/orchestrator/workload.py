@@ -73,7 +73,7 @@ class TorchSide:
 
 
 def idle_latency(oc: OrchestratorClient, spec: ModelSpec, runs: int = 30, warmup: int = 3,
-                 torch_side: TorchSide | None = None) -> dict[str, float]:
+                 torch_side: TorchSide | None = None) -> dict[str, Any]:
     """One task at a time: median client-side and server-side end-to-end latency, seconds. Each task
     is one request, ``POST /v1/tasks?wait=60`` (submit and wait for the result). With ``torch_side``,
     one torch forward of the same input follows each task (``torch_median_s``; module docstring)."""
