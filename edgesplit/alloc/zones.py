@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 
 from edgesplit.errors import InvalidPlan
 from edgesplit.models import get_spec
@@ -44,6 +45,38 @@ def apportion_min(weights: Sequence[float], total: int, minimums: Sequence[int])
 def zone_sizes(specs: Sequence[ModelSpec], threads: int) -> list[int]:
     """Zones of one server with ``threads`` threads, one per spec, in the specs' order."""
     return apportion_min([s.edge_flops() for s in specs], threads, [len(conv_groups(s)) for s in specs])
+
+
+def server_zones(specs: Sequence[ModelSpec], threads: int) -> list[int]:
+    """One server's zones, one per spec (section 3.2, step 1), the one rule the orchestrator, the
+    allocator and the simulator use: the FLOPs share with at least one thread per conv (eq. 5d) where
+    the server has that many (``zone_sizes``); else at least one thread per model (the planner then
+    fuses convs into as many stages as the zone has threads); else, with fewer threads than models,
+    every model all the threads (the zones overlap).
+
+    The orchestrator used to keep one thread per model and the allocator one per conv, so they split
+    8 threads between alexnet-paper and digits-cnn as [7, 1] and [6, 2]; on 6 threads the allocator
+    overlapped the zones ([6, 6], quotas above the executor's capacity) where the orchestrator gave
+    [5, 1]. The paper's rule wins where it fits, the non-overlapping split where it does not.
+    """
+    try:
+        return zone_sizes(specs, threads)
+    except InvalidPlan:
+        pass
+    if threads >= len(specs):
+        return apportion_min([s.edge_flops() for s in specs], threads, [1] * len(specs))
+    return [threads] * len(specs)
+
+
+def zone_clusters(cluster: Cluster, specs: Sequence[ModelSpec]) -> dict[str, Cluster]:
+    """``{model: cluster}``: each server's ``threads`` replaced by that model's zone on it
+    (``server_zones``); one model keeps the cluster as it is."""
+    if len(specs) == 1:
+        return {specs[0].name: cluster}
+    rows = [server_zones(specs, s.threads) for s in cluster.servers]
+    return {spec.name: replace(cluster, servers=tuple(replace(s, threads=rows[m][j])
+                                                      for m, s in enumerate(cluster.servers)))
+            for j, spec in enumerate(specs)}
 
 
 def zones(cluster: Cluster, models: Sequence[str] | None = None,

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+from edgesplit.alloc.zones import zone_clusters
 from edgesplit.errors import InvalidInput
-from edgesplit.models.spec import ModelSpec, load_spec_file
+from edgesplit.models.spec import load_spec_file
 from edgesplit.models.zoo import get_spec
-from edgesplit.plan.cluster import Cluster, resolve_cluster
+from edgesplit.plan.cluster import resolve_cluster
 from edgesplit.sim.baselines import LABELS, MODES, Method, Mode, build
 from edgesplit.sim.engine import PipelineMode, SimConfig, simulate
 from edgesplit.sim.records import SimResult, make_tasks
@@ -32,19 +32,6 @@ class SimRequest:
     aging: float = 0.0
     link_spread: float = 0.0
     seed: int = 0
-
-
-def zone_clusters(cluster: Cluster, specs: Sequence[ModelSpec]) -> dict[str, Cluster]:
-    """Each CNN's view of the cluster: every server's threads split into resource zones in proportion
-    to the CNNs' edge FLOPs (paper section 3.2, ``alloc.zones``). One CNN gets all of every server."""
-    if len(specs) == 1:
-        return {specs[0].name: cluster}
-    from edgesplit.alloc.zones import zones
-
-    sizes = zones(cluster, specs=specs)
-    return {spec.name: replace(cluster, servers=tuple(replace(srv, threads=sizes[spec.name][m])
-                                                      for m, srv in enumerate(cluster.servers)))
-            for spec in specs}
 
 
 def _check(req: SimRequest) -> tuple[Mode, PipelineMode | None]:

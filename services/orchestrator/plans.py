@@ -32,20 +32,11 @@ log = logging.getLogger("edgesplit.orchestrator")
 
 
 def model_zones(cluster: Cluster, specs: Mapping[str, ModelSpec]) -> dict[str, Cluster]:
-    """The cluster each model plans on: every executor's threads split into resource zones in
-    proportion to the models' edge FLOPs (paper section 3.2), at least 1 thread each. An executor
-    with fewer threads than models gives each model all its threads (the zones then overlap)."""
-    from edgesplit.plan.planner import apportion
+    """The cluster each model plans on: every executor's threads split into resource zones by the one
+    rule the allocator and the simulator use too (``edgesplit.alloc.zones.server_zones``)."""
+    from edgesplit.alloc.zones import zone_clusters
 
-    names = list(specs)
-    if len(names) == 1:
-        return {names[0]: cluster}
-    weights = [specs[n].edge_flops() for n in names]
-    shares = [apportion(weights, s.threads) if s.threads >= len(names) else [s.threads] * len(names)
-              for s in cluster.servers]
-    return {n: replace(cluster, servers=tuple(replace(s, threads=shares[m][j])
-                                              for m, s in enumerate(cluster.servers)))
-            for j, n in enumerate(names)}
+    return zone_clusters(cluster, list(specs.values()))
 
 
 class PlanSource:

@@ -50,3 +50,27 @@ def test_a_server_too_small_for_the_convs_is_a_clear_error() -> None:
     with pytest.raises(InvalidPlan, match=r"ex0: 12 threads cannot give .* \(5 \+ 13 = 18\)"):
         zones(type(cluster)(tuple(s.__class__(s.name, 12, s.flops_per_thread, s.link_bps)
                                   for s in cluster.servers), cluster.cloud), ["alexnet-paper", "vgg16-paper"])
+
+
+def test_one_zone_rule_for_the_orchestrator_the_allocator_and_the_simulator() -> None:
+    """They disagreed: the orchestrator split 8 threads between alexnet-paper and digits-cnn as [7, 1],
+    the allocator as [6, 2] (a thread per conv, eq. 5d); on 6 threads the allocator overlapped the
+    zones ([6, 6]) where the orchestrator gave [5, 1]. The paper's rule wins where it fits, else one
+    thread per model, else (fewer threads than models) overlapping zones."""
+    from edgesplit.alloc.zones import server_zones, zone_clusters
+    from edgesplit.plan.cluster import Cloud, Cluster, Server
+    from edgesplit.sim.run import zone_clusters as sim_zones
+    from services.allocator.zones import zone_clusters as allocator_zones
+    from services.orchestrator.plans import model_zones
+
+    specs = [get_spec("alexnet-paper"), get_spec("digits-cnn")]
+    assert server_zones(specs, 8) == [6, 2]
+    assert server_zones(specs, 6) == [5, 1]
+    assert server_zones(specs, 1) == [1, 1]
+    for threads, expected in ((8, [6, 2]), (6, [5, 1])):
+        cluster = Cluster(tuple(Server(f"ex{m}", threads, 80e9, 1e9) for m in range(2)), Cloud(1e11, 1e8))
+        by_name = {s.name: s for s in specs}
+        views = [zone_clusters(cluster, specs), model_zones(cluster, by_name),
+                 allocator_zones(cluster, by_name), sim_zones(cluster, specs)]
+        for view in views:
+            assert [view[s.name].servers[1].threads for s in specs] == expected
