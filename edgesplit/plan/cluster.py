@@ -284,18 +284,24 @@ def cluster_to_dict(cluster: Cluster) -> dict[str, Any]:
     return out
 
 
+def read_yaml_mapping(path: Path, what: str, key: str) -> dict[str, Any]:
+    """A YAML (or JSON) file that must hold a mapping with ``key``; InvalidInput naming ``what`` and the
+    file when it is missing, not valid YAML or not a mapping (cluster files, testbed descriptions)."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError as e:
+        raise InvalidInput(f"{what} {path} does not exist") from e
+    except yaml.YAMLError as e:
+        raise InvalidInput(f"{what} {path} is not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise InvalidInput(f"{what} {path}: expected a mapping with '{key}', got {type(raw).__name__}")
+    return raw
+
+
 def load_cluster(path: str | Path) -> Cluster:
     """Read a ``cluster.yaml``; InvalidInput with the file name for a missing, unreadable or bad file."""
     p = Path(path)
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except FileNotFoundError as e:
-        raise InvalidInput(f"cluster file {p} does not exist") from e
-    except yaml.YAMLError as e:
-        raise InvalidInput(f"cluster file {p} is not valid YAML: {e}") from e
-    if not isinstance(raw, dict):
-        raise InvalidInput(f"cluster file {p}: expected a mapping with 'executors', got {type(raw).__name__}")
-    return cluster_from_dict(raw, where=f"cluster file {p}")
+    return cluster_from_dict(read_yaml_mapping(p, "cluster file", "executors"), where=f"cluster file {p}")
 
 
 def dump_cluster(cluster: Cluster, path: str | Path) -> None:

@@ -32,11 +32,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgesplit.errors import InvalidInput
 from edgesplit.models import BUILTINS
+from edgesplit.plan.cluster import read_yaml_mapping
 
 MAX_EDGES = 32
 PREFIX_PATTERN = r"^[a-z][a-z0-9]{1,5}$"  # interface names are at most 15 bytes: "<prefix>-e31h"
@@ -153,12 +153,7 @@ def parse_description(raw: Any, where: str = "testbed description") -> TestbedDe
 
 def load_description(path: Path) -> TestbedDescription:
     """Read a YAML (or JSON) description file."""
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError as e:
-        raise InvalidInput(f"testbed description {path} does not exist") from e
-    except yaml.YAMLError as e:
-        raise InvalidInput(f"testbed description {path} is not valid YAML: {e}") from e
+    raw = read_yaml_mapping(path, "testbed description", "edges")
     return parse_description(raw, f"testbed description {path}")
 
 
