@@ -35,7 +35,14 @@ COMMAND_MODULES = (
 )
 
 
+_registered: list[str] = []
+
+
 def _register_all() -> None:
+    """Import every area's commands, once per process."""
+    if _registered:
+        return
+    _registered.append("done")
     for name in COMMAND_MODULES:
         try:
             module = importlib.import_module(name)
