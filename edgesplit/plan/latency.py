@@ -23,9 +23,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
-from edgesplit.models.spec import Conv2d, ModelSpec, Shape
+from edgesplit.models.spec import ModelSpec, Shape
 from edgesplit.plan.cluster import Cloud, Cluster, Server
-from edgesplit.split import Slice, Strategy, group_needs, make_slices
+from edgesplit.split import Slice, Strategy, make_slices, slice_flops
 
 BYTES_PER_VALUE = 4
 
@@ -122,38 +122,20 @@ def _slice_bytes(sl: Slice, shapes: Sequence[Shape]) -> tuple[int, int]:
     if sl.in_channels is not None:
         c_in = sl.in_channels[1] - sl.in_channels[0]
     in_bytes = BYTES_PER_VALUE * c_in * (sl.in_rows[1] - sl.in_rows[0]) * w_in
-    if sl.strategy == "kernel-rows":
-        return in_bytes, map_bytes(shapes[sl.start + 1])
-    c_out, _, w_out = shapes[sl.stop]
-    if sl.channels is not None:
-        c_out = sl.channels[1] - sl.channels[0]
-    return in_bytes, BYTES_PER_VALUE * c_out * (sl.out_rows[1] - sl.out_rows[0]) * w_out
+    return in_bytes, map_bytes(sl.how.out_shape(sl, shapes, 1))
 
 
 def slice_load(spec: ModelSpec, sl: Slice, flops: Sequence[float] | None = None,
                shapes: Sequence[Shape] | None = None) -> SliceLoad:
-    """FLOPs, input and output bytes of one slice. A rows slice counts its halo recomputation:
-    the FLOPs of each layer over the rows it actually computes (``group_needs``)."""
+    """FLOPs, input and output bytes of one slice. The FLOPs are ``split.slice_flops``, the one count
+    the executors use too: a rows slice counts its halo recomputation (each layer over the rows it
+    actually computes, ``group_needs``)."""
     if sl.empty:
         return SliceLoad(0.0, 0, 0)
     per_layer = spec.layer_flops() if flops is None else flops
     shapes = spec.shapes() if shapes is None else shapes
     in_bytes, out_bytes = _slice_bytes(sl, shapes)
-    if sl.strategy == "rows":
-        needs = group_needs(spec, sl.start, sl.stop, sl.out_rows)
-        total = 0.0
-        for j, i in enumerate(range(sl.start, sl.stop)):
-            rows = needs[j + 1].rows if i + 1 < sl.stop else sl.out_rows
-            total += per_layer[i] * (rows[1] - rows[0]) / shapes[i + 1][1]
-        return SliceLoad(total, in_bytes, out_bytes)
-    if sl.strategy == "kernel-rows":
-        conv = spec.layers[sl.start]
-        assert isinstance(conv, Conv2d) and sl.kernel_rows is not None
-        share = (sl.kernel_rows[1] - sl.kernel_rows[0]) / conv.kernel[0]
-        return SliceLoad(per_layer[sl.start] * share, in_bytes, out_bytes)
-    assert sl.channels is not None
-    share = (sl.channels[1] - sl.channels[0]) / shapes[sl.stop][0]
-    return SliceLoad(sum(per_layer[sl.start : sl.stop]) * share, in_bytes, out_bytes)
+    return SliceLoad(slice_flops(spec, sl, 1, per_layer, shapes), in_bytes, out_bytes)
 
 
 class StageLike(Protocol):

@@ -14,12 +14,16 @@ from edgesplit.split.slices import (
     part_total,
     run_group,
 )
+from edgesplit.split.strategies import STRATEGY, Part, SlicingStrategy, slice_flops, worker_parts
 
 __all__ = [
     "STRATEGIES",
+    "STRATEGY",
     "Need",
+    "Part",
     "Rows",
     "Slice",
+    "SlicingStrategy",
     "Strategy",
     "check_group",
     "clip",
@@ -32,5 +36,7 @@ __all__ = [
     "merge",
     "part_total",
     "run_group",
+    "slice_flops",
     "split_counts",
+    "worker_parts",
 ]

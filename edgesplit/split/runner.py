@@ -13,10 +13,26 @@ from torch import nn
 
 from edgesplit.errors import InvalidPlan
 from edgesplit.models.spec import Conv2d, ModelSpec
+from edgesplit.registry import Registry
 from edgesplit.split.slices import conv_groups, part_total, run_group
+from edgesplit.split.strategies import STRATEGY
+from edgesplit.type_aliases import Strategy
 
 Mode = Literal["rows", "rows-fused", "kernel-rows", "channels"]
-MODES: tuple[Mode, ...] = ("rows", "rows-fused", "kernel-rows", "channels")
+
+
+class VerifyMode(NamedTuple):
+    """A way to split the whole edge part: a strategy, and all layers fused into one group or one
+    conv per group."""
+
+    strategy: Strategy
+    fused: bool = False
+
+
+VERIFY_MODES: Registry[Mode, VerifyMode] = Registry("strategy", {
+    "rows": VerifyMode("rows"), "rows-fused": VerifyMode("rows", fused=True),
+    "kernel-rows": VerifyMode("kernel-rows"), "channels": VerifyMode("channels")})
+MODES: tuple[Mode, ...] = VERIFY_MODES.names
 
 
 class SplitRun(NamedTuple):
@@ -35,7 +51,7 @@ def even_parts(total: int, k: int) -> list[int]:
 
 def groups_for(spec: ModelSpec, mode: Mode) -> list[tuple[int, int]]:
     """Group boundaries: the whole edge part for ``rows-fused``, else one conv per group."""
-    return [(0, spec.n_edge)] if mode == "rows-fused" else conv_groups(spec)
+    return [(0, spec.n_edge)] if VERIFY_MODES[mode].fused else conv_groups(spec)
 
 
 @torch.no_grad()
@@ -48,17 +64,14 @@ def split_forward(module: nn.Sequential, spec: ModelSpec, mode: Mode, servers: i
     """
     if servers < 1:
         raise InvalidPlan(f"a split needs at least 1 server, got {servers}")
-    if mode not in MODES:
-        raise InvalidPlan(f"unknown strategy {mode!r}; expected one of {', '.join(MODES)}")
-    strategy = "rows" if mode == "rows-fused" else mode
+    strategy = VERIFY_MODES[mode].strategy
     used: list[int] = []
     y = x
     for start, stop in groups_for(spec, mode):
-        group_strategy = strategy
-        if strategy != "rows" and not isinstance(spec.layers[start], Conv2d):
-            group_strategy = "rows"  # a leading pool has no kernel rows to split: split its rows
-        total = part_total(spec, start, stop, group_strategy)  # type: ignore[arg-type]
-        k = min(servers, total) if group_strategy == "kernel-rows" else servers
+        # a leading pool has no kernel rows (or conv filters) to split: split its rows
+        group: Strategy = strategy if isinstance(spec.layers[start], Conv2d) else "rows"
+        total = part_total(spec, start, stop, group)
+        k = min(servers, total) if STRATEGY[group].caps_servers else servers
         used.append(k)
-        y = run_group(module, spec, start, stop, group_strategy, even_parts(total, k), y)  # type: ignore[arg-type]
+        y = run_group(module, spec, start, stop, group, even_parts(total, k), y)
     return SplitRun(y, used)
