@@ -1,16 +1,19 @@
 """The per-CNN priority queue of the simulator, and a re-armable event.
 
-Priority 1 is the highest; within a level, first in first out (arrival time, then task id). With
-aging, a task waiting ``w`` seconds counts as ``max(1, priority - floor(w / aging_s))``.
+The order is the serving stack's, ``edgesplit.queueing.QueueOrder``: priority 1 is the highest; within
+a level, first in first out (arrival time, then task id); with aging, a task waiting ``w`` seconds
+counts as ``priority - w / aging_s``. (Until issue 16 the simulator rounded that down to whole levels
+and stopped at 1, ``max(1, priority - floor(w / aging_s))``, while the Redis queue did not; the
+queue's rule won, see docs/ARCHITECTURE.md.)
 """
 
 from __future__ import annotations
 
-import math
 from collections import deque
 
 import simpy
 
+from edgesplit.queueing import QueueOrder
 from edgesplit.sim.records import TaskRecord
 
 
@@ -35,6 +38,7 @@ class PriorityQueue:
 
     def __init__(self, env: simpy.Environment, aging_s: float) -> None:
         self.aging_s = aging_s
+        self.order = QueueOrder(aging_s)
         self.levels: dict[int, deque[TaskRecord]] = {}
         self.size = 0
         self.arrived = Signal(env)
@@ -44,16 +48,15 @@ class PriorityQueue:
         self.size += 1
         self.arrived.fire()
 
-    def key(self, task: TaskRecord, now: float) -> tuple[float, float, int]:
-        prio = float(task.priority)
-        if self.aging_s > 0:
-            prio = max(1.0, prio - math.floor((now - task.arrival_s) / self.aging_s + 1e-9))
-        return (prio, task.arrival_s, task.id)
+    def key(self, task: TaskRecord) -> tuple[float, float, int]:
+        """``QueueOrder.key``: static, so it holds at any ``now``."""
+        return self.order.key(task.priority, task.arrival_s, task.id)
 
     def pop(self, now: float) -> TaskRecord:
-        """The best waiting task now; within a level the oldest ages most, so only heads compete."""
+        """The best waiting task (at any ``now``: the order is static); within a level the oldest comes
+        first, so only heads compete."""
         heads = [q[0] for q in self.levels.values() if q]
-        best = min(heads, key=lambda t: self.key(t, now))
+        best = min(heads, key=self.key)
         self.levels[best.priority].popleft()
         self.size -= 1
         return best

@@ -4,7 +4,8 @@ Every state change is one Lua script (``scripts.py``), so several orchestrator r
 at any point leave Redis consistent: a task is either queued (in ``q``), running (in ``inflight``
 with a lease the worker renews) or finished (status done/failed/expired, the hash expiring after
 ``result_ttl_s``). A worker that dies stops renewing; the reaper puts its tasks back in the queue
-with their original score. Redis errors surface as ``Unavailable`` (HTTP 503).
+with their original score. Redis errors surface as ``Unavailable`` (HTTP 503). The order of the queue
+is ``edgesplit.queueing.QueueOrder`` (priority, arrival, aging), whose Lua the submit script runs.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from edgesplit.errors import Conflict, QueueFull, TaskNotFound, Unavailable
+from edgesplit.queueing import QueueOrder
+from services.common.channels import plan_key
 from services.orchestrator import scripts
 
 T = TypeVar("T")
@@ -64,21 +67,6 @@ class ClaimResult(NamedTuple):
 def new_task_id() -> str:
     """Time-ordered id (ns clock in hex + random), so ids sort by creation like UUIDv7."""
     return f"{time.time_ns():016x}{uuid.uuid4().hex[:12]}"
-
-
-def strict_score(priority: int, seq: int) -> float:
-    """Queue score with strict priorities: priority first, then arrival order (see ``scripts``)."""
-    return float(priority * 2**40 + seq)
-
-
-def aged_score(priority: int, arrival_s: float, aging_s: float) -> float:
-    """Queue score with aging: ``priority * aging_s + arrival``; lower is served first (see ``scripts``)."""
-    return priority * aging_s + arrival_s
-
-
-def effective_priority(priority: int, wait_s: float, aging_s: float) -> float:
-    """Priority after waiting ``wait_s`` seconds: one level better per ``aging_s`` (0 = no aging)."""
-    return float(priority) if aging_s <= 0 else priority - wait_s / aging_s
 
 
 async def _guard(call: Awaitable[T]) -> T:
@@ -134,17 +122,18 @@ class TaskQueue:
     async def submit(self, model: str, data: bytes, priority: int, timeout_s: float, *,
                      max_queue: int, aging_s: float = 0.0, idem_key: str | None = None,
                      fingerprint: str = "", retry_after_s: float | Callable[[], float] = 1.0) -> Submitted:
-        """Queue one task. Raises QueueFull (429) beyond ``max_queue`` queued tasks of that model and
-        Conflict (409) when ``idem_key`` was used for a different request. ``retry_after_s`` (or a
-        function giving it, called only for a full queue) is the QueueFull's Retry-After."""
+        """Queue one task in ``QueueOrder(aging_s)``. Raises QueueFull (429) beyond ``max_queue`` queued
+        tasks of that model and Conflict (409) when ``idem_key`` was used for a different request.
+        ``retry_after_s`` (or a function giving it, called only for a full queue) is the QueueFull's
+        Retry-After."""
         now = time.time()
         tid = new_task_id()
         idem = self.key("idem", idem_key) if idem_key else ""
         keys = [self.key("q", model), self.key("dl", model), self.key("pending", model), f"{self.p}seq",
                 f"{self.p}epoch", idem]
         args: list[str | bytes | int] = [
-            self.p, tid, model, priority, repr(now), repr(now + timeout_s), max_queue, repr(aging_s), data,
-            self.ttl + int(timeout_s) + 1, fingerprint, repr(timeout_s)]
+            self.p, tid, model, priority, repr(now), repr(now + timeout_s), max_queue, data,
+            self.ttl + int(timeout_s) + 1, fingerprint, repr(timeout_s), *QueueOrder(aging_s).lua_args()]
         out = [_s(v) for v in await _guard(self._submit(keys=keys, args=args))]
         if out[0] == "full":
             if callable(retry_after_s):
@@ -268,11 +257,11 @@ class TaskQueue:
 
     async def get_plan(self, model: str) -> dict[str, Any] | None:
         """The plan published under ``plan:{model}`` (JSON with a ``version``), or None."""
-        raw = await _guard(self.r.get(self.key("plan", model)))
+        raw = await _guard(self.r.get(plan_key(self.p, model)))
         return None if raw is None else dict(json.loads(raw))
 
     async def put_plan(self, model: str, plan: Mapping[str, Any]) -> None:
-        await _guard(self.r.set(self.key("plan", model), json.dumps(dict(plan))))
+        await _guard(self.r.set(plan_key(self.p, model), json.dumps(dict(plan))))
 
     async def purge(self) -> int:
         """Delete every key under the prefix (tests and ``edgesplit up --fresh``); returns how many."""

@@ -9,17 +9,16 @@ with a final status (so ``TRIM`` bounds their number as well as their age). Task
 inside the scripts from the prefix, so the queue targets a single Redis (not Redis Cluster). Times
 are Unix seconds (floats) passed by the caller.
 
-The score orders the queue (lowest first):
-
-* strict priorities (``aging_s`` = 0, the paper): ``priority * 2^40 + seq`` -- priority, then arrival
-  order, exactly representable in a double for 2^40 submits;
-* aging (``aging_s`` > 0): ``priority * aging_s + (arrival - epoch)``. A task's effective priority
-  ``priority - wait / aging_s`` improves one level per ``aging_s`` seconds; since ``wait = now -
-  arrival`` with ``now`` common to all tasks, ordering by effective priority is ordering by this
-  score, which therefore never has to be rewritten while tasks wait.
+The score orders the queue (lowest first). Its rule is ``edgesplit.queueing.QueueOrder``, defined
+once for the queue, the simulator and the cloud gate: the submit script concatenates its Lua function
+``queue_score`` (``QueueOrder.LUA``) and takes its arguments (``QueueOrder.lua_args``) as the last two
+ARGV. Strict priorities (``aging_s`` = 0, the paper): ``priority * 2^40 + seq``; aging: ``priority *
+aging_s + (arrival - epoch)``, a static score that orders by effective priority at any time.
 """
 
 from __future__ import annotations
+
+from edgesplit.queueing import QueueOrder
 
 # Redis >= 7 script flags (the first line). At ``maxmemory`` (policy ``noeviction``) a script without
 # flags would run and fail at its first write that may grow memory, after its earlier commands: a
@@ -30,41 +29,31 @@ REFUSED_WHEN_FULL = "#!lua"
 ALWAYS = "#!lua flags=allow-oom"
 
 # KEYS: q, dl, pending, seq, epoch, idem-or-empty
-# ARGV: prefix, id, model, priority, now, deadline, max_queue, aging_s, input, idem_ttl, fingerprint, timeout
-SUBMIT = REFUSED_WHEN_FULL + """
+# ARGV: prefix, id, model, priority, now, deadline, max_queue, input, idem_ttl, fingerprint, timeout,
+#       aging, shift (the last two: QueueOrder.lua_args())
+SUBMIT = REFUSED_WHEN_FULL + QueueOrder.LUA + """
 local p = ARGV[1]
 local id = ARGV[2]
 if KEYS[6] ~= '' then
   local old = redis.call('GET', KEYS[6])
   if old then
     local fp = redis.call('HGET', p .. 'task:' .. old, 'fingerprint')
-    if fp and fp ~= ARGV[11] then return {'conflict', old} end
+    if fp and fp ~= ARGV[10] then return {'conflict', old} end
     return {'duplicate', old}
   end
 end
 local n = redis.call('ZCARD', KEYS[1])
 if n >= tonumber(ARGV[7]) then return {'full', tostring(n)} end
-local prio = tonumber(ARGV[4])
-local aging = tonumber(ARGV[8])
-local score
-if aging > 0 then
-  local epoch = redis.call('GET', KEYS[5])
-  if not epoch then
-    epoch = ARGV[5]
-    redis.call('SET', KEYS[5], epoch)
-  end
-  score = prio * aging + (tonumber(ARGV[5]) - tonumber(epoch))
-else
-  score = prio * 1099511627776 + redis.call('INCR', KEYS[4])
-end
+local score = queue_score(tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[12]), tonumber(ARGV[13]),
+                          KEYS[5], KEYS[4])
 local key = p .. 'task:' .. id
 redis.call('HSET', key, 'id', id, 'model', ARGV[3], 'priority', ARGV[4],
   'score', string.format('%.17g', score), 'status', 'queued', 'submitted', ARGV[5],
-  'deadline', ARGV[6], 'timeout', ARGV[12], 'input', ARGV[9], 'attempts', '0', 'fingerprint', ARGV[11])
+  'deadline', ARGV[6], 'timeout', ARGV[11], 'input', ARGV[8], 'attempts', '0', 'fingerprint', ARGV[10])
 redis.call('ZADD', KEYS[1], score, id)
 redis.call('ZADD', KEYS[2], tonumber(ARGV[6]), id)
 local c = redis.call('HINCRBY', KEYS[3], ARGV[4], 1)
-if KEYS[6] ~= '' then redis.call('SET', KEYS[6], id, 'EX', tonumber(ARGV[10])) end
+if KEYS[6] ~= '' then redis.call('SET', KEYS[6], id, 'EX', tonumber(ARGV[9])) end
 redis.call('PUBLISH', p .. 'new:' .. ARGV[3], id)
 return {'ok', id, tostring(c)}
 """

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from edgesplit.queueing import QueueOrder
 from services.orchestrator.cloudgate import PriorityGate
 
 pytestmark = pytest.mark.anyio
@@ -44,6 +45,34 @@ async def test_waiters_go_by_priority_then_submission_time() -> None:
     await asyncio.gather(*tasks)
     assert order == ["first", "p1", "p3", "p5-c", "p5-a", "p5-b"]
     assert gate.busy == 0 and gate.waiting == 0
+
+
+async def test_with_aging_waiters_go_in_the_queues_order() -> None:
+    # Issue 16: the gate ignored aging (strict priority, then submission time); it now takes the
+    # queue's order, so a task that aged past fresher urgent ones in the queue keeps its place here.
+    order = QueueOrder(aging_s=0.1)
+    gate = PriorityGate(1, order)
+    got: list[str] = []
+    release = asyncio.Event()
+
+    async def call(name: str, priority: int, submitted: float) -> None:
+        async with gate.slot(priority, submitted):
+            got.append(name)
+            if name == "first":
+                await release.wait()
+
+    tasks = [asyncio.create_task(call("first", 1, 100.0))]
+    await _settle()
+    # p5 waited 1 s longer than the p1s: 10 levels, so 5 - 10 < 1; p3-late submitted 0.1 s after p1-a
+    waiters = [("p1-a", 1, 101.0), ("p5-old", 5, 100.0), ("p3-late", 3, 101.1), ("p1-b", 1, 101.05)]
+    for name, prio, submitted in waiters:
+        tasks.append(asyncio.create_task(call(name, prio, submitted)))
+        await _settle()
+    release.set()
+    await asyncio.gather(*tasks)
+    want = ["first", *sorted((w[0] for w in waiters),
+                             key=lambda n: next(order.key(p, t, 0) for m, p, t in waiters if m == n))]
+    assert got == want == ["first", "p5-old", "p1-a", "p1-b", "p3-late"]
 
 
 async def test_at_most_limit_calls_are_in_flight() -> None:

@@ -73,10 +73,22 @@ def test_aging_lets_an_old_low_priority_task_overtake() -> None:
     tasks = [TaskSpec(0, "m", 1, 0.0), TaskSpec(1, "m", 3, 0.0), TaskSpec(2, "m", 1, 0.5),
              TaskSpec(3, "m", 1, 0.9)]
     plain = simulate({"m": wl}, tasks)
-    aged = simulate({"m": wl}, tasks, SimConfig(aging_s=0.4))
-    # without aging the priority-3 task goes last; aged by 1 s (2 levels) it ties at 1 and is older
+    aged = simulate({"m": wl}, tasks, SimConfig(aging_s=0.2))
+    # without aging the priority-3 task goes last; aged by 1 s (5 levels: -2) it passes task 2 (-1.5)
     assert [t.id for t in sorted(plain.tasks, key=lambda t: t.end_s)] == [0, 2, 3, 1]
     assert [t.id for t in sorted(aged.tasks, key=lambda t: t.end_s)] == [0, 1, 2, 3]
+
+
+def test_aging_follows_the_serving_queue_not_whole_levels() -> None:
+    # Issue 16: the simulator used to round aging down to whole levels and stop at 1
+    # (max(1, p - floor(w / aging_s))), the Redis queue does neither (QueueOrder). Here, at t = 1 with
+    # aging_s = 0.4, the old rule tied task 1 (3 - 2 levels) and task 2 (1, floored) at 1 and took the
+    # older task 1; the queue's rule gives task 1 3 - 2.5 = 0.5 and task 2 1 - 1.25 = -0.25: task 2 first.
+    wl = compute_only(1.0)
+    tasks = [TaskSpec(0, "m", 1, 0.0), TaskSpec(1, "m", 3, 0.0), TaskSpec(2, "m", 1, 0.5),
+             TaskSpec(3, "m", 1, 0.9)]
+    aged = simulate({"m": wl}, tasks, SimConfig(aging_s=0.4))
+    assert [t.id for t in sorted(aged.tasks, key=lambda t: t.end_s)] == [0, 2, 1, 3]
 
 
 def test_links_are_shared_fifo_resources() -> None:
