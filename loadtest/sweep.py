@@ -53,7 +53,7 @@ class SweepConfig:
     task_timeout_s: float = 60.0
     samples: int = 8
     seed: int = 0
-    stack_options: dict[str, object] = field(default_factory=dict)
+    orchestrator_extra: dict[str, object] = field(default_factory=dict)  # the stack's orchestrator settings
 
     def priorities(self) -> list[int]:
         return list(parse_mix(self.mix))
@@ -173,12 +173,14 @@ def run_mode(cfg: SweepConfig, mode: str, samples: Path, images: list[Path], pro
              rows: list[Row], routes: dict[str, Any]) -> None:
     """Start the stack in ``mode``, run every density (appending to ``rows`` as each ends), stop it.
     ``routes[mode]``: the route the orchestrator reported after the warm-up."""
-    from services.stack import LocalStack
+    from services.stack import ExecutorGroup, LocalStack, OrchestratorGroup, StackSettings
 
     workdir = cfg.out / mode
     started = time.monotonic()
-    with LocalStack(executors=cfg.executors, models=(cfg.model,), mode=mode, threads=cfg.threads,
-                    seed=cfg.seed, log_dir=workdir / "logs", **cfg.stack_options) as stack:  # type: ignore[arg-type]
+    settings = StackSettings(models=(cfg.model,), seed=cfg.seed, log_dir=workdir / "logs",
+                             executor=ExecutorGroup(count=cfg.executors, threads=cfg.threads),
+                             orchestrator=OrchestratorGroup(mode=mode, extra=cfg.orchestrator_extra))
+    with LocalStack(settings) as stack:
         progress(f"{mode}: stack up at {stack.url} in {time.monotonic() - started:.1f} s")
         client = StackClient(stack.url, cfg.model)
         try:

@@ -72,15 +72,26 @@ def up(
     """Start redis (if needed), the cloud, the executors, the orchestrator (and with ``--allocator`` the
     allocator service); restart any of them that dies (backoff 1 s to 30 s); on Ctrl-C or SIGTERM let
     the orchestrator drain, then stop all."""
-    from services.stack import LocalStack, redis_durability
+    from services.stack import (
+        AllocatorGroup,
+        ExecutorGroup,
+        LocalStack,
+        OrchestratorGroup,
+        RedisGroup,
+        StackSettings,
+        redis_durability,
+    )
 
     _port_free(port)
     if fsync not in ("everysec", "always"):
         raise InvalidInput(f"--fsync {fsync!r}: expected everysec or always")
-    stack = LocalStack(executors, _models(models), mode, pipeline, threads, split, redis_url, port=port,
-                       orchestrator={"aging_s": aging, "conv_groups": conv_groups}, log_dir=log_dir,
-                       weights_dir=SHIPPED_WEIGHTS, keep_logs=True, allocator=allocator, prefix=prefix,
-                       state_dir=state_dir, redis_fsync=fsync, supervise=True)
+    stack = LocalStack(StackSettings(
+        models=tuple(_models(models)), split=split, executor=ExecutorGroup(count=executors, threads=threads),
+        orchestrator=OrchestratorGroup(mode=mode, pipeline=pipeline, port=port,
+                                       extra={"aging_s": aging, "conv_groups": conv_groups}),
+        allocator=AllocatorGroup(enabled=allocator),
+        redis=RedisGroup(url=redis_url, prefix=prefix, state_dir=state_dir, fsync=fsync),
+        weights_dir=SHIPPED_WEIGHTS, log_dir=log_dir, keep_logs=True, supervise=True))
     _sigterm_as_interrupt()
     try:
         with err.status("starting the stack..."):
@@ -127,12 +138,14 @@ def demo(
     from edgesplit.models.build import load_model
     from services.orchestrator.client import OrchestratorClient
     from services.orchestrator.workload import classify_sample, mixed_priorities, random_input
-    from services.stack import LocalStack
+    from services.stack import ExecutorGroup, LocalStack, StackSettings
 
     spec, digits = get_spec(model), get_spec("digits-cnn")
     names = list(dict.fromkeys([model, "digits-cnn"]))
     with err.status(f"starting redis, the cloud, {executors} executors and the orchestrator..."):
-        stack = LocalStack(executors, names, threads=2, weights_dir=SHIPPED_WEIGHTS).start()
+        settings = StackSettings(models=tuple(names), executor=ExecutorGroup(count=executors, threads=2),
+                                 weights_dir=SHIPPED_WEIGHTS)
+        stack = LocalStack(settings).start()
     try:
         with OrchestratorClient(stack.url) as oc, err.status("running the workload..."):
             from edgesplit import wire
@@ -181,16 +194,20 @@ def bench_e2e(
     from edgesplit.models import get_spec
     from services.orchestrator.client import OrchestratorClient
     from services.orchestrator.workload import TorchSide, idle_latency, saturation, torch_baseline
-    from services.stack import LocalStack
+    from services.stack import CloudGroup, ExecutorGroup, LocalStack, OrchestratorGroup, StackSettings
 
     spec = get_spec(model)
     with err.status("torch baseline (2 threads), hot loop..."):
         base = torch_baseline(spec, threads=2, runs=runs)
     torch_side = TorchSide(spec, threads=2)
     with err.status(f"starting the stack ({executors} executors, {threads} threads each)..."):
-        stack = LocalStack(executors, [model], mode, pipeline, threads, split, cloud_threads=cloud_threads,
-                           orchestrator={"conv_groups": conv_groups},
-                           executor={} if halo_max is None else {"halo_max": halo_max}).start()
+        stack = LocalStack(StackSettings(
+            models=(model,), split=split,
+            executor=ExecutorGroup(count=executors, threads=threads,
+                                   extra={} if halo_max is None else {"halo_max": halo_max}),
+            cloud=CloudGroup(threads=cloud_threads),
+            orchestrator=OrchestratorGroup(mode=mode, pipeline=pipeline, extra={"conv_groups": conv_groups}),
+        )).start()
     try:
         with OrchestratorClient(stack.url) as oc:
             route = oc.models()["models"][model]["route"]

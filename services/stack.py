@@ -5,7 +5,7 @@ written for them.
 ``LocalStack`` is a context manager reused by ``edgesplit up``, ``edgesplit demo``, the benchmarks and
 the integration tests::
 
-    with LocalStack(executors=2, models=("alexnet-paper",)) as stack:
+    with LocalStack(StackSettings(models=("alexnet-paper",), executor=ExecutorGroup(count=2))) as stack:
         httpx.post(stack.url + "/v1/tasks", ...)
 
 Every process logs to ``<log_dir>/<name>.log``. One random bearer token protects the internal calls
@@ -42,8 +42,9 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -80,13 +81,7 @@ def redis_args(port: int, state_dir: Path, fsync: str = "everysec", maxmemory: s
 
 def _defaults(role: str, *names: str) -> dict[str, object]:
     """The defaults of settings ``names`` in the role's settings class (what the chart's values mirror)."""
-    from services.allocator.settings import AllocatorSettings
-    from services.cloud.settings import CloudSettings
-    from services.executor.settings import ExecutorSettings
-    from services.orchestrator.settings import OrchestratorSettings
-
-    cls: Any = {"executor": ExecutorSettings, "cloud": CloudSettings, "orchestrator": OrchestratorSettings,
-                "allocator": AllocatorSettings}[role]
+    cls = _settings_class(role)
     return {n: cls.model_fields[n].default for n in names}
 
 
@@ -121,72 +116,181 @@ def redis_answers(url: str) -> bool:
         return False
 
 
-class LocalStack:
-    """A whole edgesplit deployment on this machine (module docstring).
+ROLE_SETTINGS = ("executor", "cloud", "orchestrator", "allocator")
 
-    ``threads``: capacity (sub-zone worker threads) of each executor; ``cloud_threads``: torch threads
-    of the cloud service; ``orchestrator``: extra
-    orchestrator settings (``EDGESPLIT_ORCHESTRATOR_<KEY>``), e.g. ``{"aging_s": 0.5}``;
-    ``executor``: extra executor settings. ``weights_dir``: ``<model>.safetensors`` files for every
-    service (models without one use seeded weights; None: an empty folder, so seeded weights for all).
-    ``allocator``: also run the allocator service (measured re-planning, plans published in Redis),
-    with ``allocator_settings`` added to its settings. Logs go to ``log_dir``, or to a temporary
-    folder deleted by ``stop`` unless ``keep_logs``.
 
-    ``shared_host`` (default): the cluster file says that the executors share this machine's cores
-    (``host: localhost``, ``hosts: {localhost: {cores: N}}``, N = the CPUs this process may use), so
-    the planner does not count on executors running side by side faster than the machine can
-    (``edgesplit.plan.latency.host_slowdown``). False describes them as separate machines, as in a
-    cluster of nodes: plans then spread work over them (tests of that machinery use it).
+def _settings_class(role: str) -> Any:
+    """The role's pydantic settings class (what its ``EDGESPLIT_<ROLE>_*`` variables validate against)."""
+    from services.allocator.settings import AllocatorSettings
+    from services.cloud.settings import CloudSettings
+    from services.executor.settings import ExecutorSettings
+    from services.orchestrator.settings import OrchestratorSettings
+
+    return {"executor": ExecutorSettings, "cloud": CloudSettings, "orchestrator": OrchestratorSettings,
+            "allocator": AllocatorSettings}[role]
+
+
+def _check_extra(role: str, extra: Mapping[str, object]) -> None:
+    """Extra settings of a role must be fields of its settings class (a typo would be ignored there)."""
+    unknown = sorted(set(extra) - set(_settings_class(role).model_fields))
+    if unknown:
+        raise ValueError(f"{role} settings {', '.join(unknown)}: not settings of the {role} "
+                         f"(see services/{role}/settings.py)")
+
+
+@dataclass(frozen=True)
+class ExecutorGroup:
+    """The executors: how many, each one's capacity (sub-zone worker threads) and extra
+    ``EDGESPLIT_EXECUTOR_*`` settings (fields of ``ExecutorSettings``), e.g. ``{"slice_delay_s": 3.0}``."""
+
+    count: int = 2
+    threads: int = 2
+    extra: Mapping[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.count < 1:
+            raise ValueError(f"a stack needs at least 1 executor, got {self.count}")
+        _check_extra("executor", self.extra)
+
+
+@dataclass(frozen=True)
+class CloudGroup:
+    """The cloud service: its torch threads and extra ``EDGESPLIT_CLOUD_*`` settings."""
+
+    threads: int = 2
+    extra: Mapping[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_extra("cloud", self.extra)
+
+
+@dataclass(frozen=True)
+class OrchestratorGroup:
+    """The orchestrator: serving mode, pipeline, port (None: a free one) and extra
+    ``EDGESPLIT_ORCHESTRATOR_*`` settings, e.g. ``{"aging_s": 0.5}``."""
+
+    mode: str = "split"
+    pipeline: str = "async"
+    port: int | None = None
+    extra: Mapping[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_extra("orchestrator", self.extra)
+
+
+@dataclass(frozen=True)
+class AllocatorGroup:
+    """The allocator service (measured re-planning, plans published in Redis): whether to run it and its
+    extra ``EDGESPLIT_ALLOCATOR_*`` settings."""
+
+    enabled: bool = False
+    extra: Mapping[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_extra("allocator", self.extra)
+
+
+@dataclass(frozen=True)
+class RedisGroup:
+    """Where the stack keeps its state: the Redis url (a durable redis-server is started there when
+    nothing answers, with ``fsync`` and ``maxmemory``, its files in ``state_dir``), the key prefix (None:
+    a fresh one) and whether ``stop`` keeps the keys."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+    prefix: str | None = None
+    keep_keys: bool = False
+    state_dir: Path | None = None
+    fsync: str = "everysec"
+    maxmemory: str = "256mb"
+
+
+@dataclass(frozen=True)
+class StackTokens:
+    """One internal bearer token per caller (each callee refuses the others): orchestrator -> executors
+    (``internal``), allocator -> executors, orchestrator -> cloud, and the allocator's admin token."""
+
+    internal: str = field(default_factory=lambda: secrets.token_hex(16))
+    allocator: str = field(default_factory=lambda: secrets.token_hex(16))
+    cloud: str = field(default_factory=lambda: secrets.token_hex(16))
+    admin: str = field(default_factory=lambda: secrets.token_hex(16))
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    """Everything a :class:`LocalStack` runs with, grouped by role.
+
+    ``models``, ``split`` (the planner family) and ``seed`` are the stack's; ``weights_dir``:
+    ``<model>.safetensors`` files for every service (None: an empty folder, so seeded weights for all);
+    logs go to ``log_dir``, or to a temporary folder deleted by ``stop`` unless ``keep_logs``;
+    ``supervise`` restarts a process that died (module docstring). ``shared_host`` (default): the
+    cluster file says that the executors share this machine's cores (``host: localhost``, ``hosts:
+    {localhost: {cores: N}}``, N = the CPUs this process may use), so the planner does not count on
+    executors running side by side faster than the machine can (``edgesplit.plan.latency.host_slowdown``).
+    False describes them as separate machines, as in a cluster of nodes: plans then spread work over them.
     """
 
-    def __init__(self, executors: int = 2, models: Sequence[str] = ("alexnet-paper",), mode: str = "split",
-                 pipeline: str = "async", threads: int = 2, split: str = "edgesplit",
-                 redis_url: str = "redis://127.0.0.1:6379/0", prefix: str | None = None,
-                 orchestrator: Mapping[str, object] | None = None,
-                 executor: Mapping[str, object] | None = None, log_dir: Path | None = None,
-                 port: int | None = None, keep_keys: bool = False, seed: int = 0,
-                 weights_dir: Path | None = None, keep_logs: bool = False, cloud_threads: int = 2,
-                 allocator: bool = False, allocator_settings: Mapping[str, object] | None = None,
-                 shared_host: bool = True, state_dir: Path | None = None, redis_fsync: str = "everysec",
-                 redis_maxmemory: str = "256mb", supervise: bool = False) -> None:
-        if executors < 1:
-            raise ValueError(f"a stack needs at least 1 executor, got {executors}")
-        self.n_executors = executors
-        self.models = list(models)
-        self.mode, self.pipeline, self.split, self.threads, self.seed = mode, pipeline, split, threads, seed
-        self.redis_url = redis_url
-        self.prefix = prefix or f"es-{uuid.uuid4().hex[:8]}:"
-        self.extra_orch = dict(orchestrator or {})
-        self.extra_exec = dict(executor or {})
-        self._own_dir = log_dir is None and not keep_logs
-        self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="edgesplit-stack-"))
+    models: tuple[str, ...] = ("alexnet-paper",)
+    split: str = "edgesplit"
+    seed: int = 0
+    executor: ExecutorGroup = field(default_factory=ExecutorGroup)
+    cloud: CloudGroup = field(default_factory=CloudGroup)
+    orchestrator: OrchestratorGroup = field(default_factory=OrchestratorGroup)
+    allocator: AllocatorGroup = field(default_factory=AllocatorGroup)
+    redis: RedisGroup = field(default_factory=RedisGroup)
+    tokens: StackTokens = field(default_factory=StackTokens)
+    weights_dir: Path | None = None
+    log_dir: Path | None = None
+    keep_logs: bool = False
+    shared_host: bool = True
+    supervise: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "models", tuple(self.models))
+
+
+class LocalStack:
+    """A whole edgesplit deployment on this machine (module docstring), run with ``settings``
+    (:class:`StackSettings`; None: the defaults).
+
+    ``extra_exec``, ``extra_orch`` and ``extra_alloc`` start as the groups' ``extra`` settings and may
+    be changed before a process is (re)started (``restart_orchestrator`` adds to ``extra_orch``).
+    """
+
+    def __init__(self, settings: StackSettings | None = None) -> None:
+        cfg = self.settings = settings or StackSettings()
+        self.n_executors = cfg.executor.count
+        self.models = list(cfg.models)
+        self.mode, self.pipeline, self.split = cfg.orchestrator.mode, cfg.orchestrator.pipeline, cfg.split
+        self.threads, self.seed = cfg.executor.threads, cfg.seed
+        self.redis_url = cfg.redis.url
+        self.prefix = cfg.redis.prefix or f"es-{uuid.uuid4().hex[:8]}:"
+        self.extra_orch = dict(cfg.orchestrator.extra)
+        self.extra_exec = dict(cfg.executor.extra)
+        self.extra_cloud = dict(cfg.cloud.extra)
+        self.extra_alloc = dict(cfg.allocator.extra)
+        self._own_dir = cfg.log_dir is None and not cfg.keep_logs
+        self.log_dir = cfg.log_dir or Path(tempfile.mkdtemp(prefix="edgesplit-stack-"))
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        # one internal token per caller: orchestrator -> executors, allocator -> executors,
-        # orchestrator -> cloud (each callee refuses the others)
-        self.token = secrets.token_hex(16)
-        self.allocator_token = secrets.token_hex(16)
-        self.cloud_token = secrets.token_hex(16)
-        self.orch_port = port or free_port()
-        self.exec_ports = [free_port() for _ in range(executors)]
+        self.token, self.allocator_token = cfg.tokens.internal, cfg.tokens.allocator
+        self.cloud_token, self.admin_token = cfg.tokens.cloud, cfg.tokens.admin
+        self.orch_port = cfg.orchestrator.port or free_port()
+        self.exec_ports = [free_port() for _ in range(self.n_executors)]
         self.cloud_port = free_port()
-        self.keep_keys = keep_keys
-        self.weights_dir = weights_dir if weights_dir is not None else self.log_dir / "weights"
-        self.cloud_threads = cloud_threads
-        self.with_allocator = allocator
-        self.extra_alloc = dict(allocator_settings or {})
-        self.admin_token = secrets.token_hex(16)
-        self.alloc_port = free_port() if allocator else 0
+        self.keep_keys = cfg.redis.keep_keys
+        self.weights_dir = cfg.weights_dir if cfg.weights_dir is not None else self.log_dir / "weights"
+        self.cloud_threads = cfg.cloud.threads
+        self.with_allocator = cfg.allocator.enabled
+        self.alloc_port = free_port() if self.with_allocator else 0
         self.redis_proc: subprocess.Popen[bytes] | None = None
-        self.executors: list[ServiceProcess | None] = [None] * executors
+        self.executors: list[ServiceProcess | None] = [None] * self.n_executors
         self.cloud: ServiceProcess | None = None
         self.orch: ServiceProcess | None = None
         self.allocator: ServiceProcess | None = None
         self.cluster_path = self.log_dir / "cluster.yaml"
-        self.shared_host = shared_host
-        self.state_dir = state_dir if state_dir is not None else self.log_dir / "redis"
-        self.redis_fsync, self.redis_maxmemory = redis_fsync, redis_maxmemory
-        self.supervise = supervise
+        self.shared_host = cfg.shared_host
+        self.state_dir = cfg.redis.state_dir if cfg.redis.state_dir is not None else self.log_dir / "redis"
+        self.redis_fsync, self.redis_maxmemory = cfg.redis.fsync, cfg.redis.maxmemory
+        self.supervise = cfg.supervise
         self.restarts: list[tuple[str, float]] = []  # (process name, time.time()) of each restart
         self.kept_tasks = 0  # tasks still queued or running when the stack stopped (their keys stay)
         self._lock = threading.RLock()  # the supervisor vs. deliberate stops, kills and restarts
@@ -218,7 +322,7 @@ class LocalStack:
                     "threads": self.threads, **self.extra_exec}
         if role == "cloud":
             return {**self._model_service(role, "cloud", self.cloud_port), "token": self.cloud_token,
-                    "threads": self.cloud_threads}
+                    "threads": self.cloud_threads, **self.extra_cloud}
         if role == "orchestrator":
             return {**self._common(role, "orchestrator", self.orch_port), "redis_url": self.redis_url,
                     "prefix": self.prefix, "cluster_file": self.cluster_path, "weights_dir": self.weights_dir,

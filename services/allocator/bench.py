@@ -36,7 +36,7 @@ from edgesplit import wire
 from edgesplit.models import get_spec
 from services.common.proc import ServiceProcess, start_module, wait_ready
 from services.orchestrator.client import OrchestratorClient
-from services.stack import LocalStack
+from services.stack import ExecutorGroup, LocalStack, StackSettings
 from services.testbed.bed import Testbed
 
 Log = Callable[[str], None]
@@ -211,9 +211,9 @@ class Adapt:
         if c.testbed:
             from services.testbed.description import uniform
 
-            return Testbed(uniform(c.executors, cpus=c.cpus, models=[c.model]), seed=c.seed)
-        return LocalStack(executors=c.executors, models=(c.model,), threads=c.threads, seed=c.seed,
-                          shared_host=False)
+            return Testbed(uniform(c.executors, cpus=c.cpus, models=[c.model]), StackSettings(seed=c.seed))
+        return LocalStack(StackSettings(models=(c.model,), seed=c.seed, shared_host=False,
+                                        executor=ExecutorGroup(count=c.executors, threads=c.threads)))
 
     def run(self) -> dict[str, Any]:
         c = self.c

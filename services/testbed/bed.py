@@ -35,7 +35,7 @@ from edgesplit import wire
 from edgesplit.models import get_spec
 from edgesplit.plan.cluster import cluster_from_dict, dump_cluster
 from services.common.proc import ServiceProcess, spawn, wait_ready
-from services.stack import MODULES, LocalStack
+from services.stack import MODULES, LocalStack, StackSettings
 from services.testbed import calibrate, cgroups, net
 from services.testbed.description import TestbedDescription
 
@@ -46,31 +46,33 @@ CALIBRATION_TASKS = 12
 
 
 class Testbed(LocalStack):
-    """The stack on emulated hosts (module docstring). ``edge_threads``: every executor's zone, where
-    the description leaves it to the quota; ``measure``: run the calibration (False: the cluster file
-    gets the per-core figure given in ``per_core`` and no overheads, for quick tests)."""
+    """The stack on emulated hosts (module docstring), run with ``settings`` (serving mode, split,
+    pipeline, allocator, extra settings, weights, logs); what the description fixes (executors, models,
+    Redis, prefix, the gateway's port, the cloud's threads, separate hosts) overrides them.
+    ``edge_threads``: every executor's zone, where the description leaves it to the quota; ``measure``:
+    run the calibration (False: the cluster file gets the per-core figure given in ``per_core`` and no
+    overheads, for quick tests)."""
 
     __test__ = False
 
-    def __init__(self, desc: TestbedDescription, mode: str = "split", split: str = "edgesplit",
-                 pipeline: str = "async", log_dir: Path | None = None, allocator: bool = False,
-                 orchestrator: dict[str, object] | None = None, measure: bool = True,
+    def __init__(self, desc: TestbedDescription, settings: StackSettings | None = None, measure: bool = True,
                  per_core: dict[str, float] | None = None, state_dir: Path = STATE_DIR,
-                 weights_dir: Path | None = None, progress: Callable[[str], None] | None = None,
-                 **extra: Any) -> None:
+                 progress: Callable[[str], None] | None = None) -> None:
         self.desc = desc
         self.progress = progress or (lambda line: log.info("%s", line))
         self.home = state_dir / desc.prefix
-        super().__init__(executors=len(desc.edges), models=desc.models, mode=mode, pipeline=pipeline,
-                         split=split, redis_url=desc.gateway.redis_url, prefix=f"{desc.prefix}:",
-                         orchestrator=orchestrator, log_dir=log_dir or self.home / "logs", keep_logs=True,
-                         port=desc.gateway.port, allocator=allocator, shared_host=False,
-                         cloud_threads=max(1, int(desc.cloud.cpus)), weights_dir=weights_dir, **extra)
+        cfg = settings or StackSettings()
+        super().__init__(replace(
+            cfg, models=tuple(desc.models), executor=replace(cfg.executor, count=len(desc.edges)),
+            cloud=replace(cfg.cloud, threads=max(1, int(desc.cloud.cpus))),
+            orchestrator=replace(cfg.orchestrator, port=desc.gateway.port),
+            redis=replace(cfg.redis, url=desc.gateway.redis_url, prefix=f"{desc.prefix}:"),
+            log_dir=cfg.log_dir or self.home / "logs", keep_logs=True, shared_host=False))
         # the orchestrator listens on the gateway's address, not loopback: closed by default, so a token
         self.api_token = str(self.extra_orch.setdefault("api_token", secrets.token_hex(24)))
         self.exec_ports = [EXECUTOR_PORT] * len(desc.edges)
         self.cloud_port = CLOUD_PORT
-        self.alloc_port = ALLOCATOR_PORT if allocator else 0
+        self.alloc_port = ALLOCATOR_PORT if self.with_allocator else 0
         self.cluster_path = self.home / "cluster.yaml"
         self.measure = measure
         self.per_core = per_core

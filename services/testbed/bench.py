@@ -29,6 +29,7 @@ from edgesplit.models import get_spec
 from edgesplit.plan.cluster import Cluster, dump_cluster, load_cluster
 from edgesplit.sim.served import SERVED_MODES, ServedMode, predict_served
 from services.common.proc import wait_ready
+from services.stack import StackSettings
 from services.testbed.bed import Testbed
 from services.testbed.description import TestbedDescription, uniform
 
@@ -98,7 +99,7 @@ def run_bench(hosts: Sequence[int] = (1, 2, 4, 8), modes: Sequence[ServedMode] =
               log_dir: Path | None = None, cloud_cpus: float = CLOUD_CPUS) -> dict[str, Any]:
     """Every (model, hosts, mode) point (module docstring); the testbed is removed afterwards."""
     desc = desc or uniform(max(hosts), models=list(models), cloud_cpus=cloud_cpus)
-    tb = Testbed(desc, log_dir=log_dir, progress=progress)
+    tb = Testbed(desc, StackSettings(log_dir=log_dir), progress=progress)
     points: list[dict[str, Any]] = []
     with tb:
         full = load_cluster(tb.cluster_path)

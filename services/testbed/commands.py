@@ -57,9 +57,12 @@ def up(
     desc = _description(file, edges, cpus, edge_mbps, cloud_cpus, cloud_mbps, prefix, models, port)
     net.preflight(desc.prefix)  # before the services' imports: a refusal is one line and exit 2
     cgroups.version()
+    from services.stack import AllocatorGroup, OrchestratorGroup, StackSettings
     from services.testbed.bed import Testbed, status
 
-    bed = Testbed(desc, mode=mode, split=split, allocator=allocator, progress=lambda line: err.print(line))
+    settings = StackSettings(split=split, orchestrator=OrchestratorGroup(mode=mode),
+                             allocator=AllocatorGroup(enabled=allocator))
+    bed = Testbed(desc, settings, progress=lambda line: err.print(line))
     t0 = time.monotonic()
     with err.status(f"building {len(desc.edges)} edge hosts and measuring them..."):
         bed.start()

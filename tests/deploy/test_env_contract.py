@@ -265,9 +265,11 @@ def optional_vars(objs: list[support.Obj], role: str) -> set[str]:
 
 @pytest.fixture
 def local_stack(tmp_path: Path) -> Any:
-    from services.stack import LocalStack
+    from services.stack import AllocatorGroup, ExecutorGroup, LocalStack, StackSettings
 
-    stack = LocalStack(executors=2, models=("digits-cnn",), allocator=True, log_dir=tmp_path / "stack")
+    stack = LocalStack(StackSettings(
+        models=("digits-cnn",), log_dir=tmp_path / "stack", executor=ExecutorGroup(count=2),
+        allocator=AllocatorGroup(enabled=True)))
     stack.write_cluster()  # what start() writes first; nothing is started here
     stack.weights_dir.mkdir(parents=True, exist_ok=True)
     return stack
@@ -292,9 +294,11 @@ def test_the_local_stack_sets_the_chart_and_compose_variables(
 
 
 def test_the_local_stack_sets_the_api_token_when_it_has_one(rendered: Renderer, tmp_path: Path) -> None:
-    from services.stack import LocalStack
+    from services.stack import LocalStack, OrchestratorGroup, StackSettings
 
-    stack = LocalStack(models=("digits-cnn",), log_dir=tmp_path, orchestrator={"api_token": STACK_API_TOKEN})
+    stack = LocalStack(StackSettings(
+        models=("digits-cnn",), log_dir=tmp_path,
+        orchestrator=OrchestratorGroup(extra={"api_token": STACK_API_TOKEN})))
     no_auth_redis = {"EDGESPLIT_ORCHESTRATOR_REDIS_PASSWORD"}  # the local redis-server has no password
     chart = set(chart_vars(rendered(None), "orchestrator"))
     assert set(stack.role_env("orchestrator")) | no_auth_redis == chart

@@ -25,7 +25,7 @@ from edgesplit import wire
 from edgesplit.models import get_spec
 from services.common.models import load_part
 from services.common.proc import ServiceProcess, start_module, wait_ready
-from services.stack import LocalStack
+from services.stack import ExecutorGroup, LocalStack, StackSettings
 
 pytestmark = [pytest.mark.redis, pytest.mark.services, pytest.mark.slow]
 MODEL = "digits-cnn"
@@ -39,7 +39,9 @@ INPUTS = [RNG.standard_normal((1, 8, 8)).astype(np.float32) for _ in range(4)]
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalStack, ServiceProcess]]:
     log_dir = tmp_path_factory.mktemp("allocator-stack")
     # separate machines (shared_host=False): plans spread over the executors, as in a cluster
-    with LocalStack(executors=3, models=(MODEL,), threads=2, log_dir=log_dir, shared_host=False) as st:
+    with LocalStack(StackSettings(
+            models=(MODEL,), log_dir=log_dir, shared_host=False,
+            executor=ExecutorGroup(count=3, threads=2))) as st:
         alloc = start_module("allocator", "services.allocator", "EDGESPLIT_ALLOCATOR_", {
             "redis_url": st.redis_url, "prefix": st.prefix, "cluster_file": st.cluster_path,
             "token": st.token, "models": MODEL, "period_s": PERIOD_S, "measure_s": 0.25}, log_dir)

@@ -19,7 +19,7 @@ import pytest
 from edgesplit import wire
 from services.orchestrator.service import LOOP_FAILURES_DEAD, Orchestrator
 from services.orchestrator.settings import OrchestratorSettings
-from services.stack import LocalStack
+from services.stack import ExecutorGroup, LocalStack, OrchestratorGroup, StackSettings
 
 pytestmark = [pytest.mark.redis, pytest.mark.services]
 BODY = wire.encode(np.zeros((1, 1, 8, 8), np.float32))
@@ -27,8 +27,10 @@ BODY = wire.encode(np.zeros((1, 1, 8, 8), np.float32))
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    with LocalStack(executors=1, models=("digits-cnn",), threads=2, executor={"slice_delay_s": 3.0},
-                    orchestrator={"drain_s": 20.0}, log_dir=tmp_path_factory.mktemp("cancel-stack")) as st:
+    with LocalStack(StackSettings(
+            models=("digits-cnn",), log_dir=tmp_path_factory.mktemp("cancel-stack"),
+            executor=ExecutorGroup(count=1, threads=2, extra={"slice_delay_s": 3.0}),
+            orchestrator=OrchestratorGroup(extra={"drain_s": 20.0}))) as st:
         yield st
 
 

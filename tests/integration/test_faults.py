@@ -35,7 +35,7 @@ from edgesplit import wire
 from edgesplit.models import get_spec
 from edgesplit.models.build import load_model
 from services.common.proc import free_port
-from services.stack import LocalStack
+from services.stack import ExecutorGroup, LocalStack, OrchestratorGroup, RedisGroup, StackSettings
 
 pytestmark = [pytest.mark.redis, pytest.mark.services, pytest.mark.slow]
 SPEC = get_spec("digits-cnn")
@@ -77,11 +77,12 @@ class DoneMessages:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     logs = tmp_path_factory.mktemp("fault-stack")
     url = f"redis://127.0.0.1:{free_port()}/0"  # nothing there: the stack starts its own durable Redis
-    with LocalStack(executors=2, models=("digits-cnn",), threads=2, split="paper", redis_url=url,
-                    state_dir=logs / "redis-state", redis_fsync="everysec", supervise=True,
-                    executor={"slice_delay_s": 0.05},
-                    orchestrator={"lease_s": LEASE_S, "probe_interval_s": 0.2, "slice_timeout_s": 5.0},
-                    log_dir=logs) as st:
+    with LocalStack(StackSettings(
+            models=("digits-cnn",), split="paper", supervise=True, log_dir=logs,
+            executor=ExecutorGroup(count=2, threads=2, extra={"slice_delay_s": 0.05}),
+            orchestrator=OrchestratorGroup(extra={"lease_s": LEASE_S, "probe_interval_s": 0.2,
+                                                  "slice_timeout_s": 5.0}),
+            redis=RedisGroup(url=url, state_dir=logs / "redis-state", fsync="everysec"))) as st:
         assert st.redis_proc is not None, "the test needs a private redis-server, started by the stack"
         cfg = redis.Redis.from_url(url).config_get("append*")
         assert cfg["appendonly"] == "yes" and cfg["appendfsync"] == "everysec"
@@ -234,15 +235,18 @@ def test_the_stack_keeps_the_keys_of_tasks_it_still_holds(tmp_path: Path) -> Non
     url = f"redis://127.0.0.1:{free_port()}/0"
     state = tmp_path / "redis-state"
     body = wire.encode(np.zeros((1, *SPEC.input), np.float32))
-    first = LocalStack(executors=1, models=("digits-cnn",), threads=2, redis_url=url, state_dir=state,
-                       executor={"slice_delay_s": 2.0}, orchestrator={"drain_s": 0.0},
-                       log_dir=tmp_path / "first")
+    first = LocalStack(StackSettings(
+        models=("digits-cnn",), log_dir=tmp_path / "first",
+        executor=ExecutorGroup(count=1, threads=2, extra={"slice_delay_s": 2.0}),
+        orchestrator=OrchestratorGroup(extra={"drain_s": 0.0}), redis=RedisGroup(url=url, state_dir=state)))
     with first, httpx.Client(base_url=first.url, timeout=30) as c:
         ids = [c.post("/v1/tasks", params={"model": "digits-cnn", "timeout": 300}, content=body).json()["id"]
                for _ in range(5)]
     # stopped with tasks queued (each slice takes 2 s): the Redis it started went with it, its file stays
-    with LocalStack(executors=1, models=("digits-cnn",), threads=2, redis_url=url, state_dir=state,
-                    prefix=first.prefix, log_dir=tmp_path / "second") as second, \
+    with LocalStack(StackSettings(
+            models=("digits-cnn",), log_dir=tmp_path / "second",
+            executor=ExecutorGroup(count=1, threads=2),
+            redis=RedisGroup(url=url, state_dir=state, prefix=first.prefix))) as second, \
             httpx.Client(base_url=second.url, timeout=30) as c:
         infos = [c.get(f"/v1/tasks/{i}", params={"wait": 60, "logits": False}).json() for i in ids]
     assert [i["status"] for i in infos] == ["done"] * len(ids), infos

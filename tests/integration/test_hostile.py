@@ -25,7 +25,7 @@ import pytest
 from hostile import Case, case, request
 
 from services.common.proc import ServiceProcess, free_port, start_module, wait_ready
-from services.stack import LocalStack
+from services.stack import ExecutorGroup, LocalStack, OrchestratorGroup, StackSettings
 
 pytestmark = [pytest.mark.redis, pytest.mark.services, pytest.mark.slow]
 API = "hostile-suite-api-token-0123456789"
@@ -35,8 +35,11 @@ SLICE = "/v1/slices/alexnet-paper?subzone=0&strategy=rows&start=2&stop=4&out_row
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    with LocalStack(executors=1, models=MODELS, threads=2, log_dir=tmp_path_factory.mktemp("hostile"),
-                    orchestrator={"api_token": API, "max_body_bytes": 1 << 20, "rate_per_s": 0}) as st:
+    with LocalStack(StackSettings(
+            models=MODELS, log_dir=tmp_path_factory.mktemp("hostile"),
+            executor=ExecutorGroup(count=1, threads=2),
+            orchestrator=OrchestratorGroup(extra={"api_token": API, "max_body_bytes": 1 << 20,
+                                                  "rate_per_s": 0}))) as st:
         yield st
 
 

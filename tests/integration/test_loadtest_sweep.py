@@ -20,7 +20,7 @@ import pytest
 
 from loadtest.samples import write_samples
 from loadtest.sweep import LOCUSTFILE, SweepConfig, read_failures, run_step, run_sweep
-from services.stack import LocalStack
+from services.stack import ExecutorGroup, LocalStack, StackSettings
 
 pytestmark = [pytest.mark.redis, pytest.mark.services]
 MODEL = "digits-cnn"
@@ -35,7 +35,8 @@ def samples(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     logs = tmp_path_factory.mktemp("lt-stack")
-    with LocalStack(executors=2, models=(MODEL,), threads=2, log_dir=logs) as st:
+    with LocalStack(StackSettings(
+            models=(MODEL,), log_dir=logs, executor=ExecutorGroup(count=2, threads=2))) as st:
         yield st
 
 

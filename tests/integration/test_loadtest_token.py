@@ -17,7 +17,7 @@ import pytest
 
 from loadtest.samples import write_samples
 from loadtest.sweep import LOCUSTFILE
-from services.stack import LocalStack
+from services.stack import CloudGroup, ExecutorGroup, LocalStack, OrchestratorGroup, StackSettings
 
 pytestmark = [pytest.mark.redis, pytest.mark.services]
 MODEL = "digits-cnn"
@@ -27,8 +27,10 @@ API_TOKEN = "loadtest-api-token-0123456789abcdef"
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     logs = tmp_path_factory.mktemp("lt-token")
-    with LocalStack(executors=1, models=(MODEL,), threads=1, cloud_threads=1, log_dir=logs,
-                    orchestrator={"api_token": API_TOKEN}) as st:
+    with LocalStack(StackSettings(
+            models=(MODEL,), log_dir=logs, executor=ExecutorGroup(count=1, threads=1),
+            cloud=CloudGroup(threads=1),
+            orchestrator=OrchestratorGroup(extra={"api_token": API_TOKEN}))) as st:
         yield st
 
 

@@ -21,7 +21,7 @@ from edgesplit.models import get_spec
 from edgesplit.models.build import load_model
 from services.common.proc import ServiceProcess, start_module
 from services.orchestrator.images import to_input
-from services.stack import LocalStack
+from services.stack import ExecutorGroup, LocalStack, OrchestratorGroup, StackSettings
 
 pytestmark = [pytest.mark.redis, pytest.mark.services]
 MODELS = ("alexnet-paper", "digits-cnn")
@@ -30,8 +30,10 @@ MAX_BODY = 256 * 1024
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    with LocalStack(executors=2, models=MODELS, threads=2, log_dir=tmp_path_factory.mktemp("api-stack"),
-                    orchestrator={"max_body_bytes": MAX_BODY}) as st:
+    with LocalStack(StackSettings(
+            models=MODELS, log_dir=tmp_path_factory.mktemp("api-stack"),
+            executor=ExecutorGroup(count=2, threads=2),
+            orchestrator=OrchestratorGroup(extra={"max_body_bytes": MAX_BODY}))) as st:
         yield st
 
 

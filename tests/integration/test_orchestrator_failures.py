@@ -18,7 +18,7 @@ from edgesplit import wire
 from edgesplit.models import get_spec
 from edgesplit.models.build import load_model
 from services.common.proc import free_port
-from services.stack import LocalStack
+from services.stack import ExecutorGroup, LocalStack, OrchestratorGroup, RedisGroup, StackSettings
 
 pytestmark = [pytest.mark.redis, pytest.mark.services, pytest.mark.slow]
 SPEC = get_spec("digits-cnn")
@@ -26,9 +26,10 @@ SPEC = get_spec("digits-cnn")
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    with LocalStack(executors=2, models=("digits-cnn",), threads=2, split="paper",
-                    executor={"slice_delay_s": 0.05}, orchestrator={"lease_s": 2.0, "probe_interval_s": 0.2},
-                    log_dir=tmp_path_factory.mktemp("failure-stack")) as st:
+    with LocalStack(StackSettings(
+            models=("digits-cnn",), split="paper", log_dir=tmp_path_factory.mktemp("failure-stack"),
+            executor=ExecutorGroup(count=2, threads=2, extra={"slice_delay_s": 0.05}),
+            orchestrator=OrchestratorGroup(extra={"lease_s": 2.0, "probe_interval_s": 0.2}))) as st:
         yield st
 
 
@@ -105,7 +106,9 @@ def test_orchestrator_killed_mid_run_leaves_no_task_behind(stack: LocalStack,
 def test_redis_outage_gives_503_and_the_service_recovers(tmp_path: pytest.TempPathFactory) -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"  # a private redis-server that this test can stop
     body = wire.encode(np.zeros((1, 8, 8), np.float32))
-    with LocalStack(executors=1, models=("digits-cnn",), threads=2, redis_url=url, log_dir=tmp_path) as st, \
+    with LocalStack(StackSettings(
+            models=("digits-cnn",), log_dir=tmp_path, executor=ExecutorGroup(count=1, threads=2),
+            redis=RedisGroup(url=url))) as st, \
             httpx.Client(base_url=st.url, timeout=30) as c:
         assert st.redis_proc is not None
         st.redis_proc.kill()

@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from edgesplit import wire
-from services.stack import LocalStack
+from services.stack import ExecutorGroup, LocalStack, StackSettings
 
 pytestmark = [pytest.mark.redis, pytest.mark.services]
 BODY = wire.encode(np.random.default_rng(0).standard_normal((1, 8, 8)).astype(np.float32))
@@ -27,8 +27,9 @@ BODY = wire.encode(np.random.default_rng(0).standard_normal((1, 8, 8)).astype(np
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    with LocalStack(executors=2, models=("digits-cnn",), threads=2, split="paper",
-                    executor={"slice_delay_s": 0.1}, log_dir=tmp_path_factory.mktemp("pipeline-stack")) as st:
+    with LocalStack(StackSettings(
+            models=("digits-cnn",), split="paper", log_dir=tmp_path_factory.mktemp("pipeline-stack"),
+            executor=ExecutorGroup(count=2, threads=2, extra={"slice_delay_s": 0.1}))) as st:
         yield st
 
 
@@ -137,3 +138,45 @@ def test_a_plan_published_in_redis_is_taken_between_tasks(stack: LocalStack) -> 
     # the slice records the allocator fits link rates and speeds from
     assert client.xlen(f"{stack.prefix}xfer:executor-1") > 0
     client.delete(f"{stack.prefix}plan:digits-cnn")
+
+
+def test_a_plan_with_an_edge_cloud_cut_runs_the_rest_in_the_cloud_exactly(stack: LocalStack) -> None:
+    """A plan whose edge part ends early (``Plan.cloud_from``, as the planner chooses where the cloud
+    runs convs fast) serves results equal to the unsplit model: the first conv split on the edge,
+    the second conv, the pooling and the FC layers in the cloud."""
+    import torch
+
+    from edgesplit.models import get_spec
+    from edgesplit.models.build import load_model
+    from edgesplit.plan.cluster import load_cluster
+    from edgesplit.plan.latency import predict
+    from edgesplit.plan.planner import Plan, active_servers, edgesplit_stages
+    from edgesplit.plan.search import SpecFacts
+
+    spec = get_spec("digits-cnn")
+    cluster = load_cluster(stack.cluster_path)
+    stages = edgesplit_stages(SpecFacts.of(spec), cluster, active_servers(cluster), stop=2)
+    plan = Plan(spec.name, tuple(stages), predict(spec, cluster, stages, 2), "edgesplit", 9,
+                tuple(s.name for s in cluster.servers), cloud_from=2)
+    client = redis.Redis.from_url(stack.redis_url)
+    client.set(f"{stack.prefix}plan:digits-cnn", json.dumps(plan.to_dict()))
+    time.sleep(1.0)  # the orchestrator reads it at most every 0.5 s, between tasks
+    xs = [np.random.default_rng(s).standard_normal((1, *spec.input)).astype(np.float32) for s in range(2)]
+    module = load_model(spec, seed=0)
+    try:
+        with httpx.Client(base_url=stack.url, timeout=60) as c:
+            ids = []
+            for x in xs:
+                r = c.post("/v1/tasks", params={"model": "digits-cnn", "priority": 2}, content=wire.encode(x))
+                assert r.status_code == 202, r.text
+                ids.append(str(r.json()["id"]))
+            infos = [c.get(f"/v1/tasks/{i}", params={"wait": 60}).json() for i in ids]
+    finally:
+        client.delete(f"{stack.prefix}plan:digits-cnn")
+    with torch.no_grad():
+        for info, x in zip(infos, xs, strict=True):
+            assert info["status"] == "done", info
+            assert info["route"]["version"] == 9
+            assert [s["layers"] for s in info["timings"]["stages"]][-1][1] == 2  # the edge stopped at the cut
+            ref = module(torch.from_numpy(x))
+            torch.testing.assert_close(torch.tensor(info["logits"]).view_as(ref), ref, rtol=1e-4, atol=1e-4)

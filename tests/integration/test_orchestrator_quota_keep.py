@@ -13,7 +13,7 @@ import pytest
 
 from edgesplit import wire
 from services.executor.client import ExecutorClient
-from services.stack import LocalStack
+from services.stack import ExecutorGroup, LocalStack, OrchestratorGroup, StackSettings
 
 pytestmark = [pytest.mark.redis, pytest.mark.services]
 OURS, THEIRS = "digits-cnn", "alexnet-paper"
@@ -33,8 +33,10 @@ def test_an_executor_restart_keeps_the_quotas_of_models_planned_elsewhere(tmp_pa
     # the executors deploy both models and have 2 threads more than the orchestrator plans with;
     # the orchestrator serves (and plans) only OURS
     # separate machines (shared_host=False): the plan uses both executors, so a slice fails on the dead one
-    with LocalStack(executors=2, models=(OURS, THEIRS), threads=2, log_dir=tmp_path, shared_host=False,
-                    orchestrator={"models": OURS}, executor={"threads": 4}) as st, \
+    with LocalStack(StackSettings(
+            models=(OURS, THEIRS), log_dir=tmp_path, shared_host=False,
+            executor=ExecutorGroup(count=2, threads=2, extra={"threads": 4}),
+            orchestrator=OrchestratorGroup(extra={"models": OURS}))) as st, \
             httpx.Client(base_url=st.url, timeout=30) as c:
         mine = _quotas(st, 0)[OURS]
         theirs = {0: 1}

@@ -21,7 +21,7 @@ from edgesplit.models.build import load_model
 from services.common.proc import REPO, free_port
 from services.orchestrator.client import OrchestratorClient
 from services.orchestrator.workload import digit_sample
-from services.stack import LocalStack
+from services.stack import AllocatorGroup, ExecutorGroup, LocalStack, OrchestratorGroup, StackSettings
 
 pytestmark = [pytest.mark.redis, pytest.mark.services]
 CLI = [sys.executable, "-c", "from edgesplit.cli import main; main()"]
@@ -43,7 +43,9 @@ def _exact(oc: OrchestratorClient, model: str, seeds: range) -> list[dict]:
 
 @pytest.mark.parametrize("mode", ["no-split", "dads"])
 def test_baseline_modes_give_the_unsplit_result(mode: str, tmp_path: Path) -> None:
-    with LocalStack(executors=2, models=("alexnet-paper",), mode=mode, threads=2, log_dir=tmp_path) as st, \
+    with LocalStack(StackSettings(
+            models=("alexnet-paper",), log_dir=tmp_path,
+            executor=ExecutorGroup(count=2, threads=2), orchestrator=OrchestratorGroup(mode=mode))) as st, \
             OrchestratorClient(st.url) as oc:
         infos = _exact(oc, "alexnet-paper", range(6))
     used = {m for i in infos for s in i["timings"]["stages"] for m in s["servers"]}
@@ -112,13 +114,14 @@ def test_demo_runs_end_to_end() -> None:
 
 
 def test_the_stack_runs_the_allocator_service_too(tmp_path: Path) -> None:
-    """``LocalStack(allocator=True)``: the allocator publishes the plans (the orchestrator runs them from
+    """``AllocatorGroup(enabled=True)``: the allocator publishes the plans (the orchestrator runs them from
     Redis) and sets the executors' quotas; results stay exact."""
     from services.executor.client import ExecutorClient
 
     model = "digits-cnn"
-    with LocalStack(executors=2, models=(model,), threads=2, log_dir=tmp_path, allocator=True,
-                    allocator_settings={"period_s": 1.0, "measure_s": 0.25}) as st, \
+    with LocalStack(StackSettings(
+            models=(model,), log_dir=tmp_path, executor=ExecutorGroup(count=2, threads=2),
+            allocator=AllocatorGroup(enabled=True, extra={"period_s": 1.0, "measure_s": 0.25}))) as st, \
             OrchestratorClient(st.url) as oc:
         assert st.allocator is not None and st.allocator in st.services()
         assert httpx.get(st.allocator.url + "/v2/health/ready", timeout=5).status_code == 200

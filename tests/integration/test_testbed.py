@@ -28,6 +28,7 @@ from edgesplit.models import get_spec
 from edgesplit.models.build import load_model
 from edgesplit.plan.cluster import load_cluster
 from services.orchestrator.client import OrchestratorClient
+from services.stack import StackSettings
 from services.testbed import cgroups, net
 from services.testbed.bed import Testbed, status, teardown
 from services.testbed.description import TestbedDescription, parse_description
@@ -60,7 +61,7 @@ def _leftovers(prefix: str) -> list[str]:
 def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
     desc = _desc("estt", "10.251.78.0/24", 18080)
     home = tmp_path_factory.mktemp("testbed")
-    tb = Testbed(desc, log_dir=home / "logs", state_dir=home)
+    tb = Testbed(desc, StackSettings(log_dir=home / "logs"), state_dir=home)
     try:
         tb.start()
         yield tb
@@ -146,7 +147,7 @@ def test_down_after_a_kill_of_up_leaves_nothing(tmp_path: Path) -> None:
 
 def test_stop_removes_every_namespace_link_and_cgroup(tmp_path: Path) -> None:
     desc = _desc("estr", "10.251.79.0/24", 18082)
-    tb = Testbed(desc, log_dir=tmp_path / "logs", state_dir=tmp_path, measure=False)
+    tb = Testbed(desc, StackSettings(log_dir=tmp_path / "logs"), state_dir=tmp_path, measure=False)
     tb.build()
     assert len(net.namespaces("estr")) == 4 and cgroups.root("estr").exists()
     tb._built = True

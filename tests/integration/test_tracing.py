@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from edgesplit.models import get_spec
-from services.stack import LocalStack
+from services.stack import CloudGroup, ExecutorGroup, LocalStack, StackSettings
 
 pytestmark = [pytest.mark.redis, pytest.mark.services]
 MODEL = "digits-cnn"
@@ -32,8 +32,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     saved = {n: os.environ.get(n) for n in names}
     os.environ.update(dict.fromkeys(names, "console"))  # every process of the stack inherits them
     try:
-        with LocalStack(executors=1, models=(MODEL,), threads=1, cloud_threads=1,
-                        log_dir=tmp_path_factory.mktemp("trace-stack")) as st:
+        with LocalStack(StackSettings(
+                models=(MODEL,), log_dir=tmp_path_factory.mktemp("trace-stack"),
+                executor=ExecutorGroup(count=1, threads=1), cloud=CloudGroup(threads=1))) as st:
             yield st
     finally:
         for n, v in saved.items():

@@ -21,7 +21,7 @@ import torch
 
 from edgesplit.models import get_spec
 from edgesplit.models.build import load_model
-from services.stack import LocalStack
+from services.stack import CloudGroup, ExecutorGroup, LocalStack, OrchestratorGroup, StackSettings
 
 pytestmark = [pytest.mark.redis, pytest.mark.services]
 MODEL = "digits-cnn"
@@ -37,9 +37,10 @@ def auth() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    with LocalStack(executors=1, models=(MODEL,), threads=1, cloud_threads=1,
-                    log_dir=tmp_path_factory.mktemp("v2-stack"),
-                    orchestrator={"api_token": API_TOKEN}) as st:
+    with LocalStack(StackSettings(
+            models=(MODEL,), log_dir=tmp_path_factory.mktemp("v2-stack"),
+            executor=ExecutorGroup(count=1, threads=1), cloud=CloudGroup(threads=1),
+            orchestrator=OrchestratorGroup(extra={"api_token": API_TOKEN}))) as st:
         yield st
 
 

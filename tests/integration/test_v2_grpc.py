@@ -20,7 +20,7 @@ import torch
 from edgesplit.models import get_spec
 from edgesplit.models.build import load_model
 from services.common.proc import REPO, free_port
-from services.stack import LocalStack
+from services.stack import CloudGroup, ExecutorGroup, LocalStack, OrchestratorGroup, StackSettings
 
 pytestmark = [pytest.mark.redis, pytest.mark.services]
 MODEL = "digits-cnn"
@@ -29,9 +29,10 @@ API_TOKEN = "v2-grpc-api-token-0123456789abcdef"
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    with LocalStack(executors=1, models=(MODEL,), threads=1, cloud_threads=1,
-                    log_dir=tmp_path_factory.mktemp("v2-grpc"),
-                    orchestrator={"api_token": API_TOKEN, "grpc_port": free_port()}) as st:
+    with LocalStack(StackSettings(
+            models=(MODEL,), log_dir=tmp_path_factory.mktemp("v2-grpc"),
+            executor=ExecutorGroup(count=1, threads=1), cloud=CloudGroup(threads=1),
+            orchestrator=OrchestratorGroup(extra={"api_token": API_TOKEN, "grpc_port": free_port()}))) as st:
         yield st
 
 
