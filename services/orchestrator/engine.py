@@ -23,9 +23,8 @@ from torch import nn
 
 from edgesplit.errors import EdgesplitError, Unavailable
 from edgesplit.models.spec import ModelSpec
-from edgesplit.split import crop_input, merge
+from edgesplit.split import crop_input, merge, slice_flops
 from services.common import tracing
-from services.executor.work import slice_flops
 from services.orchestrator.cloudgate import PriorityGate
 from services.orchestrator.metrics import Metrics
 from services.orchestrator.pool import ExecutorFailed, ExecutorPool
@@ -183,7 +182,8 @@ class Engine:
         return await self.cloud.infer(self.model, features, start=start)
 
     async def run_cloud(self, job: Job) -> np.ndarray:
-        """Send the features to the cloud (layers from ``route.cloud_from`` on); returns the logits (1, K)."""
+        """Send the features to the cloud (layers from ``route.cloud_from`` on); returns the logits (N, K),
+        one row per image of the job (N = 1, or a batch's size)."""
         features = job.x.contiguous().numpy()
         start = job.route.cloud_from
         t0 = time.time()
@@ -212,4 +212,4 @@ class Engine:
         job.cloud = {"start": t0, "end": t1, "layers": [start, len(self.spec.layers)], "tick": job.tick,
                      "wait_s": waited}
         self.metrics.cloud.labels(self.model).observe(t1 - t0)
-        return np.asarray(logits, dtype=np.float32).reshape(1, -1)
+        return np.asarray(logits, dtype=np.float32).reshape(features.shape[0], -1)  # a batch: one row each

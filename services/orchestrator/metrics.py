@@ -46,6 +46,11 @@ class Metrics:
                              registry=r)
         self.loop_restarts = Counter(f"{ns}_loop_restarts_total", "Background loops restarted after an "
                                      "unexpected exception", ["loop"], registry=r)
+        self.batch_size = Histogram(f"{ns}_batch_size", "Tasks run together as one batch (dynamic batching; "
+                                    "1 with batching off)", ["model"],
+                                    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128, 256), registry=r)
+        self.queue_delay = Histogram(f"{ns}_queue_delay_seconds", "Time from submit to the claim, by "
+                                     "priority", ["model", "priority"], buckets=LATENCY_BUCKETS, registry=r)
         self.orphans = Counter(f"{ns}_orphans_total", "Queued ids found without their task record, dropped "
                                "by a claim", ["model"], registry=r)
 

@@ -13,6 +13,12 @@ the current attempt of one task side by side, and the stale one's end must not t
 one. A stale attempt's late result is dropped and counted (``stale_results_total``). When Redis is
 away, a finished task's acknowledgement is retried (the job stays in flight, so its lease is renewed
 as soon as Redis is back) for up to ``redis_outage_s``.
+
+With ``max_batch`` > 1 a claim takes up to that many tasks at once (``services.orchestrator.batching``)
+and they run as one ``BatchJob``: the steps and the cloud call carry all their rows; each task keeps
+its own lease, token and record, and is registered in ``active`` under its own token. A member
+cancelled, lost or expired on the way ends alone (the others go on), and at the end each live member
+gets its own row of the logits.
 """
 
 from __future__ import annotations
@@ -31,10 +37,11 @@ import torch
 
 from edgesplit import wire
 from edgesplit.errors import EdgesplitError
+from services.orchestrator.batching import BatchJob, BatchQueue
 from services.orchestrator.engine import Engine, Job, JobLost, TaskFailed
 from services.orchestrator.metrics import Metrics
 from services.orchestrator.plans import PlanSource
-from services.orchestrator.queue import TaskQueue
+from services.orchestrator.queue import Claimed, TaskQueue
 from services.orchestrator.settings import OrchestratorSettings
 
 log = logging.getLogger("edgesplit.orchestrator")
@@ -58,6 +65,10 @@ class Runner(abc.ABC):
         self._renew_failing = False
         # called with the finished task (id, record): wakes this process's waits on it
         self.on_finished: Callable[[str, dict[str, Any]], None] | None = None
+        s = settings
+        self.batches = BatchQueue(queue, s.max_batch, s.max_queue_delay_s, s.max_priority) \
+            if s.max_batch > 1 else None
+        self._wait_until: float | None = None  # a partial batch may wait until then (Unix seconds)
 
     @abc.abstractmethod
     async def run(self) -> None:
@@ -83,43 +94,102 @@ class Runner(abc.ABC):
             self._claim_failing = False
             if job is not None or not block:
                 return job
+            timeout = 0.5
+            if self._wait_until is not None:  # a partial batch: claim again when it may go
+                timeout = min(timeout, max(0.0005, self._wait_until - time.time()))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout=0.5)
+                await asyncio.wait_for(self.wake.wait(), timeout=timeout)
 
     async def _claim_once(self, server: int | None) -> Job | None:
         route = self.plans.single(server) if server is not None else await self.plans.route()
-        task, expired, orphans = await self.queue.claim(self.model, self.settings.lease_s)
+        if self.batches is not None:
+            got = await self.batches.claim(self.model, self.settings.lease_s)
+            tasks, expired, orphans, self._wait_until = got.tasks, got.expired, got.orphans, got.wait_until
+        else:
+            task, expired, orphans = await self.queue.claim(self.model, self.settings.lease_s)
+            tasks = [] if task is None else [task]
         for _ in expired:
             self._count("expired", "timeout")
         for tid in orphans:
             log.error("queued task %s of %s had no record; dropped from the queue", tid, self.model)
             self.metrics.orphans.labels(self.model).inc()
-        if task is None:
+        if not tasks:
             return None
         self.metrics.plan_version.labels(self.model).set(route.version)
-        self.metrics.pending.labels(self.model, str(task.priority)).dec()
         now = time.time()
-        self.metrics.queue_time.labels(self.model).observe(max(0.0, now - task.submitted))
-        job = Job(task, torch.zeros(0), route, now)
+        rows: list[tuple[Claimed, torch.Tensor]] = []
+        for task in tasks:
+            waited = max(0.0, now - task.submitted)
+            self.metrics.pending.labels(self.model, str(task.priority)).dec()
+            self.metrics.queue_time.labels(self.model).observe(waited)
+            self.metrics.queue_delay.labels(self.model, str(task.priority)).observe(waited)
+            x = await self._input(Job(task, torch.zeros(0), route, now))
+            if x is not None:
+                rows.append((task, x))
+        if not rows:
+            return None
+        self.metrics.batch_size.labels(self.model).observe(len(rows))
+        if self.batches is None:
+            job = Job(rows[0][0], rows[0][1], route, now)
+        else:  # a batch, even of one, so that a cancel ends its member alone
+            members = [t for t, _ in rows]
+            job = BatchJob(members[0], torch.cat([x for _, x in rows]), route, now, members=members,
+                           live={t.token: t for t in members})
+        for task, _ in rows:
+            self.active[task.token] = job
+        return job
+
+    async def _input(self, job: Job) -> torch.Tensor | None:
+        """The task's stored input as a (1, C, H, W) tensor; None (and the task failed, alone) when it
+        cannot be read or has another shape than the model's input."""
+        want = (1, *self.engine.spec.input)
         try:
-            job.x = torch.from_numpy(np.array(wire.decode(task.input), dtype=np.float32))
+            x = np.array(wire.decode(job.task.input), dtype=np.float32)
         except EdgesplitError as e:  # validated at submit: only a corrupted record gets here
             await self._end(job, "failed", {"error": f"stored input is unreadable: {e}"}, "invalid")
             return None
-        self.active[task.token] = job
-        return job
+        if x.shape != want:
+            await self._end(job, "failed", {"error": f"stored input has shape {list(x.shape)}, model "
+                                                     f"{self.model} expects {list(want)}"}, "invalid")
+            return None
+        return torch.from_numpy(x)
+
+    @staticmethod
+    def _task_of(job: Job, token: str) -> Claimed | None:
+        """The attempt registered under ``token`` (None: a batch member that already ended)."""
+        return job.live.get(token) if isinstance(job, BatchJob) else job.task
+
+    def _attempts(self, task_id: str) -> list[tuple[str, Job]]:
+        """(token, job) of the attempts of ``task_id`` in flight here."""
+        return [(t, j) for t, j in self.active.items()
+                if (task := self._task_of(j, t)) is not None and task.id == task_id]
 
     def jobs_of(self, task_id: str) -> list[Job]:
         """The attempts of ``task_id`` in flight here (two after a lost lease: the stale one, the current)."""
-        return [j for j in self.active.values() if j.task.id == task_id]
+        return [j for _, j in self._attempts(task_id)]
 
     def lose(self, task_id: str) -> int:
         """Mark every attempt of ``task_id`` in flight here as lost (the task ended elsewhere, or was
-        cancelled) and cancel its slices in flight; returns how many attempts that was."""
-        jobs = self.jobs_of(task_id)
-        for job in jobs:
+        cancelled) and cancel its slices in flight (a batch's only once none of its members is left);
+        returns how many attempts that was."""
+        lost = self._attempts(task_id)
+        for token, job in lost:
+            self._lost(job, token)
+        return len(lost)
+
+    def _lost(self, job: Job, token: str) -> None:
+        """The attempt ``token`` no longer holds its task: a single job stops at its next check; a batch
+        member leaves the batch now (counted here) and the others go on."""
+        if not isinstance(job, BatchJob):
             job.abandon()
-        return len(jobs)
+            return
+        task = job.live.get(token)
+        if task is None:  # it ended meanwhile
+            return
+        log.warning("task %s: lease lost, leaving it to its new owner", task.id)
+        self.active.pop(token, None)
+        self._count("lost", "lease_lost")
+        job.drop(token)
 
     def _count(self, status: str, reason: str | None = None) -> None:
         self.metrics.tasks.labels(self.model, status).inc()
@@ -134,10 +204,13 @@ class Runner(abc.ABC):
 
     async def renew_all(self) -> bool:
         """Renew every lease in flight now; False when Redis did not answer (logged once per outage)."""
-        for job in list(self.active.values()):
+        for token, job in list(self.active.items()):
+            task = self._task_of(job, token)
+            if task is None:
+                continue
             try:
-                if not await self.queue.renew(job.task, self.settings.lease_s):
-                    job.abandon()
+                if not await self.queue.renew(task, self.settings.lease_s):
+                    self._lost(job, token)
             except EdgesplitError as e:
                 if not self._renew_failing:
                     log.warning("lease renewal failed: %s", e)
@@ -147,7 +220,14 @@ class Runner(abc.ABC):
         return True
 
     async def _usable(self, job: Job) -> bool:
-        """False (and the job ended) when its lease is lost or its deadline passed."""
+        """False (and the job ended) when its lease is lost or its deadline passed (a batch: when none
+        of its members is left; a member past its deadline ends ``expired`` alone)."""
+        if isinstance(job, BatchJob):
+            for task in list(job.live.values()):
+                if time.time() > task.deadline:
+                    error = f"timed out while running, after {len(job.stages)} stages"
+                    await self._end_task(job, task, "expired", {"error": error}, "timeout")
+            return bool(job.live) and not job.lost
         if job.lost:
             log.warning("task %s: lease lost, leaving it to its new owner", job.task.id)
             self.active.pop(job.task.token, None)
@@ -189,56 +269,74 @@ class Runner(abc.ABC):
             log.exception("task %s: cloud", job.task.id)
             await self._end(job, "failed", {"error": f"internal error in the cloud stage: {e!r}"}, "internal")
             return
-        await self._end(job, "done", {"logits": wire.encode(logits)})
-        task = job.task
-        self.metrics.e2e.labels(self.model, str(task.priority)).observe(time.time() - task.submitted)
+        rows = job.member_rows() if isinstance(job, BatchJob) else [(0, job.task)]
+        for row, task in rows:  # each task its own row of the logits, (1, K)
+            if isinstance(job, BatchJob) and task.token not in job.live:
+                continue  # ended while the others were acknowledged
+            await self._end_task(job, task, "done", {"logits": wire.encode(logits[row : row + 1])})
+            self.metrics.e2e.labels(self.model, str(task.priority)).observe(time.time() - task.submitted)
 
     async def _end(self, job: Job, status: str, fields: dict[str, Any], reason: str | None = None) -> None:
-        """Acknowledge the job's attempt with a final status (dropped and counted if it is stale)."""
+        """Acknowledge the job's attempt (a batch: each live member's) with a final status."""
+        tasks = list(job.live.values()) if isinstance(job, BatchJob) else [job.task]
+        for task in tasks:
+            await self._end_task(job, task, status, fields, reason)
+
+    async def _end_task(self, job: Job, task: Claimed, status: str, fields: dict[str, Any],
+                        reason: str | None = None) -> None:
+        """Acknowledge one attempt of the job with a final status (dropped and counted if it is stale)."""
         fields = {**fields, "timings": json.dumps(self._timings(job)), "started": repr(job.claimed_at),
                   "route": json.dumps({"source": job.route.source, "version": job.route.version,
                                        "cloud_from": job.route.cloud_from,
                                        "steps": [s.to_dict() for s in job.route.steps]})}
         try:
-            record = await self._finish(job, status, fields)
+            record = await self._finish(task, status, fields)
         finally:
-            self.active.pop(job.task.token, None)
+            self.active.pop(task.token, None)
+            if isinstance(job, BatchJob):
+                job.live.pop(task.token, None)
         if record is None:
             log.warning("task %s: attempt %d no longer holds the task; its result (%s) is dropped",
-                        job.task.id, job.task.attempts, status)
+                        task.id, task.attempts, status)
             self.metrics.stale.labels(self.model).inc()
             return
         if self.on_finished is not None:
-            self.on_finished(job.task.id, record)
+            self.on_finished(task.id, record)
         self._count(status, reason if status != "done" else None)
 
-    async def _finish(self, job: Job, status: str, fields: dict[str, Any]) -> dict[str, Any] | None:
+    async def _finish(self, task: Claimed, status: str, fields: dict[str, Any]) -> dict[str, Any] | None:
         """``queue.finish``, retried while Redis is away (for up to ``redis_outage_s``); None when the
         attempt is stale or Redis stayed away (the lease then brings the task back)."""
         give_up = time.monotonic() + self.settings.redis_outage_s
         warned = False
         while True:
             try:
-                return await self.queue.finish(job.task, status, fields)
+                return await self.queue.finish(task, status, fields)
             except EdgesplitError as e:  # Redis away: the job stays in flight, its lease renewed on return
                 if time.monotonic() > give_up:
-                    log.error("cannot acknowledge task %s (%s); its lease will bring it back", job.task.id, e)
+                    log.error("cannot acknowledge task %s (%s); its lease will bring it back", task.id, e)
                     return None
                 if not warned:
-                    log.warning("cannot acknowledge task %s yet (retrying): %s", job.task.id, e)
+                    log.warning("cannot acknowledge task %s yet (retrying): %s", task.id, e)
                     warned = True
                 await asyncio.sleep(0.25)
 
     @staticmethod
     def _timings(job: Job) -> dict[str, Any]:
-        return {"claimed": job.claimed_at, "stages": job.stages, "cloud": job.cloud, "retries": job.retries}
+        out = {"claimed": job.claimed_at, "stages": job.stages, "cloud": job.cloud, "retries": job.retries}
+        if isinstance(job, BatchJob):
+            out["batch"] = len(job.members)  # tasks run together (the stages' times are the batch's)
+        return out
 
     async def give_back_all(self) -> None:
         """Return every task in flight to the queue (graceful shutdown)."""
-        for job in list(self.active.values()):
+        for token, job in list(self.active.items()):
+            task = self._task_of(job, token)
+            if task is None:
+                continue
             try:
-                await self.queue.give_back(job.task)
+                await self.queue.give_back(task)
             except EdgesplitError as e:
-                log.warning("cannot give back task %s (its lease will expire): %s", job.task.id, e)
+                log.warning("cannot give back task %s (its lease will expire): %s", task.id, e)
         self.active.clear()
 

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from edgesplit.type_aliases import PipelineMode, ServingModeName, Split
 from services.common.settings import ServiceSettings
 
-Mode = Literal["split", "no-split", "dads"]
-PipelineMode = Literal["async", "lockstep"]
-SplitKind = Literal["edgesplit", "paper"]
+Mode = ServingModeName  # the names of plan.modes.SERVING_MODES
+SplitKind = Split  # the names of plan.planner.PLANNER_FAMILIES
 
 
 class OrchestratorSettings(ServiceSettings):
@@ -93,6 +92,12 @@ class OrchestratorSettings(ServiceSettings):
     # per-client rate limit (services.orchestrator.ratelimit): requests per second and burst; 0 = off
     rate_per_s: float = Field(200.0, ge=0.0)
     rate_burst: int = Field(400, ge=1)
+    # dynamic batching (services.orchestrator.batching): up to max_batch tasks of one model run as one
+    # unit (1 = off); a partial batch may wait for more at most max_queue_delay_s of its tasks'
+    # priorities (priority -> seconds; a priority not listed takes the largest listed one below it),
+    # counted from the submit: 0 for priority 1, so an urgent task never waits to fill a batch
+    max_batch: int = Field(1, ge=1, le=256)
+    max_queue_delay_s: dict[int, float] = Field(default_factory=lambda: {1: 0.0, 2: 0.002})
 
     @field_validator("api_token", "cloud_token")
     @classmethod
@@ -112,4 +117,8 @@ class OrchestratorSettings(ServiceSettings):
                              f"({self.reap_interval_s})")
         if self.default_timeout_s > self.max_timeout_s:
             raise ValueError("default_timeout_s must not exceed max_timeout_s")
+        if not self.max_queue_delay_s or any(p < 1 or not 0.0 <= d <= 60.0
+                                             for p, d in self.max_queue_delay_s.items()):
+            raise ValueError(f"max_queue_delay_s {self.max_queue_delay_s}: expected priorities >= 1 mapped "
+                             "to 0 to 60 seconds, at least one")
         return self

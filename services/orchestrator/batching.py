@@ -1,0 +1,189 @@
+"""Dynamic batching: up to ``max_batch`` tasks of one model claimed at once and run as one unit.
+
+Not in the paper (Triton, Ray Serve and BentoML batch dynamically). At batch 1 the fully connected
+layers are memory-bound (alexnet-paper's read about 170 MB of weights per task) and every stage pays
+one request overhead per task; a batch of B pays them once for B images (``edgesplit.plan.latency``,
+*Batches*).
+
+Rules (``CLAIM_BATCH``, one atomic script):
+
+* A batch is the head of the model's queue, in queue order (priority, then arrival; with aging the
+  effective priority): it never holds a lower-priority task while a higher one waits.
+* A partial batch may wait for more tasks, but only as long as ``max_queue_delay`` of its tasks'
+  priorities allows, counted from each task's submit: the batch goes as soon as one of its tasks has
+  waited its priority's delay. The default delay of priority 1 is 0, so an urgent task never waits to
+  fill a batch. While it waits, nothing is claimed: the tasks stay queued (cancellable, visible to
+  other replicas), and a more urgent arrival goes to the head.
+* Each task of a batch keeps its own record, lease and fence token: results are split back per task,
+  a task cancelled or expired on the way ends alone, and an input that cannot be decoded fails only
+  its own task (``Runner``).
+
+``max_batch = 1`` claims exactly as ``TaskQueue.claim``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, TypeVar
+
+from redis.exceptions import RedisError
+
+from edgesplit.errors import Unavailable
+from services.orchestrator.engine import Job
+from services.orchestrator.queue import Claimed, TaskQueue
+
+T = TypeVar("T")
+
+# KEYS: q, inflight, dl, pending
+# ARGV: prefix, now, lease_s, ttl, max_batch, n_delays, delay of priority 1..n_delays, token 1..max_batch
+# Returns {'ok', n, (id, priority, submitted, deadline, attempts, input) x n, n_expired, expired...,
+# orphans...} when n tasks were claimed; {'wait', at, n_expired, ...}: a partial batch that may wait
+# until Unix time ``at`` (nothing claimed); {'empty', '', n_expired, ...}. On the way, queued tasks
+# whose deadline passed end ``expired`` and ids without a record are dropped (as in ``CLAIM``).
+CLAIM_BATCH = """#!lua flags=allow-oom
+local p = ARGV[1]
+local now = tonumber(ARGV[2])
+local maxb = tonumber(ARGV[5])
+local nd = tonumber(ARGV[6])
+local expired, orphans, cand = {}, {}, {}
+local function delay(prio)
+  local i = math.min(math.max(math.floor(prio), 1), nd)
+  return tonumber(ARGV[6 + i])
+end
+local function report(head)
+  head[#head + 1] = tostring(#expired)
+  for _, e in ipairs(expired) do head[#head + 1] = e end
+  for _, o in ipairs(orphans) do head[#head + 1] = o end
+  return head
+end
+for _ = 1, 100 do
+  local ids = redis.call('ZRANGE', KEYS[1], #cand, #cand + 63)
+  for _, id in ipairs(ids) do
+    if #cand >= maxb then break end
+    local key = p .. 'task:' .. id
+    local f = redis.call('HMGET', key, 'priority', 'submitted', 'deadline', 'attempts', 'input')
+    if not f[1] then
+      redis.call('ZREM', KEYS[1], id)
+      redis.call('ZREM', KEYS[3], id)
+      orphans[#orphans + 1] = id
+    elseif tonumber(f[3]) <= now then
+      redis.call('ZREM', KEYS[1], id)
+      redis.call('ZREM', KEYS[3], id)
+      redis.call('HINCRBY', KEYS[4], f[1], -1)
+      redis.call('HSET', key, 'status', 'expired', 'finished', ARGV[2], 'error', 'timed out while queued')
+      redis.call('HDEL', key, 'input')
+      redis.call('EXPIRE', key, tonumber(ARGV[4]))
+      redis.call('ZADD', p .. 'finished', now, id)
+      redis.call('PUBLISH', p .. 'done', id)
+      expired[#expired + 1] = id
+    else
+      cand[#cand + 1] = {id, f}
+    end
+  end
+  if #cand >= maxb or #ids < 64 then break end
+end
+if #cand == 0 then return report({'empty', ''}) end
+local go = math.huge
+for _, c in ipairs(cand) do
+  go = math.min(go, tonumber(c[2][2]) + delay(tonumber(c[2][1])))
+end
+if #cand < maxb and go > now then return report({'wait', string.format('%.17g', go)}) end
+local out = {'ok', tostring(#cand)}
+for i, c in ipairs(cand) do
+  local id, f = c[1], c[2]
+  local key = p .. 'task:' .. id
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('ZREM', KEYS[3], id)
+  redis.call('HINCRBY', KEYS[4], f[1], -1)
+  local attempts = redis.call('HINCRBY', key, 'attempts', 1)
+  redis.call('HSET', key, 'status', 'running', 'lease', ARGV[6 + nd + i], 'claimed', ARGV[2])
+  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), id)
+  for _, v in ipairs({id, f[1], f[2], f[3], tostring(attempts), f[5]}) do out[#out + 1] = v end
+end
+return report(out)
+"""
+
+
+class BatchClaim(NamedTuple):
+    """What one batch claim found: the tasks taken (head first; empty when none), the Unix time until
+    which a partial batch may still wait (None when there is nothing to wait for), ids that expired
+    while queued and queued ids without a record."""
+
+    tasks: list[Claimed]
+    wait_until: float | None
+    expired: list[str]
+    orphans: list[str]
+
+
+def delay_of(delays: Mapping[int, float], priority: int) -> float:
+    """``max_queue_delay`` of ``priority``: the entry of the largest listed priority <= it (of the
+    smallest listed one when it is below them all). Seconds."""
+    at_or_above = [p for p in delays if p <= priority]
+    return float(delays[max(at_or_above)] if at_or_above else delays[min(delays)])
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def _guard(call: Awaitable[T]) -> T:
+    try:
+        return await call
+    except (RedisError, OSError) as e:
+        raise Unavailable(f"Redis does not answer: {e}") from e
+
+
+class BatchQueue:
+    """Batch claims on a ``TaskQueue``'s keys (same prefix, TTL and Redis client)."""
+
+    def __init__(self, queue: TaskQueue, max_batch: int, delays: Mapping[int, float],
+                 max_priority: int) -> None:
+        self.queue = queue
+        self.max_batch = max_batch
+        self.delays = [delay_of(delays, p) for p in range(1, max_priority + 1)]
+        self._script = queue.r.register_script(CLAIM_BATCH)
+
+    async def claim(self, model: str, lease_s: float) -> BatchClaim:
+        """Claim up to ``max_batch`` tasks of ``model`` from the head of its queue (module docstring),
+        each under a fresh attempt token with a lease of ``lease_s`` seconds."""
+        q = self.queue
+        keys = [q.key("q", model), q.key("inflight", model), q.key("dl", model), q.key("pending", model)]
+        tokens = [uuid.uuid4().hex for _ in range(self.max_batch)]
+        args: list[str | int] = [q.p, repr(time.time()), repr(lease_s), q.ttl, self.max_batch,
+                                 len(self.delays), *(repr(d) for d in self.delays), *tokens]
+        out = await _guard(self._script(keys=keys, args=args))
+        kind = _s(out[0])
+        n = int(_s(out[1])) if kind == "ok" else 0
+        tasks = []
+        for i in range(n):
+            tid, prio, sub, dl, att = (_s(v) for v in out[2 + 6 * i : 7 + 6 * i])
+            data = bytes(out[7 + 6 * i])
+            tasks.append(Claimed(tid, model, int(prio), float(sub), float(dl), int(att), data, tokens[i]))
+        rest = out[2 + 6 * n :]
+        n_expired = int(_s(rest[0]))
+        return BatchClaim(tasks, float(_s(out[1])) if kind == "wait" else None,
+                          [_s(v) for v in rest[1 : 1 + n_expired]], [_s(v) for v in rest[1 + n_expired :]])
+
+
+@dataclass
+class BatchJob(Job):
+    """A batch in the pipeline: ``members[i]`` is the task of row i of ``x``; ``task`` is the head
+    (the most urgent: it orders the cloud gate and names the traces). A member that ends on the way
+    (cancelled, lease lost, expired, its input refused) leaves ``live``; its row keeps being computed
+    (rows are independent) but its result is not written."""
+
+    members: list[Claimed] = field(default_factory=list)
+    live: dict[str, Claimed] = field(default_factory=dict)  # by attempt token
+
+    def member_rows(self) -> list[tuple[int, Claimed]]:
+        """(row, task) of the members still live, in row order."""
+        return [(i, t) for i, t in enumerate(self.members) if t.token in self.live]
+
+    def drop(self, token: str) -> None:
+        """Member ``token`` ended on the way; the batch is abandoned once no member is live."""
+        self.live.pop(token, None)
+        if not self.live:
+            self.abandon()

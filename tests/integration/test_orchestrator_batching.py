@@ -1,0 +1,119 @@
+"""Dynamic batching through a real stack: exact per-task results, priority order, urgent tasks never wait.
+
+``digits-cnn`` split on 2 executors. Tasks are queued while the orchestrator runs without workers
+(``workers=false``: the API only), then it restarts with them, so the claims see a known queue.
+Assertions are on results and on what the services record (claim times, batch sizes), never on
+durations.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import pytest
+import redis
+import torch
+
+from edgesplit import wire
+from edgesplit.models import get_spec
+from edgesplit.models.build import load_model
+from services.stack import ExecutorGroup, LocalStack, OrchestratorGroup, StackSettings
+
+pytestmark = [pytest.mark.redis, pytest.mark.services]
+MODEL = "digits-cnn"
+NO_DELAY = '{"1": 0.0, "2": 0.0}'  # max_queue_delay_s as its environment variable gives it (JSON)
+
+
+def _input(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((1, 1, 8, 8)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    with LocalStack(StackSettings(
+            models=(MODEL,), log_dir=tmp_path_factory.mktemp("batching-stack"),
+            executor=ExecutorGroup(count=2, threads=2),
+            orchestrator=OrchestratorGroup(extra={"max_batch": 4, "max_queue_delay_s": NO_DELAY}))) as st:
+        yield st
+
+
+def _submit(c: httpx.Client, seed: int, priority: int) -> str:
+    r = c.post("/v1/tasks", params={"model": MODEL, "priority": priority}, content=wire.encode(_input(seed)))
+    assert r.status_code == 202, r.text
+    return str(r.json()["id"])
+
+
+def _result(c: httpx.Client, tid: str) -> dict:
+    return dict(c.get(f"/v1/tasks/{tid}", params={"wait": 60}).json())
+
+
+def _queued(stack: LocalStack, c: httpx.Client, tasks: list[tuple[int, int]],
+            **settings: object) -> list[str]:
+    """Queue ``(seed, priority)`` tasks while nothing claims, then start the workers (with ``settings``)."""
+    stack.restart_orchestrator(workers=False)
+    ids = [_submit(c, seed, prio) for seed, prio in tasks]
+    stack.restart_orchestrator(workers=True, **settings)
+    return ids
+
+
+def test_each_batched_result_equals_its_unbatched_result(stack: LocalStack) -> None:
+    module = load_model(get_spec(MODEL), seed=0)
+    seeds = list(range(8))
+    with httpx.Client(base_url=stack.url, timeout=60) as c:
+        ids = _queued(stack, c, [(s, 3) for s in seeds], max_batch=4)
+        batched = [_result(c, i) for i in ids]
+        assert all(r["status"] == "done" for r in batched), batched
+        assert [r["timings"]["batch"] for r in batched] == [4] * 8  # two full batches
+        stack.restart_orchestrator(max_batch=1)
+        alone = [_result(c, _submit(c, s, 3)) for s in seeds]
+    assert all(r["status"] == "done" and "batch" not in r["timings"] for r in alone)
+    for seed, b, a in zip(seeds, batched, alone, strict=True):
+        got = torch.tensor(b["logits"])
+        torch.testing.assert_close(got, torch.tensor(a["logits"]))  # batched == unbatched, same stack
+        with torch.no_grad():
+            ref = module(torch.from_numpy(_input(seed)))
+        torch.testing.assert_close(got.view_as(ref), ref)  # == the unsplit torch module
+
+
+def test_a_batch_never_holds_a_lower_priority_task_while_a_higher_one_waits(stack: LocalStack) -> None:
+    with httpx.Client(base_url=stack.url, timeout=60) as c:
+        tasks = [(10 + i, 5) for i in range(6)] + [(20 + i, 1) for i in range(3)]
+        ids = _queued(stack, c, tasks, max_batch=4)
+        res = [_result(c, i) for i in ids]
+    low, urgent = res[:6], res[6:]
+    assert all(r["status"] == "done" for r in res)
+    # the urgent tasks queued last are claimed first, together, with one low task to fill the batch
+    assert max(u["started"] for u in urgent) <= min(t["started"] for t in low)
+    assert len({u["started"] for u in urgent}) == 1 and urgent[0]["timings"]["batch"] == 4
+    assert sum(t["started"] == urgent[0]["started"] for t in low) == 1
+
+
+def test_an_urgent_task_takes_a_waiting_batch_along_at_once(stack: LocalStack) -> None:
+    # a low-priority task alone may wait a minute for company
+    stack.restart_orchestrator(max_batch=4, max_queue_delay_s='{"1": 0.0, "2": 60.0}')
+    with httpx.Client(base_url=stack.url, timeout=60) as c:
+        low = _submit(c, 30, 5)
+        time.sleep(1.0)
+        assert c.get(f"/v1/tasks/{low}").json()["status"] == "queued", "a partial batch went early"
+        urgent = _submit(c, 31, 1)
+        res = [_result(c, low), _result(c, urgent)]
+    assert [r["status"] for r in res] == ["done", "done"]
+    assert res[0]["started"] == res[1]["started"] and res[1]["timings"]["batch"] == 2
+
+
+def test_an_unreadable_input_fails_alone_and_metrics_count_batches(stack: LocalStack) -> None:
+    r = redis.Redis.from_url(stack.redis_url)
+    with httpx.Client(base_url=stack.url, timeout=60) as c:
+        stack.restart_orchestrator(workers=False)
+        ids = [_submit(c, 40 + i, 3) for i in range(4)]
+        r.hset(f"{stack.prefix}task:{ids[1]}", "input", b"not an NPY array")  # corrupt one while queued
+        stack.restart_orchestrator(workers=True, max_batch=4, max_queue_delay_s=NO_DELAY)
+        res = [_result(c, i) for i in ids]
+        metrics = c.get("/metrics").text
+    assert [x["status"] for x in res] == ["done", "failed", "done", "done"]
+    assert "stored input is unreadable" in res[1]["error"]
+    assert f'edgesplit_orchestrator_batch_size_count{{model="{MODEL}"}}' in metrics
+    assert f'edgesplit_orchestrator_queue_delay_seconds_count{{model="{MODEL}",priority="3"}}' in metrics
