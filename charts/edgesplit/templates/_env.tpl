@@ -101,6 +101,10 @@ raises it without a restart (an env value would stay frozen at the pod's start).
   value: {{ $o.maxQueue | int64 | quote }}
 - name: EDGESPLIT_ORCHESTRATOR_MAX_PRIORITY
   value: {{ $o.maxPriority | int64 | quote }}
+- name: EDGESPLIT_ORCHESTRATOR_MAX_BATCH
+  value: {{ $o.maxBatch | int64 | quote }}
+- name: EDGESPLIT_ORCHESTRATOR_MAX_QUEUE_DELAY_S
+  value: {{ $o.maxQueueDelayS | toJson | quote }}
 - name: EDGESPLIT_ORCHESTRATOR_DEFAULT_TIMEOUT_S
   value: {{ $o.defaultTimeoutS | quote }}
 - name: EDGESPLIT_ORCHESTRATOR_RESULT_TTL_S
