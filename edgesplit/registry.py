@@ -7,12 +7,9 @@ entry (and its name to the ``Literal`` in ``edgesplit.type_aliases``), not editi
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from edgesplit.errors import EdgesplitError, InvalidPlan
-
-if TYPE_CHECKING:
-    import click
 
 K = TypeVar("K", bound=str)
 V = TypeVar("V")
@@ -47,13 +44,14 @@ class Registry(Mapping[K, V], Generic[K, V]):
     def names(self) -> tuple[K, ...]:
         return tuple(self._entries)
 
+    def parse(self, name: str) -> K:
+        """``name`` as a registered name, else the registry's domain error: a typer option's ``parser``
+        (``typer.Option(..., parser=REGISTRY.parse)``), so the CLI refuses an unknown choice as the
+        core does (one line on stderr, exit status 2) and its parameter keeps the ``Literal`` type."""
+        self[name]
+        return name  # type: ignore[return-value]
+
     def help(self) -> str:
         """The names, for a CLI option's help: ``a | b | c``."""
         return " | ".join(self._entries)
 
-    def choice(self) -> click.Choice:
-        """A ``click.Choice`` of the names: a typer option that takes only a registered name
-        (``typer.Option(..., click_type=REGISTRY.choice())``)."""
-        import click
-
-        return click.Choice(list(self._entries))

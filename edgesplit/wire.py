@@ -24,7 +24,7 @@ import numpy as np
 
 from edgesplit.errors import InvalidInput
 from edgesplit.models.spec import ModelSpec
-from edgesplit.split import STRATEGIES, Slice, Strategy, check_group, make_slices, part_total
+from edgesplit.split import STRATEGIES, STRATEGY, Slice, Strategy, check_group, make_slices, part_total
 
 MAGIC = b"\x93NUMPY"
 CONTENT_TYPE = "application/x-npy"
@@ -205,7 +205,6 @@ def decode(body: bytes | bytearray | memoryview, expect_dtype: np.dtype | type |
 _RANGES = ("in_rows", "pad", "out_rows", "kernel_rows", "channels", "in_channels")
 # Python's int() also takes "٣", "1_0" and " 3 ": the wire says integer, so ASCII digits only
 _ASCII_INT = re.compile(r"-?[0-9]{1,9}")
-_UNIT_FIELD: dict[str, str] = {"rows": "out_rows", "kernel-rows": "kernel_rows", "channels": "channels"}
 
 
 def _fmt(pair: tuple[int, int]) -> str:
@@ -251,7 +250,7 @@ def canonical_slice(spec: ModelSpec, strategy: Strategy, start: int, stop: int,
     total = part_total(spec, start, stop, strategy)
     a, b = units
     if not 0 <= a <= b <= total:
-        what = _UNIT_FIELD[strategy].replace("_", " ")
+        what = STRATEGY[strategy].unit_field.replace("_", " ")
         raise InvalidInput(f"{what} [{a}, {b}) out of range: layers [{start}, {stop}) of model {spec.name} "
                            f"have {total} ({what} [0, {total}))")
     return make_slices(spec, start, stop, strategy, [a, b - a, total - b])[1]
@@ -271,7 +270,7 @@ def slice_from_params(params: Mapping[str, str], spec: ModelSpec) -> Slice:
     if strategy not in STRATEGIES:
         raise InvalidInput(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
     start, stop = _int(params, "start"), _int(params, "stop")
-    unit_name = _UNIT_FIELD[strategy]
+    unit_name = STRATEGY[strategy].unit_field
     units = _pair(params, unit_name)
     if units is None:
         raise InvalidInput(f"strategy {strategy} needs the slice parameter {unit_name!r} ('a,b')")

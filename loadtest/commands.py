@@ -20,9 +20,8 @@ err = Console(stderr=True)
 
 def _config(modes: str, users: str, step_s: float, out: Path, model: str, api: str, priority_mix: str,
             executors: int, threads: int, think_s: float, seed: int) -> SweepConfig:
-    chosen = tuple(m.strip() for m in modes.split(",") if m.strip())
-    bad = [m for m in chosen if m not in MODES]
-    if bad or not chosen:
+    names = [m.strip() for m in modes.split(",") if m.strip()]
+    if not names or any(m not in MODES for m in names):
         raise InvalidInput(f"--modes {modes!r}: expected a comma list of {', '.join(MODES)}")
     if api not in ("tasks", "v2"):
         raise InvalidInput(f"--api {api!r}: expected tasks or v2")
@@ -33,6 +32,7 @@ def _config(modes: str, users: str, step_s: float, out: Path, model: str, api: s
         counts = tuple(parse_users(users))
     except ValueError as e:
         raise InvalidInput(str(e)) from e
+    chosen = tuple(MODES[MODES.index(m)] for m in names)
     return SweepConfig(modes=chosen, users=counts, step_s=step_s, out=out, model=model,
                        api=api,  # type: ignore[arg-type]
                        mix=priority_mix, executors=executors, threads=threads, think_s=think_s, seed=seed)

@@ -24,12 +24,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
+from edgesplit.type_aliases import ServingModeName
 from loadtest.mix import DEFAULT_MIX, parse_mix
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
-MODES = ("split", "no-split", "dads")
+# the serving modes (plan.modes.SERVING_MODES; their Literal, so that the sweep does not import torch)
+MODES: tuple[ServingModeName, ...] = get_args(ServingModeName)
 Api = Literal["tasks", "v2"]
 USER_CLASS = {"tasks": "TaskCustomer", "v2": "V2Customer"}
 REQUEST_PREFIX = {"tasks": "task", "v2": "infer"}
@@ -40,7 +42,7 @@ Progress = Callable[[str], None]
 class SweepConfig:
     """What to sweep. Times in seconds; ``executors`` x ``threads`` worker threads in the stack."""
 
-    modes: tuple[str, ...] = MODES
+    modes: tuple[ServingModeName, ...] = MODES
     users: tuple[int, ...] = (1, 2, 4, 8, 16)
     step_s: float = 20.0
     out: Path = Path("out/sweep")
@@ -223,7 +225,7 @@ def run_sweep(cfg: SweepConfig, progress: Progress | None = None) -> dict[str, A
         write_csv(rows, csv_path)  # after every mode, so a later crash keeps what was measured
     write_plot(rows, png_path, cfg)
     summary = summarize(rows, cfg, csv_path, png_path, errors)
-    for mode, route in routes.items():
-        summary["modes"][mode]["route"] = route
+    for name, route in routes.items():
+        summary["modes"][name]["route"] = route
     (cfg.out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -15,9 +15,11 @@ from rich.console import Console
 from rich.table import Table
 
 from edgesplit.errors import InvalidInput
+from edgesplit.plan.modes import SERVING_MODES
+from edgesplit.plan.planner import PLANNER_FAMILIES
+from edgesplit.type_aliases import PipelineMode, ServingModeName, Split
 
 err = Console(stderr=True)
-MODES = "split | no-split | dads"
 CONV_GROUPS = "one conv per stage, a sub-zone each (needs threads >= convs)"
 HALO_MAX = ("executors run a slice whose worker bands would recompute more than this fraction of its "
             "FLOPs on one worker with intra-op threads (default: the executor's, 0.1)")
@@ -54,11 +56,13 @@ def _sigterm_as_interrupt() -> None:
 
 def up(
     executors: int = typer.Option(2, min=1, help="number of executor processes"),
-    mode: str = typer.Option("split", help=MODES),
-    pipeline: str = typer.Option("async", help="async | lockstep"),
+    mode: ServingModeName = typer.Option("split", parser=SERVING_MODES.parse,
+                                         help=SERVING_MODES.help()),
+    pipeline: PipelineMode = typer.Option("async", help="async | lockstep"),
     models: str = typer.Option("alexnet-paper", help="comma list of built-in models"),
     threads: int = typer.Option(2, min=1, help="threads (sub-zone capacity) of each executor"),
-    split: str = typer.Option("edgesplit", help="planner: edgesplit | paper"),
+    split: Split = typer.Option("edgesplit", parser=PLANNER_FAMILIES.parse,
+                                help=f"planner: {PLANNER_FAMILIES.help()}"),
     conv_groups: bool = typer.Option(False, "--conv-groups", help=CONV_GROUPS),
     port: int = typer.Option(8080, help="orchestrator port"),
     redis_url: str = typer.Option("redis://127.0.0.1:6379/0", help="started here if nothing answers"),
@@ -177,9 +181,11 @@ def bench_e2e(
     threads: int = typer.Option(2, min=1, help="threads of each executor"),
     runs: int = typer.Option(30, min=3, help="sequential tasks for the idle latency"),
     tasks: int = typer.Option(60, min=1, help="tasks submitted at once for the saturation throughput"),
-    mode: str = typer.Option("split", help=MODES),
-    pipeline: str = typer.Option("async", help="async | lockstep"),
-    split: str = typer.Option("edgesplit", help="planner: edgesplit | paper"),
+    mode: ServingModeName = typer.Option("split", parser=SERVING_MODES.parse,
+                                         help=SERVING_MODES.help()),
+    pipeline: PipelineMode = typer.Option("async", help="async | lockstep"),
+    split: Split = typer.Option("edgesplit", parser=PLANNER_FAMILIES.parse,
+                                help=f"planner: {PLANNER_FAMILIES.help()}"),
     conv_groups: bool = typer.Option(False, "--conv-groups", help=CONV_GROUPS),
     cloud_threads: int = typer.Option(2, min=1, help="torch threads of the cloud service"),
     halo_max: float | None = typer.Option(None, min=0.0, help=HALO_MAX),

@@ -27,22 +27,22 @@ import numpy.typing as npt
 from edgesplit.errors import InvalidPlan
 from edgesplit.models.spec import ModelSpec
 from edgesplit.plan.cluster import Server
+from edgesplit.plan.planner import PLANNER_FAMILIES
 from edgesplit.plan.search import SpecFacts, cost_table, unit_loads, valid_strategies
-from edgesplit.split import STRATEGIES, Strategy, conv_groups
+from edgesplit.split import Strategy, conv_groups
+from edgesplit.type_aliases import Split
 
 Objective = Literal["sum", "bottleneck"]
 OBJECTIVES: tuple[Objective, ...] = ("sum", "bottleneck")
-AllocSplit = Literal["edgesplit", "paper"]
-ALLOC_SPLITS: tuple[AllocSplit, ...] = ("edgesplit", "paper")
+AllocSplit = Split  # the planner families (``plan.planner.PLANNER_FAMILIES``)
+ALLOC_SPLITS: tuple[AllocSplit, ...] = PLANNER_FAMILIES.names
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 
 
 def split_strategies(split: AllocSplit) -> tuple[Strategy, ...]:
     """Strategies a stage may use under a split family (module docstring)."""
-    if split not in ALLOC_SPLITS:
-        raise InvalidPlan(f"unknown split {split!r}; expected one of {', '.join(ALLOC_SPLITS)}")
-    return ("kernel-rows",) if split == "paper" else STRATEGIES
+    return PLANNER_FAMILIES[split].strategies
 
 
 @dataclass(frozen=True)

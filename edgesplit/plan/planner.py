@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, NamedTuple, Protocol
 
 from edgesplit.errors import InvalidPlan
 from edgesplit.models.spec import ModelSpec
@@ -37,10 +37,10 @@ from edgesplit.plan.cluster import Cluster
 from edgesplit.plan.latency import LatencyBreakdown, predict
 from edgesplit.plan.ratios import algorithm1, eq7_coefficients, eq7_ratios
 from edgesplit.plan.search import SpecFacts, StageChoice, best_grouping, best_stage, valid_strategies
-from edgesplit.split import Slice, Strategy, conv_groups, make_slices, part_total
+from edgesplit.registry import Registry
+from edgesplit.split import STRATEGIES, Slice, conv_groups, make_slices, part_total
+from edgesplit.type_aliases import Split, Strategy
 
-Split = Literal["edgesplit", "paper"]
-SPLITS: tuple[Split, ...] = ("edgesplit", "paper")
 ThreadTable = Sequence[Sequence[int]]
 
 
@@ -60,12 +60,17 @@ class StagePlan:
         return make_slices(spec, self.start, self.stop, self.strategy, self.parts)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"start": self.start, "stop": self.stop, "strategy": self.strategy,
-                "servers": list(self.servers), "parts": list(self.parts), "threads": list(self.threads)}
+        """The one serialisation of a stage: in a plan (``Plan.to_dict``, Redis ``plan:{model}``) and in
+        a task's route (the orchestrator's ``routes.Step`` is a ``StagePlan``). ``layers`` repeats
+        ``[start, stop]`` for the route's readers (docs/API.md)."""
+        return {"start": self.start, "stop": self.stop, "layers": [self.start, self.stop],
+                "strategy": self.strategy, "servers": list(self.servers), "parts": list(self.parts),
+                "threads": list(self.threads)}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> StagePlan:
-        return cls(int(raw["start"]), int(raw["stop"]), raw["strategy"], tuple(map(int, raw["servers"])),
+        start, stop = (raw["start"], raw["stop"]) if "start" in raw else raw["layers"]
+        return cls(int(start), int(stop), raw["strategy"], tuple(map(int, raw["servers"])),
                    tuple(map(int, raw["parts"])), tuple(map(int, raw["threads"])))
 
 
@@ -274,21 +279,54 @@ def make_plan(spec: ModelSpec, cluster: Cluster, split: Split = "edgesplit",
     ``split="edgesplit"`` is never worse than ``split="paper"`` in the predicted edge latency: the
     paper's plan is one of its candidates (used only if the search's plan predicts slower).
     """
-    if split not in SPLITS:
-        raise InvalidPlan(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-    f = SpecFacts.of(spec)
-    active = active_servers(cluster, exclude)
-    if split == "paper":
-        stages = paper_stages(f, cluster, active, threads)
-        predicted = predict(spec, cluster, stages)
-    else:
-        conv = conv_groups(spec) if one_conv_per_group and groups is None else groups
-        stages = edgesplit_stages(f, cluster, active, threads, conv)
-        predicted = predict(spec, cluster, stages)
-        paper = _paper_or_none(f, cluster, active) if threads is None and groups is None else None
-        if paper is not None:
-            paper_predicted = predict(spec, cluster, paper)
-            if paper_predicted.edge_s < predicted.edge_s:
-                stages, predicted = paper, paper_predicted
-    names = tuple(s.name for s in cluster.servers)
-    return Plan(spec.name, tuple(stages), predicted, split, 1, names)
+    family = PLANNER_FAMILIES[split]
+    return family.plan(SpecFacts.of(spec), cluster, active_servers(cluster, exclude), threads,
+                       one_conv_per_group, groups)
+
+
+def _plan(f: SpecFacts, cluster: Cluster, stages: Sequence[StagePlan], predicted: LatencyBreakdown,
+          split: Split) -> Plan:
+    return Plan(f.spec.name, tuple(stages), predicted, split, 1, tuple(s.name for s in cluster.servers))
+
+
+def _paper_plan(f: SpecFacts, cluster: Cluster, active: Sequence[int], threads: ThreadTable | None,
+                one_conv_per_group: bool, groups: Sequence[tuple[int, int]] | None) -> Plan:
+    """The paper's family: ``paper_stages`` (its own grouping: ``one_conv_per_group`` and ``groups``
+    do not apply)."""
+    stages = paper_stages(f, cluster, active, threads)
+    return _plan(f, cluster, stages, predict(f.spec, cluster, stages), "paper")
+
+
+def _edgesplit_plan(f: SpecFacts, cluster: Cluster, active: Sequence[int], threads: ThreadTable | None,
+                    one_conv_per_group: bool, groups: Sequence[tuple[int, int]] | None) -> Plan:
+    """Our family: ``edgesplit_stages``, with the paper's plan as a candidate (``make_plan``)."""
+    conv = conv_groups(f.spec) if one_conv_per_group and groups is None else groups
+    stages = edgesplit_stages(f, cluster, active, threads, conv)
+    predicted = predict(f.spec, cluster, stages)
+    paper = _paper_or_none(f, cluster, active) if threads is None and groups is None else None
+    if paper is not None:
+        paper_predicted = predict(f.spec, cluster, paper)
+        if paper_predicted.edge_s < predicted.edge_s:
+            stages, predicted = paper, paper_predicted
+    return _plan(f, cluster, stages, predicted, "edgesplit")
+
+
+class PlanFunction(Protocol):
+    def __call__(self, f: SpecFacts, cluster: Cluster, active: Sequence[int], threads: ThreadTable | None,
+                 one_conv_per_group: bool, groups: Sequence[tuple[int, int]] | None, /) -> Plan: ...
+
+
+class PlannerFamily(NamedTuple):
+    """A planner family: how it plans (``plan``) and the strategies its stages may use (which the
+    allocator's cost tables consider too, ``alloc.cost.split_strategies``)."""
+
+    name: Split
+    strategies: tuple[Strategy, ...]
+    plan: PlanFunction
+
+
+PLANNER_FAMILIES: Registry[Split, PlannerFamily] = Registry("split", {
+    "edgesplit": PlannerFamily("edgesplit", STRATEGIES, _edgesplit_plan),
+    "paper": PlannerFamily("paper", ("kernel-rows",), _paper_plan),
+})
+SPLITS: tuple[Split, ...] = PLANNER_FAMILIES.names

@@ -19,7 +19,7 @@ The final plan is always scored with the exact model (``latency.predict``).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -122,11 +122,12 @@ def _channels_loads(f: SpecFacts, start: int, stop: int) -> UnitLoads:
 
 def unit_loads(f: SpecFacts, start: int, stop: int, strategy: Strategy) -> UnitLoads:
     """Loads of 0..total units of the group ``[start, stop)`` split by ``strategy`` (module docstring)."""
-    if strategy == "rows":
-        return _rows_loads(f, start, stop)
-    if strategy == "kernel-rows":
-        return _kernel_rows_loads(f, start, stop)
-    return _channels_loads(f, start, stop)
+    return UNIT_LOADS[strategy](f, start, stop)
+
+
+# the planner's vectorised loads of each strategy (``split.strategies.STRATEGY`` holds the exact ones)
+UNIT_LOADS: dict[Strategy, Callable[[SpecFacts, int, int], UnitLoads]] = {
+    "rows": _rows_loads, "kernel-rows": _kernel_rows_loads, "channels": _channels_loads}
 
 
 def cost_table(loads: UnitLoads, servers: Sequence[Server], threads: Sequence[float],

@@ -10,45 +10,37 @@ prediction of what was served:
 * ``paper``: ``make_plan(split="paper")``: kernel-rows, one conv per stage, eq. (7) + Algorithm 1;
 * ``edgesplit``: ``make_plan(split="edgesplit")``, the planner's plan.
 
-Every duration comes from the latency model (``plan.latency``, eq. 1-5), host slowdown and the
-controller's per-task overhead included.
+The configurations are ``plan.modes.SERVED``; the cut of ``dads`` and the whole stage of ``no-split``
+and ``dads`` are ``plan.modes``' (the orchestrator uses the same). Every duration comes from the
+latency model (``plan.latency``, eq. 1-5), host slowdown and the controller's per-task overhead
+included.
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
 from edgesplit.models.spec import ModelSpec
 from edgesplit.plan.cluster import Cluster
-from edgesplit.plan.dads import dads, input_sizes
+from edgesplit.plan.dads import input_sizes
 from edgesplit.plan.latency import BYTES_PER_VALUE, cloud_part_time, cloud_transfer_time, stage_latency
-from edgesplit.plan.planner import StagePlan, make_plan
-from edgesplit.sim.engine import PipelineMode, SimConfig, simulate
+from edgesplit.plan.modes import SERVED, dads_cut, whole_stage
+from edgesplit.plan.planner import make_plan
+from edgesplit.sim.engine import SimConfig, simulate
 from edgesplit.sim.records import make_tasks
 from edgesplit.sim.timing import CloudStep, Replicated, Workload
 from edgesplit.sim.workload import pipeline
-from edgesplit.split import part_total
+from edgesplit.type_aliases import ServedName
 
-ServedMode = Literal["no-split", "dads", "paper", "edgesplit"]
-SERVED_MODES: tuple[ServedMode, ...] = ("no-split", "dads", "paper", "edgesplit")
-PIPELINES: dict[ServedMode, PipelineMode] = {"paper": "lockstep"}
+ServedMode = ServedName
+SERVED_MODES: tuple[ServedMode, ...] = SERVED.names
 
-
-def _whole(spec: ModelSpec, stop: int, server: int, threads: int) -> StagePlan:
-    return StagePlan(0, stop, "rows", (server,), (part_total(spec, 0, stop, "rows"),), (threads,))
-
-
-def dads_cut(spec: ModelSpec, cluster: Cluster) -> int:
-    """The orchestrator's DADS cut: the min-cut for the smallest zone, clamped to the edge part."""
-    threads = min(s.threads for s in cluster.servers)
-    return min(dads(spec, cluster, threads=threads).cut, spec.n_edge)
+__all__ = ["SERVED_MODES", "ServedMode", "dads_cut", "predict_served", "served_workload"]
 
 
 def _replicated(spec: ModelSpec, cluster: Cluster, cut: int) -> Replicated:
     """Layers ``[0, cut)`` whole on any one server, the rest in the cloud (no-split: cut = n_edge)."""
     flops = spec.layer_flops()
-    edge = tuple(stage_latency(spec, cluster, _whole(spec, cut, m, s.threads), flops).total_s if cut else 0.0
-                 for m, s in enumerate(cluster.servers))
+    edge = tuple(stage_latency(spec, cluster, whole_stage(spec, cut, m, s.threads), flops).total_s
+                 if cut else 0.0 for m, s in enumerate(cluster.servers))
     c = cluster.cloud
     cloud = CloudStep(cloud_transfer_time(BYTES_PER_VALUE * input_sizes(spec)[cut], c.link_bps),
                       cloud_part_time(spec, cut, c),
@@ -59,11 +51,10 @@ def _replicated(spec: ModelSpec, cluster: Cluster, cut: int) -> Replicated:
 
 def served_workload(spec: ModelSpec, cluster: Cluster, mode: ServedMode) -> Workload:
     """The workload the stack runs for ``spec`` on ``cluster`` in ``mode`` (module docstring)."""
-    if mode == "no-split":
-        return _replicated(spec, cluster, spec.n_edge)
-    if mode == "dads":
-        return _replicated(spec, cluster, dads_cut(spec, cluster))
-    plan = make_plan(spec, cluster, "paper" if mode == "paper" else "edgesplit")
+    served = SERVED[mode]
+    if not served.serving.planned:
+        return _replicated(spec, cluster, served.serving.edge_stop(spec, cluster))
+    plan = make_plan(spec, cluster, served.split)
     return pipeline(spec, cluster, plan.stages)
 
 
@@ -71,7 +62,7 @@ def predict_served(spec: ModelSpec, cluster: Cluster, mode: ServedMode, tasks: i
                    seed: int = 0) -> dict[str, float]:
     """The simulator's single-task latency and saturation throughput (``tasks`` submitted at once)."""
     workload = served_workload(spec, cluster, mode)
-    config = SimConfig(pipeline=PIPELINES.get(mode, "async"), seed=seed)
+    config = SimConfig(pipeline=SERVED[mode].pipeline, seed=seed)
     one = simulate({spec.name: workload}, make_tasks(spec.name, 1, seed=seed), config)
     burst = simulate({spec.name: workload}, make_tasks(spec.name, tasks, seed=seed), config)
     return {"single_task_ms": 1e3 * one.tasks[0].latency_s, "throughput_per_s": burst.throughput_per_s()}

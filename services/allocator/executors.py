@@ -25,10 +25,10 @@ from edgesplit.plan.cluster import (
     Server,
 )
 from edgesplit.plan.planner import Plan
+from edgesplit.plan.quotas import plan_quotas as stage_quotas
+from edgesplit.type_aliases import Quotas
 from services.allocator.kube import ExecutorPod
 from services.allocator.measure import ExecutorSample, SliceStats, relative_change
-
-Quotas = dict[str, dict[int, int]]
 
 
 @dataclass(frozen=True)
@@ -133,13 +133,9 @@ def measured_cluster(refs: Sequence[ExecutorRef], samples: Mapping[str, Executor
 
 def plan_quotas(plans: Mapping[str, Plan], names: Sequence[str]) -> dict[str, Quotas]:
     """Threads per sub-zone of every executor, ``{executor: {model: {stage: threads}}}``, from the plans:
-    stage k of a model is sub-zone k; an executor gets a quota only for the stages it takes part in."""
-    out: dict[str, Quotas] = {n: {} for n in names}
-    for model, plan in plans.items():
-        for k, st in enumerate(plan.stages):
-            for m, threads in zip(st.servers, st.threads, strict=True):
-                out[names[m]].setdefault(model, {})[k] = int(threads)
-    return out
+    the core's one rule (``plan.quotas.plan_quotas``, the orchestrator's too) by executor name."""
+    by_index = stage_quotas({model: plan.stages for model, plan in plans.items()}, range(len(names)))
+    return {names[m]: q for m, q in by_index.items()}
 
 
 def total(quotas: Quotas) -> int:

@@ -18,6 +18,9 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from edgesplit.plan.modes import SERVING_MODES
+from edgesplit.registry import Registry
+from edgesplit.type_aliases import PipelineMode, ServingModeName
 from services.orchestrator.engine import Job
 from services.orchestrator.runner import Runner
 
@@ -172,8 +175,11 @@ class ParallelRunner(Runner):
             free.put_nowait(slot)
 
 
-def runner_class(mode: str, pipeline: str) -> type[Runner]:
-    """The runner of a serving mode and pipeline kind."""
-    if mode != "split":
-        return ParallelRunner
-    return LockstepPipeline if pipeline == "lockstep" else AsyncPipeline
+PIPELINES: Registry[PipelineMode, type[Runner]] = Registry(
+    "pipeline", {"async": AsyncPipeline, "lockstep": LockstepPipeline})
+
+
+def runner_class(mode: ServingModeName, pipeline: PipelineMode) -> type[Runner]:
+    """The runner of a serving mode and pipeline kind: a planned mode's pipeline (``PIPELINES``), else
+    tasks side by side, each whole on one executor."""
+    return PIPELINES[pipeline] if SERVING_MODES[mode].planned else ParallelRunner

@@ -7,8 +7,8 @@ down is set aside for a local plan without it until the executor is back; a plan
 Redis gives way to the local one. The pipeline asks for the route between tasks, so a new plan
 version takes effect at the next task.
 
-``no-split`` / ``dads``: one step on the least loaded executor, cut at ``spec.n_edge`` or at the DADS
-min-cut (clamped to the edge part: the executors run no fully connected layer).
+``no-split`` / ``dads``: one step on the least loaded executor, cut where the serving mode says
+(``plan.modes``: ``spec.n_edge``, or the DADS min-cut clamped to the edge part, the simulator's too).
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ from typing import Any
 from edgesplit.errors import EdgesplitError, InvalidPlan
 from edgesplit.models.spec import ModelSpec
 from edgesplit.plan.cluster import Cluster
+from edgesplit.plan.modes import SERVING_MODES, whole_stage
 from services.orchestrator.pool import ExecutorPool
 from services.orchestrator.queue import TaskQueue
-from services.orchestrator.routes import Route, Step, replacement, route_from_plan, whole_step
+from services.orchestrator.routes import Route, Step, replacement, route_from_plan
 from services.orchestrator.settings import Mode, SplitKind
 
 log = logging.getLogger("edgesplit.orchestrator")
@@ -49,20 +50,15 @@ class PlanSource:
         self.pool = pool
         self.queue = queue
         self.mode = mode
+        self.serving = SERVING_MODES[mode]
         self.split = split
         self.conv_groups = conv_groups
         self.refresh_s = refresh_s
         self._local: dict[frozenset[int], Route] = {}
         self._redis: Route | None = None
         self._checked = 0.0
-        self.cut = self._dads_cut() if mode == "dads" else spec.n_edge
+        self.cut = self.serving.edge_stop(spec, cluster)
         self.current: Route | None = None
-
-    def _dads_cut(self) -> int:
-        from edgesplit.plan.dads import dads
-
-        threads = min(s.threads for s in self.cluster.servers)
-        return min(dads(self.spec, self.cluster, threads=threads).cut, self.spec.n_edge)
 
     async def local(self) -> Route:
         """A plan made here for the executors now up (cached per set of executors down)."""
@@ -127,7 +123,7 @@ class PlanSource:
 
     async def route(self) -> Route:
         """The route for the next task."""
-        if self.mode != "split":
+        if not self.serving.planned:
             return self.single(self.pool.least_loaded())
         await self._refresh_redis()
         if self._redis is not None and not (self._redis.uses() & self.pool.down):
@@ -139,13 +135,16 @@ class PlanSource:
     def single(self, server: int) -> Route:
         if self.cut == 0:
             return Route((), 0, 0, self.mode)
-        return Route((whole_step(self.spec, self.cut, server),), self.cut, 0, self.mode)
+        return Route((self._whole(self.cut, server),), self.cut, 0, self.mode)
+
+    def _whole(self, stop: int, server: int) -> Step:
+        return whole_stage(self.spec, stop, server, self.cluster.servers[server].threads)
 
     async def retry(self, failed: Step) -> Step:
         """The step to run instead of ``failed`` after an executor failed (module docstring)."""
         up = self.pool.up
-        if self.mode != "split":
-            return whole_step(self.spec, failed.stop, self.pool.least_loaded())
+        if not self.serving.planned:
+            return self._whole(failed.stop, self.pool.least_loaded())
         threads = [s.threads for s in self.cluster.servers]
         try:
             fresh: Route | None = await self.local()

@@ -18,27 +18,18 @@ from typing import Any
 
 from edgesplit.errors import InvalidPlan, Unavailable
 from edgesplit.models.spec import ModelSpec
-from edgesplit.split import Slice, Strategy, make_slices, part_total
+from edgesplit.plan.planner import StagePlan
+from edgesplit.plan.quotas import plan_quotas
+from edgesplit.split import part_total
+from edgesplit.type_aliases import Quotas
+
+__all__ = ["Quotas", "Route", "Step", "merge_quotas", "owned_models", "owned_quotas", "proportional_parts",
+           "replacement", "route_from_plan", "rows_step"]
 
 
-@dataclass(frozen=True)
-class Step:
-    """One edge stage: layers ``[start, stop)`` split by ``strategy``, ``parts[i]`` units on server
-    ``servers[i]`` whose sub-zone for it has ``threads[i]`` threads (empty: not planned here)."""
-
-    start: int
-    stop: int
-    strategy: Strategy
-    servers: tuple[int, ...]
-    parts: tuple[int, ...]
-    threads: tuple[int, ...] = ()
-
-    def slices(self, spec: ModelSpec) -> list[Slice]:
-        return make_slices(spec, self.start, self.stop, self.strategy, self.parts)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"layers": [self.start, self.stop], "strategy": self.strategy, "servers": list(self.servers),
-                "parts": list(self.parts), "threads": list(self.threads)}
+Step = StagePlan
+"""One edge stage of a route: layers ``[start, stop)`` split by ``strategy``, ``parts[i]`` units on server
+``servers[i]`` whose sub-zone for it has ``threads[i]`` threads: the planner's stage, one serialisation."""
 
 
 @dataclass(frozen=True)
@@ -77,13 +68,9 @@ def rows_step(spec: ModelSpec, start: int, stop: int, servers: Sequence[int],
         raise Unavailable(f"no executor is up to run layers [{start}, {stop}) of {spec.name}")
     total = part_total(spec, start, stop, "rows")
     parts = proportional_parts(total, list(threads))
-    kept = [(m, n) for m, n in zip(servers, parts, strict=True) if n > 0]
-    return Step(start, stop, "rows", tuple(m for m, _ in kept), tuple(n for _, n in kept))
-
-
-def whole_step(spec: ModelSpec, stop: int, server: int) -> Step:
-    """Layers ``[0, stop)`` unsplit on one server (one rows slice of all rows): no-split and DADS."""
-    return Step(0, stop, "rows", (server,), (part_total(spec, 0, stop, "rows"),))
+    kept = [(m, n, k) for m, n, k in zip(servers, parts, threads, strict=True) if n > 0]
+    return Step(start, stop, "rows", tuple(m for m, _, _ in kept), tuple(n for _, n, _ in kept),
+                tuple(k for _, _, k in kept))
 
 
 def route_from_plan(plan: Any, spec: ModelSpec, source: str) -> Route:
@@ -112,21 +99,12 @@ def replacement(route: Route | None, spec: ModelSpec, failed: Step, up: Sequence
     return rows_step(spec, failed.start, failed.stop, up, [threads[m] for m in up])
 
 
-Quotas = dict[str, dict[int, int]]
-
-
-def plan_quotas(routes: Mapping[str, Route], up: Sequence[int]) -> dict[int, Quotas]:
+def owned_quotas(routes: Mapping[str, Route], up: Sequence[int]) -> dict[int, Quotas]:
     """Sub-zone threads per executor ``{server: {model: {stage: threads}}}`` of the routes planned here
-    (not those from Redis, whose publisher sets its own), for the executors in ``up``."""
-    quotas: dict[int, Quotas] = {m: {} for m in up}
-    for name, route in routes.items():
-        if route.source == "redis":
-            continue
-        for k, step in enumerate(route.steps):
-            for m, threads in zip(step.servers, step.threads, strict=False):
-                if m in quotas:
-                    quotas[m].setdefault(name, {})[k] = threads
-    return quotas
+    (not those from Redis, whose publisher sets its own), for the executors in ``up``: the core's one
+    rule (``plan.quotas.plan_quotas``) that the allocator applies to its plans too."""
+    owned = owned_models(routes)
+    return plan_quotas({name: route.steps for name, route in routes.items() if name in owned}, up)
 
 
 def owned_models(routes: Mapping[str, Route]) -> set[str]:

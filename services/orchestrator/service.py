@@ -29,6 +29,7 @@ import torch
 from edgesplit import wire
 from edgesplit.errors import CapacityExceeded, EdgesplitError, InvalidInput, ModelNotFound, TaskNotFound
 from edgesplit.models.spec import ModelSpec
+from edgesplit.plan.modes import SERVING_MODES
 from services.common.http import new_http_client
 from services.common.models import Deployed, deployment_specs, load_deployed
 from services.common.redisconn import redis_client
@@ -42,7 +43,7 @@ from services.orchestrator.pipeline import runner_class
 from services.orchestrator.plans import PlanSource, model_zones
 from services.orchestrator.pool import ExecutorPool
 from services.orchestrator.queue import Submitted, TaskQueue
-from services.orchestrator.routes import Quotas, merge_quotas, owned_models, plan_quotas
+from services.orchestrator.routes import Quotas, merge_quotas, owned_models, owned_quotas
 from services.orchestrator.runner import Runner
 from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.xfer import SliceLog
@@ -293,7 +294,7 @@ class Orchestrator:
         comes from Redis (set by the allocator service, its publisher) are kept. Nothing is sent when
         no model is planned here or the table would not change.
         """
-        if self.pool is None or self.settings.mode != "split":
+        if self.pool is None or not SERVING_MODES[self.settings.mode].planned:
             return
         routes = {}
         for name, runner in self.runners.items():
@@ -302,7 +303,7 @@ class Orchestrator:
         owned = owned_models(routes)
         if not owned:
             return
-        for m, quotas in plan_quotas(routes, self.pool.up).items():
+        for m, quotas in owned_quotas(routes, self.pool.up).items():
             await push_quotas(self.pool.clients[m], quotas, owned, m)
 
     # --- what the API calls -------------------------------------------------------------------------

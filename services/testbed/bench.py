@@ -27,18 +27,13 @@ from typing import Any
 
 from edgesplit.models import get_spec
 from edgesplit.plan.cluster import Cluster, dump_cluster, load_cluster
+from edgesplit.plan.modes import SERVED
 from edgesplit.sim.served import SERVED_MODES, ServedMode, predict_served
 from services.common.proc import wait_ready
 from services.stack import StackSettings
 from services.testbed.bed import Testbed
 from services.testbed.description import TestbedDescription, uniform
 
-ORCHESTRATOR: dict[ServedMode, dict[str, object]] = {
-    "no-split": {"mode": "no-split", "split": "edgesplit", "pipeline": "async"},
-    "dads": {"mode": "dads", "split": "edgesplit", "pipeline": "async"},
-    "paper": {"mode": "split", "split": "paper", "pipeline": "lockstep"},
-    "edgesplit": {"mode": "split", "split": "edgesplit", "pipeline": "async"},
-}
 # The issue fixes the edge hosts (0.2 core, 1 Gb/s) and the cloud link (100 Mb/s), not the cloud's CPU.
 # Half a core: its FC layers (memory-bound, ~11 ms a core for alexnet-paper) stay a small part of a
 # task, and 8 edge hosts (1.6 cores) out-compute it, as the paper's edge cluster (8 x 20 threads)
@@ -63,7 +58,7 @@ def measure_point(tb: Testbed, model: str, mode: ServedMode, cluster: Cluster, p
     from services.orchestrator.workload import idle_latency, random_input, saturation
 
     dump_cluster(cluster, path)
-    settings: dict[str, Any] = {"cluster_file": path, **ORCHESTRATOR[mode]}
+    settings: dict[str, Any] = {"cluster_file": path, **SERVED[mode]._asdict()}  # mode, split, pipeline
     tb.restart_orchestrator(**settings)
     spec = get_spec(model)
     with OrchestratorClient(tb.url, token=tb.api_token, timeout_s=300.0) as oc:
@@ -106,11 +101,11 @@ def run_bench(hosts: Sequence[int] = (1, 2, 4, 8), modes: Sequence[ServedMode] =
         progress(f"testbed up: {len(desc.edges)} hosts, per core {tb.per_core}, overheads "
                  f"{ {k: round(1e3 * v, 2) for k, v in tb.overheads.items()} } ms, controller "
                  f"{1e3 * tb.controller_overhead_s:.1f} ms")
-        split_modes = ("paper", "edgesplit")
-        ordered = sorted(modes, key=lambda m: m in split_modes)  # their zones need an executor restart
+        # the planned modes last: their zones need an executor restart
+        ordered = sorted(modes, key=lambda m: SERVED[m].serving.planned)
         zoned = False
         for mode in ordered:
-            zone = SPLIT_ZONE if mode in split_modes else None
+            zone = SPLIT_ZONE if SERVED[mode].serving.planned else None
             if zone is not None and not zoned:
                 progress(f"restarting the executors with zones of {zone} worker threads")
                 _set_zones(tb, zone)

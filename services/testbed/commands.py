@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from edgesplit.errors import InvalidInput
+from edgesplit.type_aliases import ServingModeName, Split
 
 err = Console(stderr=True)
 testbed_app = typer.Typer(no_args_is_help=True, help="Edge hosts emulated on this machine: network "
@@ -45,8 +46,8 @@ def up(
     prefix: str = typer.Option("estb", help="name prefix of every namespace, link and cgroup"),
     models: str = typer.Option("alexnet-paper", help="comma list of built-in models (without --file)"),
     port: int = typer.Option(8080, help="orchestrator port on the gateway (without --file)"),
-    mode: str = typer.Option("split", help="split | no-split | dads"),
-    split: str = typer.Option("edgesplit", help="edgesplit | paper"),
+    mode: ServingModeName = typer.Option("split", help="split | no-split | dads"),
+    split: Split = typer.Option("edgesplit", help="edgesplit | paper"),
     allocator: bool = typer.Option(False, "--allocator", help="also run the allocator on the gateway"),
     as_json: bool = typer.Option(False, "--json", help="one JSON object on stdout"),
 ) -> None:

@@ -12,17 +12,18 @@ from edgesplit.errors import InvalidPlan, Unavailable
 from edgesplit.models import get_spec
 from edgesplit.models.build import load_model
 from edgesplit.plan.cluster import Cloud, Cluster, Server
-from edgesplit.plan.planner import make_plan
+from edgesplit.plan.modes import whole_stage
+from edgesplit.plan.planner import Plan, StagePlan, make_plan
 from edgesplit.split import compute_slice, crop_input, merge
 from services.orchestrator.plans import model_zones
 from services.orchestrator.routes import (
     Route,
     Step,
+    owned_quotas,
     proportional_parts,
     replacement,
     route_from_plan,
     rows_step,
-    whole_step,
 )
 
 SPEC = get_spec("digits-cnn")
@@ -87,9 +88,9 @@ def test_replacement_step_is_exact_without_the_failed_executor(failed: int, n_up
 
 def test_replacement_prefers_the_fresh_plans_stage_for_the_same_layers() -> None:
     fresh = route_from_plan(make_plan(SPEC, _cluster(3), "paper", exclude={1}), SPEC, "replan")
-    failed = Step(0, 2, "rows", (0, 1), (4, 4))
+    failed = Step(0, 2, "rows", (0, 1), (4, 4), (2, 2))
     assert replacement(fresh, SPEC, failed, [0, 2], [2, 2, 2]) == fresh.steps[0]
-    other = replacement(fresh, SPEC, Step(0, 5, "rows", (1,), (4,)), [0, 2], [2, 2, 2])
+    other = replacement(fresh, SPEC, Step(0, 5, "rows", (1,), (4,), (2,)), [0, 2], [2, 2, 2])
     assert other.start == 0 and other.stop == 5 and set(other.servers) <= {0, 2}
 
 
@@ -99,7 +100,7 @@ def test_no_executor_up_is_unavailable() -> None:
 
 
 def test_whole_step_is_one_rows_slice_of_all_rows() -> None:
-    step = whole_step(SPEC, SPEC.n_edge, 1)
+    step = whole_stage(SPEC, SPEC.n_edge, 1, 4)
     x = torch.randn(1, *SPEC.input, generator=torch.Generator().manual_seed(2))
     torch.testing.assert_close(_run(Route((step,), SPEC.n_edge), x), MODULE[: SPEC.n_edge](x))
 
@@ -111,3 +112,25 @@ def test_model_zones_split_threads_by_edge_flops() -> None:
         a, d = (zones[n].servers[m].threads for n in specs)
         assert a + d == 8 and a > d >= 1
     assert model_zones(_cluster(2), {"digits-cnn": SPEC})["digits-cnn"] == _cluster(2)
+
+
+def test_a_route_step_is_a_planner_stage_with_one_serialisation() -> None:
+    plan = make_plan(SPEC, _cluster(3), "paper")
+    route = route_from_plan(plan, SPEC, "static")
+    assert Step is StagePlan and route.steps == plan.stages  # the paper's plan uses every server
+    for step, raw in zip(route.steps, plan.to_dict()["stages"], strict=True):
+        assert step.to_dict() == raw and raw["layers"] == [raw["start"], raw["stop"]]
+        assert StagePlan.from_dict(raw) == step
+        assert StagePlan.from_dict({k: v for k, v in raw.items() if k not in ("start", "stop")}) == step
+
+
+def test_the_orchestrator_and_the_allocator_turn_plans_into_the_same_quotas() -> None:
+    from services.allocator.executors import plan_quotas
+
+    names = ["ex0", "ex1", "ex2"]
+    plan = make_plan(SPEC, _cluster(3), "paper")
+    ours = owned_quotas({SPEC.name: route_from_plan(plan, SPEC, "static")}, [0, 1, 2])
+    assert {names[m]: q for m, q in ours.items()} == plan_quotas({SPEC.name: plan}, names)
+    assert owned_quotas({SPEC.name: route_from_plan(plan, SPEC, "redis")}, [0, 1, 2]) == {0: {}, 1: {}, 2: {}}
+    assert set(owned_quotas({SPEC.name: route_from_plan(plan, SPEC, "static")}, [0, 2])) == {0, 2}
+    assert isinstance(Plan.from_dict(plan.to_dict()), Plan)
