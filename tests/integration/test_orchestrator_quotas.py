@@ -1,7 +1,9 @@
 """The orchestrator's quota pushes keep the quotas it does not own (the allocator service's).
 
-``PUT /v1/quotas`` replaces an executor's whole table; ``push_quotas`` reads it first and changes only
-the entries of the models planned by the orchestrator (``merge_quotas``).
+``push_quotas`` replaces only the orchestrator's namespace of an executor's quotas
+(``PUT /v1/quotas/orchestrator``); here the other quotas are set with the plain ``PUT /v1/quotas``, as
+an operator would (``tests/integration/test_quota_owners.py`` covers the allocator's namespace).
+``merge_quotas`` is no longer used by the orchestrator; its test stays while the function does.
 """
 
 from __future__ import annotations
@@ -10,10 +12,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from services.common.proc import ServiceProcess
 from services.executor.client import ExecutorClient
 from services.orchestrator.routes import merge_quotas
 from services.orchestrator.service import push_quotas
+from tooling.proc import ServiceProcess
 
 pytestmark = [pytest.mark.services, pytest.mark.anyio]
 OURS, THEIRS = "digits-cnn", "alexnet-paper"
