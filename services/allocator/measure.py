@@ -3,8 +3,10 @@
 * Executors: ``GET /v2/health/ready`` (health) and ``GET /metrics`` (Prometheus text):
   ``edgesplit_executor_flops_per_thread`` (FLOPs computed over compute seconds times workers, recent
   slices), ``edgesplit_executor_capacity_threads``, ``edgesplit_executor_queued_slices`` and
-  ``edgesplit_executor_busy_workers`` (summed over sub-zones) and ``edgesplit_executor_quota_threads``
-  (the quotas in force, so a quota set by someone else is noticed and put right).
+  ``edgesplit_executor_busy_workers`` (summed over sub-zones), ``edgesplit_executor_quota_threads``
+  (the quotas in force) and ``edgesplit_executor_quota_owner_threads`` (each owner's namespace: the
+  allocator's own, ``QUOTA_ALLOCATOR``, is its sample's ``quotas``, so a restarted executor or a
+  plain ``PUT /v1/quotas``, which empties it, is noticed and put right).
 * Slices as the orchestrator saw them: it records every slice in the Redis stream
   ``{prefix}xfer:{executor name}`` with the fields ``bytes`` (sent plus received), ``transfer_s``
   (the round trip minus the executor's wait and compute, seconds) and, when it has them,
@@ -34,10 +36,10 @@ import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
 from edgesplit.errors import Unavailable
+from services.common.channels import QUOTA_ALLOCATOR, xfer_stream
 from services.common.http import HttpPool
 
 NS = "edgesplit_executor"
-XFER_KEY = "xfer:{name}"
 MIN_FIT_SAMPLES = 8
 MIN_SIZE_SPREAD = 1.5  # largest / smallest transfer for a slope to mean anything
 MIN_R2 = 0.5  # a line explaining less than half the variance is noise: no fit
@@ -54,7 +56,7 @@ class ExecutorSample:
     capacity: int | None = None
     queued: int = 0
     busy: int = 0
-    quotas: dict[str, dict[int, int]] = field(default_factory=dict)
+    quotas: dict[str, dict[int, int]] = field(default_factory=dict)  # the allocator's namespace
     error: str | None = None
     compute: dict[tuple[str, int], tuple[float, float]] = field(default_factory=dict)
     workers: dict[tuple[str, int], int] = field(default_factory=dict)
@@ -89,7 +91,7 @@ NO_STATS = SliceStats(None, None, 0)
 def parse_executor_metrics(text: str) -> dict[str, Any]:
     """The values the allocator uses from an executor's Prometheus text (module docstring)."""
     out: dict[str, Any] = {"flops_per_thread": None, "capacity": None, "queued": 0, "busy": 0, "quotas": {},
-                           "compute": {}, "workers": {}}
+                           "owned": {}, "compute": {}, "workers": {}}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
             if s.name == f"{NS}_flops_per_thread" and s.value > 0 and math.isfinite(s.value):
@@ -102,6 +104,9 @@ def parse_executor_metrics(text: str) -> dict[str, Any]:
                 out["busy"] += int(s.value)
             elif s.name == f"{NS}_quota_threads":
                 out["quotas"].setdefault(s.labels["model"], {})[int(s.labels["stage"])] = int(s.value)
+            elif s.name == f"{NS}_quota_owner_threads":
+                table = out["owned"].setdefault(s.labels["owner"], {})
+                table.setdefault(s.labels["model"], {})[int(s.labels["stage"])] = int(s.value)
             elif s.name == f"{NS}_last_slice_workers":
                 out["workers"][(s.labels["model"], int(s.labels["stage"]))] = int(s.value)
             elif s.name in (f"{NS}_slice_compute_seconds_count", f"{NS}_slice_compute_seconds_sum"):
@@ -271,12 +276,12 @@ class Measurer:
         except ValueError as e:
             return ExecutorSample(name, url, False, error=f"unreadable /metrics: {e}")
         return ExecutorSample(name, url, True, m["flops_per_thread"], m["capacity"], m["queued"], m["busy"],
-                              m["quotas"], compute=m["compute"], workers=m["workers"])
+                              m["owned"].get(QUOTA_ALLOCATOR, {}), compute=m["compute"], workers=m["workers"])
 
     async def slices(self, name: str, since: float | None = None) -> SliceStats:
         """What the newest slice records of one executor say, those before ``since`` (Unix seconds: the
         executor restarted then) left out; NO_STATS when there are none."""
-        key = self.prefix + XFER_KEY.format(name=name)
+        key = xfer_stream(self.prefix, name)
         oldest = "-" if since is None else str(int(since * 1000))
         try:
             entries = await self.redis.xrevrange(key, max="+", min=oldest, count=self.window)

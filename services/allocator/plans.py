@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from edgesplit.plan.planner import Plan
 from services.allocator.decide import units_per_server
 from services.allocator.metrics import AllocatorMetrics
+from services.common.channels import plan_key
 
 log = logging.getLogger("edgesplit.allocator")
 
@@ -36,7 +37,7 @@ class PlanStore:
     async def publish(self, model: str, plan: Plan, served: str) -> int | None:
         """Publish ``plan`` with the next version unless Redis already holds it; the version, or None
         when nothing was published (unchanged, or Redis failed)."""
-        key = f"{self.prefix}plan:{model}"
+        key = plan_key(self.prefix, model)
         try:
             raw = await self.redis.get(key)
             current = int(json.loads(raw).get("version", 0)) if raw else 0

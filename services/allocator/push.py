@@ -1,7 +1,10 @@
 """Pushing a decision to the executors: quotas in a safe order, pod CPU resized around them.
 
-``PUT /v1/quotas`` replaces all of an executor's quotas at once, and the executor refuses a set above
-its capacity (409), so each executor's new set alone must fit, which the plans guarantee. Across
+``PUT /v1/quotas/allocator`` replaces the allocator's namespace of an executor's quotas
+(``services.common.channels.QUOTA_ALLOCATOR``; an orchestrator's namespace, for the models it plans
+itself, is never touched), and the executor refuses quotas in force above its capacity (409), so each
+executor's new set must fit beside the others', which the plans guarantee when the allocator plans
+every model. Across
 executors the calls go to those whose total shrinks first, then to those whose total grows: threads
 are freed before they are used elsewhere (on one node, or one CPU budget). In Kubernetes mode a
 growing executor's pod gets its CPU before its quotas grow, a shrinking one loses it after they
@@ -19,6 +22,7 @@ from edgesplit.errors import EdgesplitError
 from services.allocator.executors import ExecutorRef, Quotas, total, update_order
 from services.allocator.kube import KubeExecutors
 from services.allocator.metrics import AllocatorMetrics
+from services.common.channels import QUOTA_ALLOCATOR
 from services.common.http import HttpPool
 from services.executor.client import ExecutorClient
 
@@ -67,12 +71,12 @@ class Pusher:
         return resizes
 
     async def put(self, ref: ExecutorRef, quotas: Quotas) -> bool:
-        """``PUT /v1/quotas`` on one executor; False (logged, counted) when it refuses or is away."""
+        """``PUT /v1/quotas/allocator`` on one executor; False (logged, counted) when refused or away."""
         client = self.client(ref)
         if client is None:
             return False
         try:
-            await client.put_quotas(quotas)
+            await client.put_quotas(quotas, QUOTA_ALLOCATOR)
         except EdgesplitError as e:
             log.warning("cannot set the quotas of %s: %s", ref.name, e)
             self.metrics.quota_puts.labels(ref.name, type(e).__name__).inc()

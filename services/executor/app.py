@@ -1,8 +1,9 @@
 """The executor's HTTP layer: decode a slice request, run it in its sub-zone, encode the answer.
 
-Endpoints (docs/API.md): ``POST /v1/slices/{model}``, ``POST /v1/echo``,
-``GET|PUT /v1/quotas``, ``GET /v1/info``, ``GET /metrics`` (all behind the bearer token when one is
-configured) and ``GET /v2/health/live``, ``GET /v2/health/ready`` (open).
+Endpoints (docs/API.md): ``POST /v1/slices/{model}``, ``POST /v1/echo``, ``GET|PUT /v1/quotas`` (the
+quotas in force; a PUT replaces every owner's), ``GET|PUT /v1/quotas/{owner}`` (one owner's
+namespace: ``services.common.channels``), ``GET /v1/info``, ``GET /metrics`` (all behind the bearer
+token when one is configured) and ``GET /v2/health/live``, ``GET /v2/health/ready`` (open).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request, Response
 from edgesplit import wire
 from edgesplit.errors import InvalidInput, Overloaded
 from edgesplit.split import Slice
+from services.common.channels import QUOTA_OWNERS
 from services.common.httpmetrics import instrument_http
 from services.common.models import ModelHost, deployment_specs
 from services.common.security import bearer_auth, read_body
@@ -77,6 +79,7 @@ class ExecutorState(ModelHost):
                            "weights": None if self.models is None else self.models[n].weights}
                        for n, s in self.specs.items()},
             "quotas": _quotas_json(quotas),
+            "quota_owners": {o: _quotas_json(q) for o, q in self.pool.owned_quotas().items()},
             "zones": {m: sum(q.values()) for m, q in quotas.items()},
             "flops_per_thread": self.metrics.flops_per_thread,
             "cpu_quota": cpu_quota(),
@@ -135,7 +138,20 @@ def _admin_routes(router: APIRouter, state: ExecutorState) -> None:
     @router.put("/v1/quotas")
     async def put_quotas(quotas: Annotated[dict[str, dict[int, int]], Body()]) -> dict[str, dict[str, int]]:
         new = state.pool.set_quotas(quotas)
-        log.info("executor %s quotas: %s", state.settings.name, new)
+        log.info("executor %s quotas (every owner's replaced): %s", state.settings.name, new)
+        return _quotas_json(new)
+
+    @router.get("/v1/quotas/{owner}")
+    async def get_owned_quotas(owner: str) -> dict[str, dict[str, int]]:
+        if owner not in QUOTA_OWNERS:
+            raise InvalidInput(f"unknown quota owner {owner!r}; expected one of {', '.join(QUOTA_OWNERS)}")
+        return _quotas_json(state.pool.owned_quotas().get(owner, {}))
+
+    @router.put("/v1/quotas/{owner}")
+    async def put_owned_quotas(owner: str, quotas: Annotated[dict[str, dict[int, int]], Body()]
+                               ) -> dict[str, dict[str, int]]:
+        new = state.pool.set_quotas(quotas, owner)
+        log.info("executor %s quotas of %s: %s; in force: %s", state.settings.name, owner, quotas, new)
         return _quotas_json(new)
 
     @router.get("/v1/info")

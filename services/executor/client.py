@@ -77,19 +77,26 @@ class ExecutorClient(ServiceClient):
         answer = await self.request("POST", "/v1/echo", content=wire.encode(x), headers=_NPY)
         return wire.decode(answer.body, expect_dtype=None)
 
-    async def get_quotas(self) -> dict[str, dict[int, int]]:
-        """Threads per sub-zone ``{model: {subzone: threads}}``; sub-zones not listed have 1."""
-        return _parse_quotas(await self.json("GET", "/v1/quotas"))
+    async def get_quotas(self, owner: str | None = None) -> dict[str, dict[int, int]]:
+        """Threads per sub-zone ``{model: {subzone: threads}}`` in force (sub-zones not listed have 1),
+        or as ``owner`` (``services.common.channels.QUOTA_OWNERS``) set them."""
+        return _parse_quotas(await self.json("GET", _quotas_path(owner)))
 
-    async def put_quotas(self, quotas: dict[str, dict[int, int]]) -> dict[str, dict[int, int]]:
-        """Replace all quotas; raises CapacityExceeded when they sum above the executor's capacity."""
+    async def put_quotas(self, quotas: dict[str, dict[int, int]],
+                         owner: str | None = None) -> dict[str, dict[int, int]]:
+        """Replace ``owner``'s quotas (None: every owner's); returns the quotas in force. Raises
+        CapacityExceeded when those would sum above the executor's capacity."""
         body = {m: {str(i): int(k) for i, k in q.items()} for m, q in quotas.items()}
-        return _parse_quotas(await self.json("PUT", "/v1/quotas", body))
+        return _parse_quotas(await self.json("PUT", _quotas_path(owner), body))
 
     async def info(self) -> dict[str, Any]:
         """Name, ``capacity`` (threads), deployed models, quotas, zones and measured ``flops_per_thread``."""
         result: dict[str, Any] = await self.json("GET", "/v1/info")
         return result
+
+
+def _quotas_path(owner: str | None) -> str:
+    return "/v1/quotas" if owner is None else f"/v1/quotas/{owner}"
 
 
 def _parse_quotas(raw: dict[str, dict[str, int]]) -> dict[str, dict[int, int]]:

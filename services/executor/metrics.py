@@ -48,8 +48,16 @@ class _PoolCollector(Collector):
         for model, stages in sorted(self.pool.quotas().items()):
             for index, threads in sorted(stages.items()):
                 quota.add_metric([model, str(index)], threads)
+        owned = GaugeMetricFamily(f"{NS}_quota_owner_threads",
+                                  "Threads per sub-zone as each quota owner set them (the owner's namespace)",
+                                  labels=["owner", *labels])
+        for owner, table in sorted(self.pool.owned_quotas().items()):
+            for model, stages in sorted(table.items()):
+                for index, threads in sorted(stages.items()):
+                    owned.add_metric([owner, model, str(index)], threads)
         yield from fams.values()
         yield quota
+        yield owned
         measured = self.flops_per_thread()
         if measured is not None:  # absent until a slice has been computed
             yield GaugeMetricFamily(f"{NS}_flops_per_thread",

@@ -7,6 +7,11 @@ worker i computes sub-slice i with ``compute_slice`` on a dedicated thread (torc
 thread per worker); the parts are written into one output tensor. A band of a slice is itself a valid
 slice, so the result is exact. Quotas (threads per sub-zone) may not sum above the capacity.
 
+Quotas are kept in one namespace per writer (``services.common.channels.QUOTA_OWNERS``): the allocator
+service and an orchestrator each replace only their own, so neither can overwrite the other's (no
+read-merge-write). The table in force takes each model's entry from the first owner (in that order)
+holding one; the capacity bounds the table in force.
+
 Each sub-zone's queue is bounded: beyond ``queue_max`` slices waiting, a new one is refused at once
 with ``Overloaded`` (503 and a ``Retry-After`` of the expected wait), which the orchestrator honours.
 A slice cancelled while it waits (its caller went away) leaves the queue without being computed.
@@ -29,6 +34,7 @@ import torch
 
 from edgesplit.errors import CapacityExceeded, InvalidInput, ModelNotFound, Overloaded
 from edgesplit.split import Slice, compute_slice
+from services.common.channels import QUOTA_OPERATOR, QUOTA_OWNERS
 from services.common.models import Deployed
 from services.common.settings import cpu_quota
 from services.executor.work import Part, slice_flops, worker_parts
@@ -233,8 +239,9 @@ class ZonePool:
     """All sub-zones of one executor and their quotas; ``capacity`` threads in total.
 
     ``quotas[model][stage]`` is the number of worker threads of that sub-zone; a sub-zone without a
-    quota has 1. The sum of the quotas may not exceed ``capacity`` (CapacityExceeded, 409), a number
-    or a function giving it now (the CPU limit, which an in-place pod resize changes).
+    quota has 1. The quotas in force are merged from one table per owner (module docstring); their
+    sum may not exceed ``capacity`` (CapacityExceeded, 409), a number or a function giving it now (the
+    CPU limit, which an in-place pod resize changes).
     """
 
     def __init__(self, capacity: int | Callable[[], int], n_edge: Mapping[str, int],
@@ -243,6 +250,7 @@ class ZonePool:
         self.halo_max = halo_max
         self.queue_max = queue_max
         self._n_edge = dict(n_edge)
+        self._owned: dict[str, Quotas] = {}
         self._quotas: Quotas = {}
         self.subzones: dict[tuple[str, int], SubZone] = {}
 
@@ -251,7 +259,12 @@ class ZonePool:
         return self._capacity() if callable(self._capacity) else self._capacity
 
     def quotas(self) -> Quotas:
+        """The quotas in force, ``{model: {stage: threads}}``."""
         return {m: dict(q) for m, q in self._quotas.items()}
+
+    def owned_quotas(self) -> dict[str, Quotas]:
+        """Every owner's table as that owner set it, ``{owner: {model: {stage: threads}}}``."""
+        return {o: {m: dict(q) for m, q in t.items()} for o, t in self._owned.items() if t}
 
     def check_stage(self, model: str, index: int) -> None:
         """Raise unless ``index`` can be a sub-zone (stage) of the deployed ``model``."""
@@ -261,20 +274,25 @@ class ZonePool:
             raise InvalidInput(f"sub-zone {index} out of range: model {model} has sub-zones "
                                f"[0, {self._n_edge[model]}) (at most one per edge layer)")
 
-    def set_quotas(self, quotas: Quotas) -> Quotas:
-        """Replace every quota at once; sub-zones resize before their next slice."""
-        total = 0
+    def set_quotas(self, quotas: Quotas, owner: str | None = None) -> Quotas:
+        """Replace ``owner``'s table (None: every table, the given one kept as the operator's); sub-zones
+        resize before their next slice. Returns the quotas in force."""
+        if owner is not None and owner not in QUOTA_OWNERS:
+            raise InvalidInput(f"unknown quota owner {owner!r}; expected one of {', '.join(QUOTA_OWNERS)}")
         for model, stages in quotas.items():
             for index, threads in stages.items():
                 self.check_stage(model, index)
                 if threads < 1:
                     raise InvalidInput(f"quota of {model} sub-zone {index} is {threads}; expected >= 1")
-                total += threads
+        table = {m: dict(q) for m, q in quotas.items() if q}
+        owned = {QUOTA_OPERATOR: table} if owner is None else {**self._owned, owner: table}
+        in_force = _in_force(owned)
+        total = sum(sum(q.values()) for q in in_force.values())
         capacity = self.capacity
         if total > capacity:
             raise CapacityExceeded(f"quotas total {total} threads, above this executor's capacity of "
                                    f"{capacity} threads")
-        self._quotas = {m: dict(q) for m, q in quotas.items() if q}
+        self._owned, self._quotas = owned, in_force
         for (model, index), zone in self.subzones.items():
             zone.target = self._quotas.get(model, {}).get(index, 1)
         return self.quotas()
@@ -296,3 +314,10 @@ class ZonePool:
         for zone in self.subzones.values():
             zone.stop()
 
+
+def _in_force(owned: Mapping[str, Quotas]) -> Quotas:
+    """Each model's entry from the first owner of ``QUOTA_OWNERS`` that holds one."""
+    out: Quotas = {}
+    for owner in reversed(QUOTA_OWNERS):
+        out.update(owned.get(owner, {}))
+    return {m: dict(q) for m, q in out.items()}

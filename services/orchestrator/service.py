@@ -30,6 +30,8 @@ from edgesplit import wire
 from edgesplit.errors import CapacityExceeded, EdgesplitError, InvalidInput, ModelNotFound, TaskNotFound
 from edgesplit.models.spec import ModelSpec
 from edgesplit.plan.modes import SERVING_MODES
+from edgesplit.queueing import QueueOrder
+from services.common.channels import QUOTA_ORCHESTRATOR
 from services.common.http import new_http_client
 from services.common.models import Deployed, deployment_specs, load_deployed
 from services.common.redisconn import redis_client
@@ -43,7 +45,7 @@ from services.orchestrator.pipeline import runner_class
 from services.orchestrator.plans import PlanSource, model_zones
 from services.orchestrator.pool import ExecutorPool
 from services.orchestrator.queue import Submitted, TaskQueue
-from services.orchestrator.routes import Quotas, merge_quotas, owned_models, owned_quotas
+from services.orchestrator.routes import Quotas, owned_models, owned_quotas
 from services.orchestrator.runner import Runner
 from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.xfer import SliceLog
@@ -67,19 +69,17 @@ class LoopState:
 class QuotaClient(Protocol):
     """What ``push_quotas`` needs of an executor client (``services.executor.client.ExecutorClient``)."""
 
-    async def get_quotas(self) -> Quotas: ...
-
-    async def put_quotas(self, quotas: Quotas) -> Quotas: ...
+    async def put_quotas(self, quotas: Quotas, owner: str | None = None) -> Quotas: ...
 
 
 async def push_quotas(client: QuotaClient, ours: Quotas, owned: set[str], server: int = 0) -> Quotas | None:
-    """Read an executor's quotas, replace the entries of the ``owned`` models with ``ours`` and put the
-    result back when it differs; the table the executor holds afterwards (None when it could not be
-    read or set: logged, the executor keeps its quotas)."""
+    """Replace the orchestrator's namespace of an executor's quotas (``QUOTA_ORCHESTRATOR``) with the
+    entries of the ``owned`` models in ``ours``; the quotas in force afterwards (None when they could not
+    be set: logged, the executor keeps its quotas). Other owners' namespaces (the allocator service's)
+    are never read nor written, so a concurrent write of theirs cannot be lost."""
     try:
-        current = await client.get_quotas()
-        merged = merge_quotas(current, ours, owned)
-        return current if merged == current else await client.put_quotas(merged)
+        mine = {m: q for m, q in ours.items() if m in owned and q}
+        return await client.put_quotas(mine, QUOTA_ORCHESTRATOR)
     except CapacityExceeded as e:
         log.warning("executor %d keeps its quotas: %s", server, e)
     except EdgesplitError as e:
@@ -141,7 +141,8 @@ class Orchestrator:
         self.cloud = CloudClient(str(cluster.cloud.url), s.cloud_token or s.token,
                                  timeout_s=s.slice_timeout_s, http=self._http)
         zones = model_zones(cluster, self.specs)
-        gate = PriorityGate(s.cloud_concurrency)  # one for every model: they share the cloud
+        # one for every model (they share the cloud), in the queue's order
+        gate = PriorityGate(s.cloud_concurrency, QueueOrder(s.aging_s))
         for name, spec in self.specs.items():
             plans = PlanSource(spec, zones[name], self.pool, self.queue, s.mode, s.split,
                                conv_groups=s.conv_groups)
@@ -289,10 +290,9 @@ class Orchestrator:
     async def apply_quotas(self) -> None:
         """Give each executor that is up the sub-zone threads of the plans made here.
 
-        ``PUT /v1/quotas`` replaces an executor's whole table, so the table is read first and only the
-        entries of the models planned here change (``merge_quotas``): the quotas of models whose plan
-        comes from Redis (set by the allocator service, its publisher) are kept. Nothing is sent when
-        no model is planned here or the table would not change.
+        Only the orchestrator's own namespace of each executor's quotas is replaced (``push_quotas``):
+        the quotas of models whose plan comes from Redis (set by the allocator service, its publisher,
+        in its namespace) are kept. Nothing is sent when no model is planned here.
         """
         if self.pool is None or not SERVING_MODES[self.settings.mode].planned:
             return

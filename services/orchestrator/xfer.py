@@ -15,6 +15,8 @@ from collections import deque
 
 import redis.asyncio as aioredis
 
+from services.common.channels import xfer_stream
+
 log = logging.getLogger("edgesplit.orchestrator")
 
 
@@ -40,7 +42,7 @@ class SliceLog:
         self.pending.clear()
         pipe = self.r.pipeline(transaction=False)
         for name, fields in batch:
-            pipe.xadd(f"{self.prefix}xfer:{name}", fields, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
+            pipe.xadd(xfer_stream(self.prefix, name), fields, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
         try:
             await pipe.execute()
         except (aioredis.RedisError, OSError) as e:
