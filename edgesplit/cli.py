@@ -1,61 +1,50 @@
-"""The ``edgesplit`` command (typer).
+"""The core's ``edgesplit`` commands (typer): the app, its ``bench`` sub-app and the error handling.
 
 Each area registers its own commands from a ``commands.py`` module (``edgesplit.<area>.commands`` for
-the core, ``services.<name>.commands`` for the services), so this file only wires them together.
+the core). The core knows nothing of the services, so this module wires only the core's areas; the
+installed ``edgesplit`` command is :mod:`tooling.cli`, which adds the services', the launchers' and the
+benchmarks' commands to the same app (``python -m edgesplit.cli`` runs the core's alone).
 Every command that reports numbers has ``--json`` (one JSON object on stdout, nothing else) and shows
 progress on stderr. Domain errors exit with status 2 and a one-line message.
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
+from collections.abc import Callable, Sequence
 
 import typer
 
+from edgesplit.alloc import commands as alloc_commands
 from edgesplit.errors import EdgesplitError
+from edgesplit.plan import commands as plan_commands
+from edgesplit.sim import commands as sim_commands
+from edgesplit.split import commands as split_commands
+
+Register = Callable[[typer.Typer, typer.Typer], None]
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="edgesplit: exact model-parallel CNN inference across edge servers.")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (timings live here, never in tests).")
 app.add_typer(bench_app, name="bench")
 
-# Modules that define ``register(app, bench_app)``; a missing one is skipped so areas land independently.
-COMMAND_MODULES = (
-    "edgesplit.split.commands",
-    "edgesplit.plan.commands",
-    "edgesplit.alloc.commands",
-    "edgesplit.sim.commands",
-    "services.executor.commands",
-    "services.orchestrator.commands",
-    "services.allocator.commands",
-    "services.commands",
-    "services.testbed.commands",
-    "loadtest.commands",
-)
+# each area's ``register(app, bench_app)``
+CORE: tuple[Register, ...] = (split_commands.register, plan_commands.register, alloc_commands.register,
+                              sim_commands.register)
+
+_registered: set[Register] = set()
 
 
-_registered: list[str] = []
+def register_all(areas: Sequence[Register]) -> None:
+    """Add each area's commands to the app, once per process."""
+    for register in areas:
+        if register not in _registered:
+            _registered.add(register)
+            register(app, bench_app)
 
 
-def _register_all() -> None:
-    """Import every area's commands, once per process."""
-    if _registered:
-        return
-    _registered.append("done")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name != name:  # the module exists but one of its imports is missing: a real error
-                raise
-            continue
-        module.register(app, bench_app)
-
-
-def main() -> None:
-    """Entry point: run the app, turning domain errors into one line on stderr and exit status 2."""
-    _register_all()
+def run() -> None:
+    """Run the app, turning domain errors into one line on stderr and exit status 2."""
     try:
         app(standalone_mode=False)
     except EdgesplitError as e:
@@ -73,6 +62,12 @@ def main() -> None:
             e.show()
             sys.exit(e.exit_code)
         raise
+
+
+def main() -> None:
+    """The core's commands only (``python -m edgesplit.cli``)."""
+    register_all(CORE)
+    run()
 
 
 if __name__ == "__main__":

@@ -27,9 +27,9 @@ import numpy as np
 import redis.asyncio as aioredis
 
 from edgesplit import wire
-from services.common.proc import free_port
 from services.orchestrator.queue import TaskQueue
 from services.stack import redis_answers, redis_args
+from tooling.proc import free_port
 
 BODY = wire.encode(np.zeros((1, 3, 32, 32), np.float32))
 

@@ -141,8 +141,8 @@ def demo(
     from edgesplit.models import get_spec
     from edgesplit.models.build import load_model
     from services.orchestrator.client import OrchestratorClient
-    from services.orchestrator.workload import classify_sample, mixed_priorities, random_input
     from services.stack import ExecutorGroup, LocalStack, StackSettings
+    from tooling.workload import classify_sample, mixed_priorities, random_input
 
     spec, digits = get_spec(model), get_spec("digits-cnn")
     names = list(dict.fromkeys([model, "digits-cnn"]))
@@ -195,12 +195,12 @@ def bench_e2e(
 
     The torch latency is measured interleaved with the stack's tasks (one forward after each task, both
     finding an idle machine) and in a hot loop before the stack starts; ``latency_ratio`` is against the
-    interleaved one, ``latency_ratio_hot`` against the hot loop (services/orchestrator/workload.py).
+    interleaved one, ``latency_ratio_hot`` against the hot loop (tooling/workload.py).
     """
     from edgesplit.models import get_spec
     from services.orchestrator.client import OrchestratorClient
-    from services.orchestrator.workload import TorchSide, idle_latency, saturation, torch_baseline
     from services.stack import CloudGroup, ExecutorGroup, LocalStack, OrchestratorGroup, StackSettings
+    from tooling.workload import TorchSide, idle_latency, saturation, torch_baseline
 
     spec = get_spec(model)
     with err.status("torch baseline (2 threads), hot loop..."):

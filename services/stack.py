@@ -54,8 +54,8 @@ import redis
 
 from edgesplit.errors import Unavailable
 from edgesplit.plan.cluster import cluster_from_dict, dump_cluster
-from services.common.proc import ServiceProcess, free_port, spawn, wait_ready
 from services.common.settings import cpu_limit
+from tooling.proc import ServiceProcess, free_port, spawn, wait_ready
 
 LOOPBACK_LINK_BPS = 10e9  # what the planner assumes of loopback links
 # one slice request on loopback, compute excluded: HTTP round trip, NPY encode and decode, hand-off to

@@ -1,6 +1,6 @@
 """A listening socket handed over by the parent process (inetd's convention: the socket is stdin).
 
-``services.common.proc`` picks a free port by binding port 0 and keeps that socket bound until it
+``tooling.proc`` picks a free port by binding port 0 and keeps that socket bound until it
 starts the service, which it gives the socket as its standard input. The service listens on that very
 socket instead of binding the port again, so no other process can take the port in between (the
 pick-then-bind race of choosing a port, closing it and binding it later). Outside that (a pod, a

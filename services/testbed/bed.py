@@ -34,10 +34,10 @@ from typing import Any
 from edgesplit import wire
 from edgesplit.models import get_spec
 from edgesplit.plan.cluster import cluster_from_dict, dump_cluster
-from services.common.proc import ServiceProcess, spawn, wait_ready
 from services.stack import MODULES, LocalStack, StackSettings
 from services.testbed import calibrate, cgroups, net
 from services.testbed.description import TestbedDescription
+from tooling.proc import ServiceProcess, spawn, wait_ready
 
 log = logging.getLogger("edgesplit.testbed")
 STATE_DIR = Path("/run/edgesplit-testbed")
@@ -215,7 +215,7 @@ class Testbed(LocalStack):
         """The controller's per-task overhead: from a few real tasks, the client's time less what the
         edge stages and the cloud call took (``task_parts``: submit, queue, result and the rest)."""
         from services.orchestrator.client import OrchestratorClient
-        from services.orchestrator.workload import random_input, task_parts
+        from tooling.workload import random_input, task_parts
 
         spec = get_spec(self.models[0])
         spent = []

@@ -29,10 +29,10 @@ from edgesplit.models import get_spec
 from edgesplit.plan.cluster import Cluster, dump_cluster, load_cluster
 from edgesplit.plan.modes import SERVED
 from edgesplit.sim.served import SERVED_MODES, ServedMode, predict_served
-from services.common.proc import wait_ready
 from services.stack import StackSettings
 from services.testbed.bed import Testbed
 from services.testbed.description import TestbedDescription, uniform
+from tooling.proc import wait_ready
 
 # The issue fixes the edge hosts (0.2 core, 1 Gb/s) and the cloud link (100 Mb/s), not the cloud's CPU.
 # Half a core: its FC layers (memory-bound, ~11 ms a core for alexnet-paper) stay a small part of a
@@ -55,7 +55,7 @@ def measure_point(tb: Testbed, model: str, mode: ServedMode, cluster: Cluster, p
     """One point: restart the orchestrator on ``cluster`` in ``mode``, measure, predict."""
     from edgesplit import wire
     from services.orchestrator.client import OrchestratorClient
-    from services.orchestrator.workload import idle_latency, random_input, saturation
+    from tooling.workload import idle_latency, random_input, saturation
 
     dump_cluster(cluster, path)
     settings: dict[str, Any] = {"cluster_file": path, **SERVED[mode]._asdict()}  # mode, split, pipeline

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common.proc import ServiceProcess, Spawner, start_cloud, start_executor, wait_ready
+from tooling.proc import ServiceProcess, Spawner, start_cloud, start_executor, wait_ready
 
 TOKEN = "integration-test-token-0123456789"
 MODELS = "digits-cnn,alexnet-paper"

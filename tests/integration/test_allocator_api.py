@@ -24,7 +24,7 @@ from edgesplit.models import get_spec
 from edgesplit.plan.cluster import cluster_from_dict, dump_cluster
 from edgesplit.plan.planner import Plan
 from services.allocator.executors import plan_quotas
-from services.common.proc import ServiceProcess, free_port, spawn, start_module, wait_ready
+from tooling.proc import ServiceProcess, free_port, spawn, start_module, wait_ready
 
 pytestmark = [pytest.mark.redis, pytest.mark.services]
 TOKEN = "allocator-test-token-0123456789"

@@ -30,7 +30,7 @@ from edgesplit.plan.cluster import cluster_from_dict, dump_cluster
 from services.allocator.app import create_app
 from services.allocator.kube import RESIZE_CONTENT_TYPE, KubeExecutors
 from services.allocator.settings import AllocatorSettings
-from services.common.proc import ServiceProcess, Spawner, free_port
+from tooling.proc import ServiceProcess, Spawner, free_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 from fake_kube import FakeKube, fake_kube_server, make_pod

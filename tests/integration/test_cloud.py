@@ -18,8 +18,8 @@ from edgesplit.split import STRATEGIES, conv_groups, crop_input, make_slices, me
 from services.cloud.client import CloudClient
 from services.common.errors import Unauthorized
 from services.common.http import new_http_client
-from services.common.proc import ServiceProcess
 from services.executor.client import ExecutorClient
+from tooling.proc import ServiceProcess
 
 pytestmark = [pytest.mark.services, pytest.mark.anyio]
 

@@ -14,11 +14,11 @@ from edgesplit.models import get_spec
 from edgesplit.models.build import load_model
 from services.cloud.client import CloudClient
 from services.common.http import HttpPool, new_http_client
-from services.common.proc import ServiceProcess, free_port
 from services.orchestrator.engine import Engine, Job, TaskFailed
 from services.orchestrator.metrics import Metrics
 from services.orchestrator.queue import Claimed
 from services.orchestrator.routes import Route
+from tooling.proc import ServiceProcess, free_port
 
 pytestmark = [pytest.mark.services, pytest.mark.anyio]
 MODEL = "digits-cnn"

@@ -13,9 +13,9 @@ from edgesplit.models import get_spec
 from edgesplit.plan.cluster import cluster_from_dict
 from edgesplit.split import make_slices
 from services.common.http import new_http_client
-from services.common.proc import Spawner
 from services.executor.client import ExecutorClient
 from services.orchestrator.pool import ExecutorFailed, ExecutorPool
+from tooling.proc import Spawner
 
 pytestmark = [pytest.mark.services, pytest.mark.anyio]
 SPEC = get_spec("digits-cnn")

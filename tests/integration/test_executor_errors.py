@@ -11,7 +11,7 @@ import pytest
 from edgesplit import wire
 from edgesplit.models import get_spec
 from edgesplit.split import make_slices
-from services.common.proc import ServiceProcess
+from tooling.proc import ServiceProcess
 
 pytestmark = [pytest.mark.services, pytest.mark.anyio]
 SPEC = get_spec("digits-cnn")

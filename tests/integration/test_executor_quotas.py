@@ -13,8 +13,8 @@ from edgesplit.errors import CapacityExceeded, InvalidInput, ModelNotFound
 from edgesplit.models import get_spec
 from edgesplit.models.build import build_module
 from edgesplit.split import STRATEGIES, crop_input, make_slices, merge, part_total
-from services.common.proc import ServiceProcess
 from services.executor.client import ExecutorClient
+from tooling.proc import ServiceProcess
 
 pytestmark = [pytest.mark.services, pytest.mark.anyio]
 MODEL = "alexnet-paper"

@@ -26,8 +26,8 @@ from edgesplit.split import (
     part_total,
 )
 from services.common.http import new_http_client
-from services.common.proc import ServiceProcess
 from services.executor.client import ExecutorClient
+from tooling.proc import ServiceProcess
 
 pytestmark = pytest.mark.services
 

@@ -14,7 +14,7 @@ from edgesplit import wire
 from edgesplit.models import get_spec
 from edgesplit.models.build import build_module, save_weights
 from edgesplit.split import make_slices
-from services.common.proc import Spawner
+from tooling.proc import Spawner
 
 pytestmark = pytest.mark.services
 SPEC = get_spec("digits-cnn")

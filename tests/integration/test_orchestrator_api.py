@@ -19,9 +19,9 @@ from PIL import Image
 from edgesplit import wire
 from edgesplit.models import get_spec
 from edgesplit.models.build import load_model
-from services.common.proc import ServiceProcess, start_module
 from services.orchestrator.images import to_input
 from services.stack import ExecutorGroup, LocalStack, OrchestratorGroup, StackSettings
+from tooling.proc import ServiceProcess, start_module
 
 pytestmark = [pytest.mark.redis, pytest.mark.services]
 MODELS = ("alexnet-paper", "digits-cnn")

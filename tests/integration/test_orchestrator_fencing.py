@@ -21,7 +21,6 @@ from edgesplit.models import get_spec
 from edgesplit.models.build import load_model
 from edgesplit.plan.cluster import cluster_from_dict
 from services.common.http import new_http_client
-from services.common.proc import free_port
 from services.executor.client import ExecutorClient
 from services.orchestrator.engine import Engine, Job
 from services.orchestrator.metrics import Metrics
@@ -30,6 +29,7 @@ from services.orchestrator.plans import PlanSource
 from services.orchestrator.pool import ExecutorPool
 from services.orchestrator.queue import TaskQueue
 from services.orchestrator.settings import OrchestratorSettings
+from tooling.proc import free_port
 
 pytestmark = [pytest.mark.redis, pytest.mark.anyio]
 URL = "redis://127.0.0.1:6379/0"

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from services.common.proc import ServiceProcess
+from tooling.proc import ServiceProcess
 from services.executor.client import ExecutorClient
 from services.orchestrator.routes import merge_quotas
 from services.orchestrator.service import push_quotas

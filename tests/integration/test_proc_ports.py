@@ -1,4 +1,4 @@
-"""Ports of the services started by ``services.common.proc``: picked by binding port 0, held until
+"""Ports of the services started by ``tooling.proc``: picked by binding port 0, held until
 the service starts, and handed to it, so no other process can take them in between."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-from services.common.proc import ServiceProcess, free_port
+from tooling.proc import ServiceProcess, free_port
 
 pytestmark = pytest.mark.services
 

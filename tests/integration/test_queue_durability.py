@@ -14,9 +14,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from edgesplit.errors import Conflict, TaskNotFound, Unavailable
-from services.common.proc import free_port
 from services.orchestrator.queue import TaskQueue
 from services.stack import redis_answers, redis_args
+from tooling.proc import free_port
 
 pytestmark = [pytest.mark.redis, pytest.mark.anyio]
 MODEL = "digits-cnn"

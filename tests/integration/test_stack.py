@@ -18,13 +18,13 @@ import torch
 from edgesplit import wire
 from edgesplit.models import get_spec
 from edgesplit.models.build import load_model
-from services.common.proc import REPO, free_port
 from services.orchestrator.client import OrchestratorClient
-from services.orchestrator.workload import digit_sample
 from services.stack import AllocatorGroup, ExecutorGroup, LocalStack, OrchestratorGroup, StackSettings
+from tooling.proc import REPO, free_port
+from tooling.workload import digit_sample
 
 pytestmark = [pytest.mark.redis, pytest.mark.services]
-CLI = [sys.executable, "-c", "from edgesplit.cli import main; main()"]
+CLI = [sys.executable, "-c", "from tooling.cli import main; main()"]
 
 
 def _exact(oc: OrchestratorClient, model: str, seeds: range) -> list[dict]:

@@ -39,7 +39,7 @@ pytestmark = [
     pytest.mark.skipif(not ROOT, reason="the testbed needs root (network namespaces, tc, cgroups); "
                                         "CI runs as root"),
 ]
-CLI = [sys.executable, "-c", "from edgesplit.cli import main; main()"]
+CLI = [sys.executable, "-c", "from tooling.cli import main; main()"]
 MODEL = "alexnet-paper"
 
 
@@ -158,8 +158,8 @@ def test_stop_removes_every_namespace_link_and_cgroup(tmp_path: Path) -> None:
 def test_without_root_the_cli_refuses_with_one_line() -> None:
     """``testbed up`` as an unprivileged user: the modules are imported as root (the clone may sit in a
     folder only root can read), then the process drops to uid 65534 before the command runs."""
-    drop = ("import os, sys; import edgesplit.cli as c, services.testbed.net, services.testbed.cgroups; "
-            "c._register_all(); os.setgroups([]); os.setgid(65534); "
+    drop = ("import os, sys; import tooling.cli as c, services.testbed.net, services.testbed.cgroups; "
+            "c.core.register_all(c.AREAS); os.setgroups([]); os.setgid(65534); "
             "os.setuid(65534); sys.argv = ['edgesplit', 'testbed', 'up', '--prefix', 'estn']; c.main()")
     done = subprocess.run([sys.executable, "-c", drop], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "HOME": "/tmp"})

@@ -16,10 +16,10 @@ import pytest
 
 from edgesplit import wire
 from edgesplit.models import get_spec
-from services.common.proc import REPO, free_port
+from tooling.proc import REPO, free_port
 
 pytestmark = [pytest.mark.redis, pytest.mark.services, pytest.mark.slow]
-CLI = [sys.executable, "-c", "from edgesplit.cli import main; main()"]
+CLI = [sys.executable, "-c", "from tooling.cli import main; main()"]
 MODEL = "alexnet-paper"
 TASKS = 30
 

@@ -145,7 +145,7 @@ def start_cloud(name: str, log_dir: Path | None = None, wait: bool = True,
 def start_echo(log_dir: Path | None = None) -> ServiceProcess:
     """The bare FastAPI echo app under uvicorn (the RPC benchmark's baseline)."""
     port = free_port()
-    argv = [sys.executable, "-m", "uvicorn", "--factory", "services.common.echo:create_app",
+    argv = [sys.executable, "-m", "uvicorn", "--factory", "tooling.echo:create_app",
             "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning"]
     svc = spawn("echo", argv, {}, port, log_dir)
     wait_ready(svc)

@@ -34,10 +34,10 @@ import yaml
 
 from edgesplit import wire
 from edgesplit.models import get_spec
-from services.common.proc import ServiceProcess, start_module, wait_ready
 from services.orchestrator.client import OrchestratorClient
 from services.stack import ExecutorGroup, LocalStack, StackSettings
 from services.testbed.bed import Testbed
+from tooling.proc import ServiceProcess, start_module, wait_ready
 
 Log = Callable[[str], None]
 

@@ -1,6 +1,6 @@
 """A bare FastAPI echo of an NPY body: the baseline of ``edgesplit bench rpc``.
 
-Serve with ``uvicorn --factory services.common.echo:create_app``. It does only what any endpoint must
+Serve with ``uvicorn --factory tooling.echo:create_app``. It does only what any endpoint must
 (read the body, send it back), so an executor's extra cost per request shows against it.
 """
 

@@ -32,7 +32,7 @@ def adapt(
     as_json: bool = typer.Option(False, "--json", help="one JSON object on stdout"),
 ) -> None:
     """Slow one executor of a local stack down and time the allocator's recovery of the latency."""
-    from services.allocator.bench import Adapt, AdaptConfig
+    from tooling.allocator_bench import Adapt, AdaptConfig
 
     if policy not in ("td3", "exact", "even"):
         raise typer.BadParameter(f"policy must be td3, exact or even, got {policy!r}")

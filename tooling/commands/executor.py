@@ -32,7 +32,7 @@ def bench_rpc(
 
     Starts a real executor and a bare echo app on loopback and alternates their requests.
     """
-    from services.executor.bench import bench_rpc as run
+    from tooling.executor_bench import bench_rpc as run
 
     with err.status("bench rpc") as status:
         out = run(rounds, warmup, _shape(shape), lambda m: status.update(f"bench rpc: {m}"))
@@ -61,7 +61,7 @@ def bench_executor(
 
     In one process; the four variants run in turn every round so that a load change hits them all.
     """
-    from services.executor.bench import bench_subzone
+    from tooling.executor_bench import bench_subzone
 
     band = None
     if rows is not None:

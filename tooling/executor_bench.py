@@ -20,11 +20,11 @@ from edgesplit.models import get_spec
 from edgesplit.split import compute_slice, conv_groups, crop_input
 from services.common.http import ServiceClient, new_http_client
 from services.common.models import load_part
-from services.common.proc import running, start_echo, start_executor
 from services.common.settings import cpu_limit
 from services.executor.client import ExecutorClient
 from services.executor.pool import SubZone
 from services.executor.work import slice_flops
+from tooling.proc import running, start_echo, start_executor
 
 Progress = Callable[[str], None]
 RPC_TARGET = 1.5  # executor overhead at most 1.5x a bare echo (issue 4)
