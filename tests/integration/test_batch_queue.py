@@ -1,0 +1,83 @@
+"""The batch claim (``services.orchestrator.batching``) against a real redis-server: the head of the queue
+in priority order, per-priority queue delays, expired and orphaned ids, fencing per task."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from services.orchestrator.batching import BatchQueue, delay_of
+from services.orchestrator.queue import TaskQueue
+
+pytestmark = [pytest.mark.redis, pytest.mark.anyio]
+URL = "redis://127.0.0.1:6379/0"
+MODEL = "digits-cnn"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def queue() -> AsyncIterator[TaskQueue]:
+    client = aioredis.Redis.from_url(URL)
+    q = TaskQueue(client, prefix=f"test:{uuid.uuid4().hex[:8]}:", result_ttl_s=60, max_attempts=2)
+    yield q
+    await q.purge()
+    await client.aclose()
+
+
+async def _submit(q: TaskQueue, priority: int, timeout_s: float = 60.0) -> str:
+    return (await q.submit(MODEL, f"input {priority}".encode(), priority, timeout_s, max_queue=100)).id
+
+
+def test_a_priority_not_listed_takes_the_largest_listed_one_below_it() -> None:
+    delays = {1: 0.0, 3: 0.5}
+    assert [delay_of(delays, p) for p in (1, 2, 3, 9)] == [0.0, 0.0, 0.5, 0.5]
+    assert delay_of({2: 0.1}, 1) == 0.1  # below every listed priority: the smallest listed one
+
+
+async def test_a_batch_is_the_head_of_the_queue_in_priority_order(queue: TaskQueue) -> None:
+    order = [5, 1, 5, 3, 1, 5]
+    ids = [await _submit(queue, p) for p in order]
+    want = [ids[i] for i in sorted(range(len(order)), key=lambda i: (order[i], i))]
+    batches = BatchQueue(queue, 4, {1: 0.0}, 10)
+    first = await batches.claim(MODEL, lease_s=30)
+    second = await batches.claim(MODEL, lease_s=30)
+    assert [t.id for t in first.tasks] == want[:4] and [t.id for t in second.tasks] == want[4:]
+    assert [t.priority for t in first.tasks] == [1, 1, 3, 5]
+    assert first.tasks[0].input == b"input 1"
+    assert len({t.token for t in first.tasks + second.tasks}) == 6  # one fence per task
+    assert await queue.pending(MODEL) == {} and await queue.inflight(MODEL) == 6
+    assert [await queue.status(t.id) for t in first.tasks] == ["running"] * 4
+    assert await queue.renew(first.tasks[2], 30)
+    assert await queue.finish(first.tasks[2], "done", {"logits": b""}) is not None
+    assert await queue.finish(first.tasks[3], "done", {}) is not None  # each task acknowledged alone
+    assert (await batches.claim(MODEL, lease_s=30)).tasks == []
+
+
+async def test_a_partial_batch_waits_unless_an_urgent_task_comes(queue: TaskQueue) -> None:
+    batches = BatchQueue(queue, 4, {1: 0.0, 2: 60.0}, 10)
+    low = await _submit(queue, 5)
+    waiting = await batches.claim(MODEL, lease_s=30)
+    assert waiting.tasks == [] and waiting.wait_until is not None and waiting.wait_until > time.time() + 30
+    assert await queue.status(low) == "queued"
+    urgent = await _submit(queue, 1)
+    got = await batches.claim(MODEL, lease_s=30)
+    assert [t.id for t in got.tasks] == [urgent, low] and got.wait_until is None
+
+
+async def test_expired_and_orphaned_ids_are_reported_and_skipped(queue: TaskQueue) -> None:
+    gone = await _submit(queue, 1, timeout_s=0.01)
+    live = await _submit(queue, 2)
+    await queue.r.zadd(queue.key("q", MODEL), {"no-such-task": 0})
+    time.sleep(0.05)
+    got = await BatchQueue(queue, 4, {1: 0.0}, 10).claim(MODEL, lease_s=30)
+    assert [t.id for t in got.tasks] == [live]
+    assert got.expired == [gone] and got.orphans == ["no-such-task"]
+    assert await queue.status(gone) == "expired"
