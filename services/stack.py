@@ -109,6 +109,19 @@ def _s(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def delete_keys(url: str, prefix: str) -> int:
+    """Delete every key of the Redis at ``url`` that starts with ``prefix`` (a stack's or a testbed's,
+    colon included); how many, 0 when Redis does not answer."""
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        keys = list(client.scan_iter(match=f"{prefix}*", count=500))
+        if keys:
+            client.delete(*keys)
+        return len(keys)
+    except (redis.RedisError, OSError):
+        return 0
+
+
 def redis_answers(url: str) -> bool:
     try:
         return bool(redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1).ping())
@@ -540,10 +553,7 @@ class LocalStack:
         if held:
             log.warning("%d task(s) still queued or running: keeping the keys under %s", held, self.prefix)
         if not self.keep_keys and not held:
-            with contextlib.suppress(redis.RedisError, OSError):
-                client = redis.Redis.from_url(self.redis_url, socket_timeout=2)
-                for key in client.scan_iter(match=f"{self.prefix}*", count=500):
-                    client.delete(key)
+            delete_keys(self.redis_url, self.prefix)
         if self.redis_proc is not None:
             self.redis_proc.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):

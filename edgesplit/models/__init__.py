@@ -13,7 +13,7 @@ from edgesplit.models.spec import (
     load_spec_file,
     spec_from_dict,
 )
-from edgesplit.models.zoo import BUILTINS, get_spec, resolve_spec
+from edgesplit.models.zoo import BUILTINS, builtin_names, get_spec, resolve_spec
 
 __all__ = [
     "BUILTINS",
@@ -25,6 +25,7 @@ __all__ = [
     "MaxPool2d",
     "ModelSpec",
     "ReLU",
+    "builtin_names",
     "get_spec",
     "is_window",
     "load_spec_file",

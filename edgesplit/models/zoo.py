@@ -20,6 +20,15 @@ def get_spec(name: str) -> ModelSpec:
     return load_spec_file(_HERE / f"{name}.json")
 
 
+def builtin_names(names: list[str]) -> list[str]:
+    """``names`` when every one is a built-in model; ValueError naming the others (what the services'
+    and the testbed's settings validators raise)."""
+    unknown = [m for m in names if m not in BUILTINS]
+    if unknown:
+        raise ValueError(f"unknown built-in model {unknown}; built-ins are {', '.join(BUILTINS)}")
+    return names
+
+
 def resolve_spec(name: str | None = None, model_file: str | Path | None = None) -> ModelSpec:
     """A spec from a file when given, otherwise the built-in of that name."""
     if model_file is not None:

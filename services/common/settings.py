@@ -17,7 +17,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from edgesplit.errors import EdgesplitError
-from edgesplit.models import BUILTINS, load_spec_file
+from edgesplit.models import builtin_names, load_spec_file
 
 log = logging.getLogger("edgesplit.services")
 
@@ -159,10 +159,7 @@ class ServiceSettings(BaseSettings):
     @field_validator("models")
     @classmethod
     def _known_models(cls, value: list[str]) -> list[str]:
-        unknown = [m for m in value if m not in BUILTINS]
-        if unknown:
-            raise ValueError(f"unknown built-in model {unknown}; built-ins are {', '.join(BUILTINS)}")
-        return value
+        return builtin_names(value)
 
     @field_validator("token")
     @classmethod

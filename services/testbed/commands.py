@@ -88,29 +88,17 @@ def down(prefix: str = typer.Option("estb", help="name prefix given to `testbed 
          redis_url: str = typer.Option("redis://127.0.0.1:6379/0", help="where its keys are")) -> None:
     """Stop the testbed's processes and remove its namespaces, links, cgroups, state and Redis keys,
     also after a kill -9 of ``testbed up``."""
+    from services.stack import delete_keys
     from services.testbed import net
     from services.testbed.bed import remove_state, teardown
 
     net.preflight(prefix)
     removed = teardown(prefix)
     remove_state(prefix)
-    keys = _delete_keys(redis_url, prefix)
+    keys = delete_keys(redis_url, f"{prefix}:")
     err.print(f"removed {len(removed)} object(s) and {keys} Redis key(s) of testbed {prefix}")
     for line in removed:
         err.print(f"  {line}")
-
-
-def _delete_keys(url: str, prefix: str) -> int:
-    import redis
-
-    try:
-        client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=500))
-        if keys:
-            client.delete(*keys)
-        return len(keys)
-    except (redis.RedisError, OSError):
-        return 0
 
 
 @testbed_app.command("status")

@@ -35,7 +35,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgesplit.errors import InvalidInput
-from edgesplit.models import BUILTINS
+from edgesplit.models import builtin_names
 from edgesplit.plan.cluster import read_yaml_mapping
 
 MAX_EDGES = 32
@@ -100,10 +100,7 @@ class TestbedDescription(BaseModel):
     @field_validator("models")
     @classmethod
     def _known(cls, value: list[str]) -> list[str]:
-        unknown = [m for m in value if m not in BUILTINS]
-        if unknown:
-            raise ValueError(f"unknown built-in model {unknown}; built-ins are {', '.join(BUILTINS)}")
-        return value
+        return builtin_names(value)
 
     @model_validator(mode="after")
     def _fits(self) -> TestbedDescription:

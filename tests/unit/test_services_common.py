@@ -93,3 +93,17 @@ def test_edge_and_cloud_parts_have_the_weights_of_the_whole_model(tmp_path: Path
             assert len(edge.module) == spec.n_edge
             torch.testing.assert_close(cloud.module(edge.module(x)), whole(x))
         assert edge.weights.endswith("digits-cnn.safetensors")
+
+
+def test_services_and_testbed_refuse_an_unknown_model_with_one_message() -> None:
+    """One check of model names (``edgesplit.models.builtin_names``) for the services' settings and the
+    testbed's description."""
+    from services.testbed.description import parse_description, uniform
+
+    with pytest.raises(ValidationError) as service:
+        ExecutorSettings(models=["alexnet-paper", "resnet"])
+    raw = uniform(1).model_dump()
+    with pytest.raises(InvalidInput) as testbed:
+        parse_description({**raw, "models": ["alexnet-paper", "resnet"]})
+    expected = "unknown built-in model ['resnet']; built-ins are alexnet-paper, vgg16-paper"
+    assert expected in str(service.value) and expected in str(testbed.value)
