@@ -24,6 +24,7 @@ from edgesplit.models import get_spec
 from edgesplit.plan.cluster import cluster_from_dict, dump_cluster
 from edgesplit.plan.planner import Plan
 from services.allocator.executors import plan_quotas
+from services.common.channels import plan_key, xfer_stream
 from tooling.proc import ServiceProcess, free_port, spawn, start_module, wait_ready
 
 pytestmark = [pytest.mark.redis, pytest.mark.services]
@@ -120,7 +121,7 @@ def test_plan_is_published_and_quotas_follow_it(setup: Setup) -> None:
         raw = _until(published, what="a plan")
     plan = Plan.from_dict(raw)
     plan.validate(get_spec(MODEL), 2)
-    stored = json.loads(redis.Redis.from_url(REDIS).get(f"{setup.prefix}plan:{MODEL}") or b"{}")
+    stored = json.loads(redis.Redis.from_url(REDIS).get(plan_key(setup.prefix, MODEL)) or b"{}")
     assert stored["version"] >= plan.version >= 1
     assert stored["source"] == "allocator" and stored["served"] == "exact"
     want = plan_quotas({MODEL: Plan.from_dict(stored)}, ["executor-0", "executor-1"])
@@ -164,7 +165,7 @@ def test_quotas_changed_by_someone_else_are_put_back(setup: Setup) -> None:
 def test_link_measured_from_the_transfer_stream(setup: Setup) -> None:
     r = redis.Redis.from_url(REDIS)
     for b in range(1000, 21000, 1000):
-        r.xadd(f"{setup.prefix}xfer:executor-0", {"bytes": b, "transfer_s": 1e-3 + 8 * b / 2e9})
+        r.xadd(xfer_stream(setup.prefix, "executor-0"), {"bytes": b, "transfer_s": 1e-3 + 8 * b / 2e9})
     with _client(setup) as c:
         def link() -> float | None:
             ex = {e["name"]: e for e in c.get("/v1/measurements").json()["executors"]}

@@ -19,6 +19,7 @@ import pytest
 import redis
 
 from edgesplit import wire
+from services.common.channels import plan_key, xfer_stream
 from services.stack import ExecutorGroup, LocalStack, StackSettings
 
 pytestmark = [pytest.mark.redis, pytest.mark.services]
@@ -128,7 +129,7 @@ def test_a_plan_published_in_redis_is_taken_between_tasks(stack: LocalStack) -> 
     plan = make_plan(get_spec("digits-cnn"), cluster, "paper", exclude={"executor-0"})
     body = {**plan.to_dict(), "version": 7}
     client = redis.Redis.from_url(stack.redis_url)
-    client.set(f"{stack.prefix}plan:digits-cnn", json.dumps(body))
+    client.set(plan_key(stack.prefix, "digits-cnn"), json.dumps(body))
     time.sleep(1.0)  # the orchestrator reads it at most every 0.5 s, between tasks
     with httpx.Client(base_url=stack.url, timeout=30) as c:
         res = _results(c, [_submit(c, 2) for _ in range(3)])
@@ -136,8 +137,8 @@ def test_a_plan_published_in_redis_is_taken_between_tasks(stack: LocalStack) -> 
         assert info["route"]["source"] == "redis" and info["route"]["version"] == 7
         assert {m for s in info["timings"]["stages"] for m in s["servers"]} == {1}
     # the slice records the allocator fits link rates and speeds from
-    assert client.xlen(f"{stack.prefix}xfer:executor-1") > 0
-    client.delete(f"{stack.prefix}plan:digits-cnn")
+    assert client.xlen(xfer_stream(stack.prefix, "executor-1")) > 0
+    client.delete(plan_key(stack.prefix, "digits-cnn"))
 
 
 def test_a_plan_with_an_edge_cloud_cut_runs_the_rest_in_the_cloud_exactly(stack: LocalStack) -> None:
@@ -159,7 +160,7 @@ def test_a_plan_with_an_edge_cloud_cut_runs_the_rest_in_the_cloud_exactly(stack:
     plan = Plan(spec.name, tuple(stages), predict(spec, cluster, stages, 2), "edgesplit", 9,
                 tuple(s.name for s in cluster.servers), cloud_from=2)
     client = redis.Redis.from_url(stack.redis_url)
-    client.set(f"{stack.prefix}plan:digits-cnn", json.dumps(plan.to_dict()))
+    client.set(plan_key(stack.prefix, "digits-cnn"), json.dumps(plan.to_dict()))
     time.sleep(1.0)  # the orchestrator reads it at most every 0.5 s, between tasks
     xs = [np.random.default_rng(s).standard_normal((1, *spec.input)).astype(np.float32) for s in range(2)]
     module = load_model(spec, seed=0)
@@ -172,7 +173,7 @@ def test_a_plan_with_an_edge_cloud_cut_runs_the_rest_in_the_cloud_exactly(stack:
                 ids.append(str(r.json()["id"]))
             infos = [c.get(f"/v1/tasks/{i}", params={"wait": 60}).json() for i in ids]
     finally:
-        client.delete(f"{stack.prefix}plan:digits-cnn")
+        client.delete(plan_key(stack.prefix, "digits-cnn"))
     with torch.no_grad():
         for info, x in zip(infos, xs, strict=True):
             assert info["status"] == "done", info
