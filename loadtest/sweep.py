@@ -175,7 +175,7 @@ def run_mode(cfg: SweepConfig, mode: str, samples: Path, images: list[Path], pro
              rows: list[Row], routes: dict[str, Any]) -> None:
     """Start the stack in ``mode``, run every density (appending to ``rows`` as each ends), stop it.
     ``routes[mode]``: the route the orchestrator reported after the warm-up."""
-    from services.stack import ExecutorGroup, LocalStack, OrchestratorGroup, StackSettings
+    from tooling.stack import ExecutorGroup, LocalStack, OrchestratorGroup, StackSettings
 
     workdir = cfg.out / mode
     started = time.monotonic()

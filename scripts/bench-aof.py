@@ -28,8 +28,8 @@ import redis.asyncio as aioredis
 
 from edgesplit import wire
 from services.orchestrator.queue import TaskQueue
-from services.stack import redis_answers, redis_args
 from tooling.proc import free_port
+from tooling.stack import redis_answers, redis_args
 
 BODY = wire.encode(np.zeros((1, 3, 32, 32), np.float32))
 

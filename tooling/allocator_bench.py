@@ -35,9 +35,9 @@ import yaml
 from edgesplit import wire
 from edgesplit.models import get_spec
 from services.orchestrator.client import OrchestratorClient
-from services.stack import ExecutorGroup, LocalStack, StackSettings
-from services.testbed.bed import Testbed
 from tooling.proc import ServiceProcess, start_module, wait_ready
+from tooling.stack import ExecutorGroup, LocalStack, StackSettings
+from tooling.testbed.bed import Testbed
 
 Log = Callable[[str], None]
 
@@ -209,7 +209,7 @@ class Adapt:
     def _stack(self) -> LocalStack:
         c = self.c
         if c.testbed:
-            from services.testbed.description import uniform
+            from tooling.testbed.description import uniform
 
             return Testbed(uniform(c.executors, cpus=c.cpus, models=[c.model]), StackSettings(seed=c.seed))
         return LocalStack(StackSettings(models=(c.model,), seed=c.seed, shared_host=False,

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from edgesplit import cli as core
 from loadtest import commands as loadtest_commands
-from services import commands as stack_commands
-from services.testbed import commands as testbed_commands
 from tooling.commands import allocator as allocator_commands
 from tooling.commands import executor as executor_commands
 from tooling.commands import orchestrator as orchestrator_commands
+from tooling.commands import stack as stack_commands
+from tooling.testbed import commands as testbed_commands
 
 AREAS: tuple[core.Register, ...] = (
     *core.CORE, executor_commands.register, orchestrator_commands.register, allocator_commands.register,

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from services.stack import redis_args
 from tests.deploy import support
 from tests.deploy.conftest import Renderer
+from tooling.stack import redis_args
 
 CI_IDS = [p.name for p in support.CI_VALUES]
 DURABLE = {"--appendonly": "yes", "--save": "", "--maxmemory-policy": "noeviction"}

@@ -248,7 +248,7 @@ def test_one_token_per_caller_and_none_ships(compose: dict[str, Any], tmp_path: 
     assert len(distinct) == 5
 
 
-# --- the local stack (services/stack.py, `edgesplit up`) --------------------------------------------
+# --- the local stack (tooling/stack.py, `edgesplit up`) --------------------------------------------
 
 STACK_ONLY = {"EDGESPLIT_EXECUTOR_THREADS"}  # no cgroup limit per local process: capacity set explicitly
 STACK_API_TOKEN = "stack-api-token-0123456789abcdef"
@@ -265,7 +265,7 @@ def optional_vars(objs: list[support.Obj], role: str) -> set[str]:
 
 @pytest.fixture
 def local_stack(tmp_path: Path) -> Any:
-    from services.stack import AllocatorGroup, ExecutorGroup, LocalStack, StackSettings
+    from tooling.stack import AllocatorGroup, ExecutorGroup, LocalStack, StackSettings
 
     stack = LocalStack(StackSettings(
         models=("digits-cnn",), log_dir=tmp_path / "stack", executor=ExecutorGroup(count=2),
@@ -294,7 +294,7 @@ def test_the_local_stack_sets_the_chart_and_compose_variables(
 
 
 def test_the_local_stack_sets_the_api_token_when_it_has_one(rendered: Renderer, tmp_path: Path) -> None:
-    from services.stack import LocalStack, OrchestratorGroup, StackSettings
+    from tooling.stack import LocalStack, OrchestratorGroup, StackSettings
 
     stack = LocalStack(StackSettings(
         models=("digits-cnn",), log_dir=tmp_path,

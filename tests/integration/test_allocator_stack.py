@@ -24,8 +24,8 @@ import torch
 from edgesplit import wire
 from edgesplit.models import get_spec
 from services.common.models import load_part
-from services.stack import ExecutorGroup, LocalStack, StackSettings
 from tooling.proc import ServiceProcess, start_module, wait_ready
+from tooling.stack import ExecutorGroup, LocalStack, StackSettings
 
 pytestmark = [pytest.mark.redis, pytest.mark.services, pytest.mark.slow]
 MODEL = "digits-cnn"

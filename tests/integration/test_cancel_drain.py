@@ -19,7 +19,7 @@ import pytest
 from edgesplit import wire
 from services.orchestrator.service import LOOP_FAILURES_DEAD, Orchestrator
 from services.orchestrator.settings import OrchestratorSettings
-from services.stack import ExecutorGroup, LocalStack, OrchestratorGroup, StackSettings
+from tooling.stack import ExecutorGroup, LocalStack, OrchestratorGroup, StackSettings
 
 pytestmark = [pytest.mark.redis, pytest.mark.services]
 BODY = wire.encode(np.zeros((1, 1, 8, 8), np.float32))

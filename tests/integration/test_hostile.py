@@ -24,8 +24,8 @@ import httpx
 import pytest
 from hostile import Case, case, request
 
-from services.stack import ExecutorGroup, LocalStack, OrchestratorGroup, StackSettings
 from tooling.proc import ServiceProcess, free_port, start_module, wait_ready
+from tooling.stack import ExecutorGroup, LocalStack, OrchestratorGroup, StackSettings
 
 pytestmark = [pytest.mark.redis, pytest.mark.services, pytest.mark.slow]
 API = "hostile-suite-api-token-0123456789"

@@ -20,7 +20,7 @@ import pytest
 
 from loadtest.samples import write_samples
 from loadtest.sweep import LOCUSTFILE, SweepConfig, read_failures, run_step, run_sweep
-from services.stack import ExecutorGroup, LocalStack, StackSettings
+from tooling.stack import ExecutorGroup, LocalStack, StackSettings
 
 pytestmark = [pytest.mark.redis, pytest.mark.services]
 MODEL = "digits-cnn"

@@ -17,7 +17,7 @@ import pytest
 
 from loadtest.samples import write_samples
 from loadtest.sweep import LOCUSTFILE
-from services.stack import CloudGroup, ExecutorGroup, LocalStack, OrchestratorGroup, StackSettings
+from tooling.stack import CloudGroup, ExecutorGroup, LocalStack, OrchestratorGroup, StackSettings
 
 pytestmark = [pytest.mark.redis, pytest.mark.services]
 MODEL = "digits-cnn"

@@ -20,8 +20,8 @@ from edgesplit import wire
 from edgesplit.models import get_spec
 from edgesplit.models.build import load_model
 from services.orchestrator.images import to_input
-from services.stack import ExecutorGroup, LocalStack, OrchestratorGroup, StackSettings
 from tooling.proc import ServiceProcess, start_module
+from tooling.stack import ExecutorGroup, LocalStack, OrchestratorGroup, StackSettings
 
 pytestmark = [pytest.mark.redis, pytest.mark.services]
 MODELS = ("alexnet-paper", "digits-cnn")

@@ -17,8 +17,8 @@ import torch
 from edgesplit import wire
 from edgesplit.models import get_spec
 from edgesplit.models.build import load_model
-from services.stack import ExecutorGroup, LocalStack, OrchestratorGroup, RedisGroup, StackSettings
 from tooling.proc import free_port
+from tooling.stack import ExecutorGroup, LocalStack, OrchestratorGroup, RedisGroup, StackSettings
 
 pytestmark = [pytest.mark.redis, pytest.mark.services, pytest.mark.slow]
 SPEC = get_spec("digits-cnn")

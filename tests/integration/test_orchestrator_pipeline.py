@@ -20,7 +20,7 @@ import redis
 
 from edgesplit import wire
 from services.common.channels import plan_key, xfer_stream
-from services.stack import ExecutorGroup, LocalStack, StackSettings
+from tooling.stack import ExecutorGroup, LocalStack, StackSettings
 
 pytestmark = [pytest.mark.redis, pytest.mark.services]
 BODY = wire.encode(np.random.default_rng(0).standard_normal((1, 8, 8)).astype(np.float32))

@@ -13,7 +13,7 @@ import pytest
 
 from edgesplit import wire
 from services.executor.client import ExecutorClient
-from services.stack import ExecutorGroup, LocalStack, OrchestratorGroup, StackSettings
+from tooling.stack import ExecutorGroup, LocalStack, OrchestratorGroup, StackSettings
 
 pytestmark = [pytest.mark.redis, pytest.mark.services]
 OURS, THEIRS = "digits-cnn", "alexnet-paper"

@@ -1,5 +1,5 @@
 """The task queue's bookkeeping against a real, private redis-server run as edgesplit runs it
-(``services.stack.redis_args``): cancellation, retention bounded by count, orphaned queue entries,
+(``tooling.stack.redis_args``): cancellation, retention bounded by count, orphaned queue entries,
 and a Redis at ``maxmemory``, where submits are refused whole and accepted tasks still move on."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import redis.asyncio as aioredis
 
 from edgesplit.errors import Conflict, TaskNotFound, Unavailable
 from services.orchestrator.queue import TaskQueue
-from services.stack import redis_answers, redis_args
 from tooling.proc import free_port
+from tooling.stack import redis_answers, redis_args
 
 pytestmark = [pytest.mark.redis, pytest.mark.anyio]
 MODEL = "digits-cnn"

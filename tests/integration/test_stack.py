@@ -19,8 +19,8 @@ from edgesplit import wire
 from edgesplit.models import get_spec
 from edgesplit.models.build import load_model
 from services.orchestrator.client import OrchestratorClient
-from services.stack import AllocatorGroup, ExecutorGroup, LocalStack, OrchestratorGroup, StackSettings
 from tooling.proc import REPO, free_port
+from tooling.stack import AllocatorGroup, ExecutorGroup, LocalStack, OrchestratorGroup, StackSettings
 from tooling.workload import digit_sample
 
 pytestmark = [pytest.mark.redis, pytest.mark.services]

@@ -1,5 +1,5 @@
 """The testbed as real hosts: network namespaces, tbf-shaped veth links and cgroup CPU quotas built by
-``services.testbed`` as root (CI runs as root on this kind of machine), with the real services inside.
+``tooling.testbed`` as root (CI runs as root on this kind of machine), with the real services inside.
 
 A 3-host testbed comes up; a task's logits equal local torch's; the tbf rate configured for each
 direction of every link and the quota of every cgroup are read back from the kernel; each executor
@@ -28,10 +28,10 @@ from edgesplit.models import get_spec
 from edgesplit.models.build import load_model
 from edgesplit.plan.cluster import load_cluster
 from services.orchestrator.client import OrchestratorClient
-from services.stack import StackSettings
-from services.testbed import cgroups, net
-from services.testbed.bed import Testbed, status, teardown
-from services.testbed.description import TestbedDescription, parse_description
+from tooling.stack import StackSettings
+from tooling.testbed import cgroups, net
+from tooling.testbed.bed import Testbed, status, teardown
+from tooling.testbed.description import TestbedDescription, parse_description
 
 ROOT = os.geteuid() == 0
 pytestmark = [
@@ -158,7 +158,7 @@ def test_stop_removes_every_namespace_link_and_cgroup(tmp_path: Path) -> None:
 def test_without_root_the_cli_refuses_with_one_line() -> None:
     """``testbed up`` as an unprivileged user: the modules are imported as root (the clone may sit in a
     folder only root can read), then the process drops to uid 65534 before the command runs."""
-    drop = ("import os, sys; import tooling.cli as c, services.testbed.net, services.testbed.cgroups; "
+    drop = ("import os, sys; import tooling.cli as c, tooling.testbed.net, tooling.testbed.cgroups; "
             "c.core.register_all(c.AREAS); os.setgroups([]); os.setgid(65534); "
             "os.setuid(65534); sys.argv = ['edgesplit', 'testbed', 'up', '--prefix', 'estn']; c.main()")
     done = subprocess.run([sys.executable, "-c", drop], capture_output=True, text=True, timeout=120,

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from edgesplit.models import get_spec
-from services.stack import CloudGroup, ExecutorGroup, LocalStack, StackSettings
+from tooling.stack import CloudGroup, ExecutorGroup, LocalStack, StackSettings
 
 pytestmark = [pytest.mark.redis, pytest.mark.services]
 MODEL = "digits-cnn"

@@ -21,7 +21,7 @@ import torch
 
 from edgesplit.models import get_spec
 from edgesplit.models.build import load_model
-from services.stack import CloudGroup, ExecutorGroup, LocalStack, OrchestratorGroup, StackSettings
+from tooling.stack import CloudGroup, ExecutorGroup, LocalStack, OrchestratorGroup, StackSettings
 
 pytestmark = [pytest.mark.redis, pytest.mark.services]
 MODEL = "digits-cnn"

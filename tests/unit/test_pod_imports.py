@@ -10,8 +10,8 @@ import sys
 import pytest
 
 ROLES = ("executor", "cloud", "orchestrator", "allocator")
-# the tooling packages and the launchers that still live under services/ (docs/ARCHITECTURE.md)
-TOOLING = ("tooling", "loadtest", "services.stack", "services.testbed", "services.commands", "edgesplit.cli")
+# the tooling packages and the core's CLI
+TOOLING = ("tooling", "loadtest", "edgesplit.cli")
 
 
 def _imported(role: str) -> list[str]:

@@ -98,7 +98,7 @@ def test_edge_and_cloud_parts_have_the_weights_of_the_whole_model(tmp_path: Path
 def test_services_and_testbed_refuse_an_unknown_model_with_one_message() -> None:
     """One check of model names (``edgesplit.models.builtin_names``) for the services' settings and the
     testbed's description."""
-    from services.testbed.description import parse_description, uniform
+    from tooling.testbed.description import parse_description, uniform
 
     with pytest.raises(ValidationError) as service:
         ExecutorSettings(models=["alexnet-paper", "resnet"])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services.stack import (
+from tooling.stack import (
     AllocatorGroup,
     CloudGroup,
     ExecutorGroup,

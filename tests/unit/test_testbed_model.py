@@ -17,7 +17,7 @@ from edgesplit.plan.latency import THROTTLED_PHASES, predict, throttle_delay
 from edgesplit.plan.planner import make_plan
 from edgesplit.sim.served import SERVED_MODES, dads_cut, predict_served, served_workload
 from services.common.settings import _cgroup_quota, own_cgroups
-from services.testbed.description import parse_description, uniform
+from tooling.testbed.description import parse_description, uniform
 
 SPEC = get_spec("alexnet-paper")
 

@@ -1,6 +1,6 @@
 {{/*
 The environment of each role: the EDGESPLIT_<ROLE>_* variables its pydantic-settings class reads.
-The same names are set by docker-compose.yml and by `edgesplit up` (services/stack.py);
+The same names are set by docker-compose.yml and by `edgesplit up` (tooling/stack.py);
 tests/deploy/test_env_contract.py checks that the three lists agree and that every name is a field
 of the role's settings class.
 */}}

@@ -6,7 +6,7 @@
   quota (the median run). Their ratio over the quota is the quota's *efficiency*: what a host
   really computes per core of quota (CFS throttling, the period's phase), which the cluster file's
   figures include. A host's FLOPS is its quota times this.
-  It runs as ``python -m services.testbed.calibrate MODEL...`` so that nothing of the caller's
+  It runs as ``python -m tooling.testbed.calibrate MODEL...`` so that nothing of the caller's
   process (threads, caches) colours it.
 * ``slice_overhead``: what a slice request to an executor costs beyond its compute and its bytes on
   the link: the round trip of a one-row slice from the gateway, less the compute and queue wait the
@@ -76,10 +76,10 @@ def measure(models: Sequence[str], runs: int = 15, fastest: bool = True) -> dict
 def per_core(models: Sequence[str], runs: int = 15, cgroup: Path | None = None) -> dict[str, float]:
     """``measure`` in a fresh process (the services' OpenMP settings): on one unlimited core (the
     fastest run), or inside ``cgroup`` under its quota (the median run)."""
-    from services.testbed.cgroups import shell_prefix
+    from tooling.testbed.cgroups import shell_prefix
 
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"}
-    argv = [sys.executable, "-m", "services.testbed.calibrate", *models, "--runs", str(runs)]
+    argv = [sys.executable, "-m", "tooling.testbed.calibrate", *models, "--runs", str(runs)]
     if cgroup is not None:
         argv = ["sh", "-c", shell_prefix(cgroup, None) + shlex.join([*argv, "--median"])]
     out = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=900, check=True)

@@ -24,7 +24,7 @@ FILE_HELP = ("testbed description (YAML; `edgesplit testbed schema` prints its s
 
 def _description(file: Path | None, edges: int, cpus: float, edge_mbps: float, cloud_cpus: float,
                  cloud_mbps: float, prefix: str, models: str, port: int) -> Any:
-    from services.testbed.description import load_description, parse_description
+    from tooling.testbed.description import load_description, parse_description
 
     if file is not None:
         return load_description(file)
@@ -53,13 +53,13 @@ def up(
 ) -> None:
     """Build the hosts, start the services in them, measure, write the cluster file; leave it running
     (``edgesplit testbed down`` removes it)."""
-    from services.testbed import cgroups, net
+    from tooling.testbed import cgroups, net
 
     desc = _description(file, edges, cpus, edge_mbps, cloud_cpus, cloud_mbps, prefix, models, port)
     net.preflight(desc.prefix)  # before the services' imports: a refusal is one line and exit 2
     cgroups.version()
-    from services.stack import AllocatorGroup, OrchestratorGroup, StackSettings
-    from services.testbed.bed import Testbed, status
+    from tooling.stack import AllocatorGroup, OrchestratorGroup, StackSettings
+    from tooling.testbed.bed import Testbed, status
 
     settings = StackSettings(split=split, orchestrator=OrchestratorGroup(mode=mode),
                              allocator=AllocatorGroup(enabled=allocator))
@@ -88,9 +88,9 @@ def down(prefix: str = typer.Option("estb", help="name prefix given to `testbed 
          redis_url: str = typer.Option("redis://127.0.0.1:6379/0", help="where its keys are")) -> None:
     """Stop the testbed's processes and remove its namespaces, links, cgroups, state and Redis keys,
     also after a kill -9 of ``testbed up``."""
-    from services.stack import delete_keys
-    from services.testbed import net
-    from services.testbed.bed import remove_state, teardown
+    from tooling.stack import delete_keys
+    from tooling.testbed import net
+    from tooling.testbed.bed import remove_state, teardown
 
     net.preflight(prefix)
     removed = teardown(prefix)
@@ -105,7 +105,7 @@ def down(prefix: str = typer.Option("estb", help="name prefix given to `testbed 
 def status_cmd(prefix: str = typer.Option("estb", help="name prefix given to `testbed up`"),
                as_json: bool = typer.Option(False, "--json", help="one JSON object on stdout")) -> None:
     """Hosts, addresses, the link rates and CPU quotas read back from the kernel, throttling, processes."""
-    from services.testbed.bed import status
+    from tooling.testbed.bed import status
 
     report = status(prefix)
     if as_json:
@@ -123,7 +123,7 @@ def status_cmd(prefix: str = typer.Option("estb", help="name prefix given to `te
 @testbed_app.command("schema")
 def schema() -> None:
     """Print the JSON schema of the testbed description."""
-    from services.testbed.description import description_schema
+    from tooling.testbed.description import description_schema
 
     print(description_schema())
 
@@ -141,7 +141,7 @@ def bench_testbed(
     """Fig. 7 measured: single-task latency and throughput per (model, hosts, mode) on edge hosts of 0.2
     core with 1 Gb/s links and a 100 Mb/s cloud link, beside the simulator's prediction."""
     from edgesplit.sim.served import SERVED_MODES, ServedMode
-    from services.testbed.bench import run_bench, write_outputs
+    from tooling.testbed.bench import run_bench, write_outputs
 
     counts = sorted({int(h) for h in hosts.split(",") if h.strip()})
     chosen = [m.strip() for m in modes.split(",") if m.strip()]

@@ -76,7 +76,7 @@ def up(
     """Start redis (if needed), the cloud, the executors, the orchestrator (and with ``--allocator`` the
     allocator service); restart any of them that dies (backoff 1 s to 30 s); on Ctrl-C or SIGTERM let
     the orchestrator drain, then stop all."""
-    from services.stack import (
+    from tooling.stack import (
         AllocatorGroup,
         ExecutorGroup,
         LocalStack,
@@ -141,7 +141,7 @@ def demo(
     from edgesplit.models import get_spec
     from edgesplit.models.build import load_model
     from services.orchestrator.client import OrchestratorClient
-    from services.stack import ExecutorGroup, LocalStack, StackSettings
+    from tooling.stack import ExecutorGroup, LocalStack, StackSettings
     from tooling.workload import classify_sample, mixed_priorities, random_input
 
     spec, digits = get_spec(model), get_spec("digits-cnn")
@@ -199,7 +199,7 @@ def bench_e2e(
     """
     from edgesplit.models import get_spec
     from services.orchestrator.client import OrchestratorClient
-    from services.stack import CloudGroup, ExecutorGroup, LocalStack, OrchestratorGroup, StackSettings
+    from tooling.stack import CloudGroup, ExecutorGroup, LocalStack, OrchestratorGroup, StackSettings
     from tooling.workload import TorchSide, idle_latency, saturation, torch_baseline
 
     spec = get_spec(model)

@@ -29,10 +29,10 @@ from edgesplit.models import get_spec
 from edgesplit.plan.cluster import Cluster, dump_cluster, load_cluster
 from edgesplit.plan.modes import SERVED
 from edgesplit.sim.served import SERVED_MODES, ServedMode, predict_served
-from services.stack import StackSettings
-from services.testbed.bed import Testbed
-from services.testbed.description import TestbedDescription, uniform
 from tooling.proc import wait_ready
+from tooling.stack import StackSettings
+from tooling.testbed.bed import Testbed
+from tooling.testbed.description import TestbedDescription, uniform
 
 # The issue fixes the edge hosts (0.2 core, 1 Gb/s) and the cloud link (100 Mb/s), not the cloud's CPU.
 # Half a core: its FC layers (memory-bound, ~11 ms a core for alexnet-paper) stay a small part of a

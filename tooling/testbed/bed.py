@@ -1,7 +1,7 @@
 """The testbed: the local stack spread over emulated hosts with their own addresses, shaped links and
 CPU quotas (``edgesplit testbed up``; ``docs/ARCHITECTURE.md``, "Testbed").
 
-``Testbed`` is a :class:`services.stack.LocalStack` whose executors and cloud each run in a host of
+``Testbed`` is a :class:`tooling.stack.LocalStack` whose executors and cloud each run in a host of
 their own: a network namespace on a bridge (``net``), a cgroup with the host's CPU quota (``cgroups``),
 the executor's capacity and speed read by the executor from its own cgroup, as in a pod. The
 orchestrator (and the allocator) run on the gateway, the bridge's address in the root namespace, with
@@ -34,10 +34,10 @@ from typing import Any
 from edgesplit import wire
 from edgesplit.models import get_spec
 from edgesplit.plan.cluster import cluster_from_dict, dump_cluster
-from services.stack import MODULES, LocalStack, StackSettings
-from services.testbed import calibrate, cgroups, net
-from services.testbed.description import TestbedDescription
 from tooling.proc import ServiceProcess, spawn, wait_ready
+from tooling.stack import MODULES, LocalStack, StackSettings
+from tooling.testbed import calibrate, cgroups, net
+from tooling.testbed.description import TestbedDescription
 
 log = logging.getLogger("edgesplit.testbed")
 STATE_DIR = Path("/run/edgesplit-testbed")

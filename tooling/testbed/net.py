@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edgesplit.errors import EdgesplitError, Unavailable
-from services.testbed.description import TestbedDescription
+from tooling.testbed.description import TestbedDescription
 
 NETNS_DIR = Path("/run/netns")
 MTU = 1500
