@@ -50,12 +50,11 @@ def _result(c: httpx.Client, tid: str) -> dict:
     return dict(c.get(f"/v1/tasks/{tid}", params={"wait": 60}).json())
 
 
-def _queued(stack: LocalStack, c: httpx.Client, tasks: list[tuple[int, int]],
-            **settings: object) -> list[str]:
-    """Queue ``(seed, priority)`` tasks while nothing claims, then start the workers (with ``settings``)."""
+def _queued(stack: LocalStack, c: httpx.Client, tasks: list[tuple[int, int]]) -> list[str]:
+    """Queue ``(seed, priority)`` tasks while nothing claims, then start the workers (batches of 4)."""
     stack.restart_orchestrator(workers=False)
     ids = [_submit(c, seed, prio) for seed, prio in tasks]
-    stack.restart_orchestrator(workers=True, **settings)
+    stack.restart_orchestrator(workers=True, max_batch=4)
     return ids
 
 
@@ -63,7 +62,7 @@ def test_each_batched_result_equals_its_unbatched_result(stack: LocalStack) -> N
     module = load_model(get_spec(MODEL), seed=0)
     seeds = list(range(8))
     with httpx.Client(base_url=stack.url, timeout=60) as c:
-        ids = _queued(stack, c, [(s, 3) for s in seeds], max_batch=4)
+        ids = _queued(stack, c, [(s, 3) for s in seeds])
         batched = [_result(c, i) for i in ids]
         assert all(r["status"] == "done" for r in batched), batched
         assert [r["timings"]["batch"] for r in batched] == [4] * 8  # two full batches
@@ -81,7 +80,7 @@ def test_each_batched_result_equals_its_unbatched_result(stack: LocalStack) -> N
 def test_a_batch_never_holds_a_lower_priority_task_while_a_higher_one_waits(stack: LocalStack) -> None:
     with httpx.Client(base_url=stack.url, timeout=60) as c:
         tasks = [(10 + i, 5) for i in range(6)] + [(20 + i, 1) for i in range(3)]
-        ids = _queued(stack, c, tasks, max_batch=4)
+        ids = _queued(stack, c, tasks)
         res = [_result(c, i) for i in ids]
     low, urgent = res[:6], res[6:]
     assert all(r["status"] == "done" for r in res)
