@@ -33,6 +33,7 @@ stops the orchestrator first and gives it ``drain_s`` + 15 s to drain.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import secrets
 import shutil
@@ -82,12 +83,14 @@ def redis_args(port: int, state_dir: Path, fsync: str = "everysec", maxmemory: s
 def _defaults(role: str, *names: str) -> dict[str, object]:
     """The defaults of settings ``names`` in the role's settings class (what the chart's values mirror)."""
     cls = _settings_class(role)
-    return {n: cls.model_fields[n].default for n in names}
+    return {n: cls.model_fields[n].get_default(call_default_factory=True) for n in names}
 
 
 def _env_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, Mapping):  # pydantic-settings reads a dict setting as JSON
+        return json.dumps({str(k): v for k, v in value.items()})
     if isinstance(value, list | tuple):
         return ",".join(str(v) for v in value)
     return str(value)
@@ -341,8 +344,9 @@ class LocalStack:
                     "prefix": self.prefix, "cluster_file": self.cluster_path, "weights_dir": self.weights_dir,
                     "mode": self.mode, "pipeline": self.pipeline, "split": self.split,
                     "cloud_token": self.cloud_token,
-                    **_defaults(role, "aging_s", "max_queue", "max_priority", "default_timeout_s",
-                                "result_ttl_s", "lease_s", "max_finished", "drain_s", "max_body_bytes"),
+                    **_defaults(role, "aging_s", "max_queue", "max_priority", "max_batch",
+                                "max_queue_delay_s", "default_timeout_s", "result_ttl_s", "lease_s",
+                                "max_finished", "drain_s", "max_body_bytes"),
                     **self.extra_orch}
         if role == "allocator":
             return {**self._common(role, "allocator", self.alloc_port), "redis_url": self.redis_url,
