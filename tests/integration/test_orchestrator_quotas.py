@@ -12,10 +12,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tooling.proc import ServiceProcess
 from services.executor.client import ExecutorClient
 from services.orchestrator.routes import merge_quotas
 from services.orchestrator.service import push_quotas
+from tooling.proc import ServiceProcess
 
 pytestmark = [pytest.mark.services, pytest.mark.anyio]
 OURS, THEIRS = "digits-cnn", "alexnet-paper"
