@@ -22,17 +22,40 @@ top-1 predictions with the unsplit model.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import nn
 
 from edgesplit.models.spec import Conv2d, ModelSpec
-from edgesplit.split import Slice, Strategy, compute_slice, conv_groups, part_total, run_group
+from edgesplit.registry import Registry
+from edgesplit.split import STRATEGY, Slice, Strategy, compute_slice, conv_groups, part_total, run_group
 
 Method = Literal["rows", "kernel-rows", "coedge", "channels", "naive-rows", "naive-coedge"]
-METHODS: tuple[Method, ...] = ("rows", "kernel-rows", "coedge", "channels", "naive-rows", "naive-coedge")
-EXACT: tuple[Method, ...] = ("rows", "kernel-rows", "coedge", "channels")
+
+
+class AccuracyMethod(NamedTuple):
+    """How a method splits the edge part: ``strategy`` on the groups that start with a conv (rows
+    elsewhere), all edge layers in one group (``fused``, CoEdge) or one conv per group, the first group
+    left whole (``first_whole``, Average Channel Split), and ``naive`` servers that zero the input rows
+    outside their own share (no halo)."""
+
+    strategy: Strategy
+    fused: bool = False
+    first_whole: bool = False
+    naive: bool = False
+
+
+ACCURACY_METHODS: Registry[Method, AccuracyMethod] = Registry("method", {
+    "rows": AccuracyMethod("rows"),
+    "kernel-rows": AccuracyMethod("kernel-rows"),
+    "coedge": AccuracyMethod("rows", fused=True),
+    "channels": AccuracyMethod("channels", first_whole=True),
+    "naive-rows": AccuracyMethod("rows", naive=True),
+    "naive-coedge": AccuracyMethod("rows", fused=True, naive=True),
+})
+METHODS: tuple[Method, ...] = ACCURACY_METHODS.names
+EXACT: tuple[Method, ...] = tuple(n for n, m in ACCURACY_METHODS.items() if not m.naive)
 
 
 def even(total: int, k: int) -> list[int]:
@@ -63,20 +86,17 @@ def _naive_runner(module: nn.Sequential, spec: ModelSpec) -> Runner:
 
 def _plan(spec: ModelSpec, method: Method, servers: int) -> list[tuple[int, int, Strategy, list[int]]]:
     """(start, stop, strategy, parts) per group for ``method`` on ``servers`` equal servers."""
-    fused = method in ("coedge", "naive-coedge")
-    groups = [(0, spec.n_edge)] if fused else conv_groups(spec)
+    how = ACCURACY_METHODS[method]
+    groups = [(0, spec.n_edge)] if how.fused else conv_groups(spec)
     out: list[tuple[int, int, Strategy, list[int]]] = []
     for g, (a, b) in enumerate(groups):
-        strategy: Strategy = "rows"
-        if method == "kernel-rows" and isinstance(spec.layers[a], Conv2d):
-            strategy = "kernel-rows"
-        elif method == "channels" and g > 0 and isinstance(spec.layers[a], Conv2d):
-            strategy = "channels"
+        whole = how.first_whole and g == 0  # the first conv is not split
+        strategy: Strategy = how.strategy if isinstance(spec.layers[a], Conv2d) and not whole else "rows"
         total = part_total(spec, a, b, strategy)
-        if method == "channels" and g == 0:
-            parts = [total]  # the first conv is not split
+        if whole:
+            parts = [total]
         else:
-            parts = even(total, min(servers, total) if strategy == "kernel-rows" else servers)
+            parts = even(total, min(servers, total) if STRATEGY[strategy].caps_servers else servers)
         out.append((a, b, strategy, parts))
     return out
 
@@ -87,7 +107,7 @@ def split_predict(module: nn.Sequential, spec: ModelSpec, method: Method, server
     """Logits of the whole model with its edge part split by ``method`` over ``servers`` servers."""
     y = x
     for a, b, strategy, parts in _plan(spec, method, servers):
-        runner = _naive_runner(module, spec) if method.startswith("naive") else None
+        runner = _naive_runner(module, spec) if ACCURACY_METHODS[method].naive else None
         y = run_group(module, spec, a, b, strategy, parts, y, runner)
     return module[spec.n_edge :](y)
 

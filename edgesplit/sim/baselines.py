@@ -14,9 +14,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from edgesplit.errors import InvalidPlan
 from edgesplit.models.spec import ModelSpec
@@ -25,6 +25,7 @@ from edgesplit.plan.dads import dads, input_sizes, no_split
 from edgesplit.plan.latency import BYTES_PER_VALUE, cloud_transfer_time, predict
 from edgesplit.plan.planner import StagePlan, apportion, make_plan
 from edgesplit.plan.ratios import algorithm1, eq7_coefficients, eq7_ratios
+from edgesplit.registry import Registry
 from edgesplit.sim.allocation import exact_threads, paper_threads
 from edgesplit.sim.engine import PipelineMode
 from edgesplit.sim.timing import CloudStep, Replicated, Workload
@@ -32,10 +33,6 @@ from edgesplit.sim.workload import pipeline
 from edgesplit.split import conv_groups, part_total
 
 Mode = Literal["ours-paper", "ours", "no-split", "dads", "coedge", "channels"]
-MODES: tuple[Mode, ...] = ("ours-paper", "ours", "no-split", "dads", "coedge", "channels")
-LABELS: dict[str, str] = {"ours-paper": "Ours (paper)", "ours": "Ours (edgesplit)", "no-split": "No Split",
-                          "dads": "DADS", "coedge": "CoEdge", "channels": "Average Channel Split"}
-DEFAULT_PIPELINE: dict[str, PipelineMode] = {"ours-paper": "lockstep"}
 
 
 @dataclass(frozen=True)
@@ -52,7 +49,7 @@ class Method:
 
     @property
     def pipeline(self) -> PipelineMode:
-        return DEFAULT_PIPELINE.get(self.mode, "async")
+        return BASELINES[self.mode].pipeline
 
 
 def zones(cluster: Cluster) -> tuple[int, ...]:
@@ -157,22 +154,34 @@ def ours_method(spec: ModelSpec, cluster: Cluster, allocate: bool = True) -> Met
     return split_method(spec, cluster, "ours", plan.stages, (note,))
 
 
+class Baseline(NamedTuple):
+    """A simulated method: its label in figures, how it is built (``build(spec, cluster, threads,
+    allocate)``), whether ``threads`` is its threads per task (No Split, DADS) and its pipeline."""
+
+    label: str
+    build: Callable[[ModelSpec, Cluster, int, bool], Method]
+    per_task_threads: bool = False
+    pipeline: PipelineMode = "async"
+
+
+BASELINES: Registry[Mode, Baseline] = Registry("mode", {
+    "ours-paper": Baseline("Ours (paper)", lambda s, c, _t, a: ours_paper_method(s, c, a), False, "lockstep"),
+    "ours": Baseline("Ours (edgesplit)", lambda s, c, _t, a: ours_method(s, c, a)),
+    "no-split": Baseline("No Split", lambda s, c, t, _a: no_split_method(s, c, t), per_task_threads=True),
+    "dads": Baseline("DADS", lambda s, c, t, _a: dads_method(s, c, t), per_task_threads=True),
+    "coedge": Baseline("CoEdge", lambda s, c, _t, _a: split_method(s, c, "coedge", coedge_stages(s, c))),
+    "channels": Baseline("Average Channel Split",
+                         lambda s, c, _t, _a: split_method(s, c, "channels", channel_stages(s, c))),
+})
+MODES: tuple[Mode, ...] = BASELINES.names
+LABELS: dict[str, str] = {name: b.label for name, b in BASELINES.items()}
+
+
 def build(spec: ModelSpec, cluster: Cluster, mode: Mode, threads: int = 1, allocate: bool = True) -> Method:
     """The method ``mode`` on ``cluster``; ``threads`` per task for the baselines No Split and DADS;
     ``allocate=False`` skips the allocator (sub-zones by FLOPs share: faster, for tests)."""
-    if mode in ("no-split", "dads") and not 1 <= threads <= max(zones(cluster)):
+    how = BASELINES[mode]
+    if how.per_task_threads and not 1 <= threads <= max(zones(cluster)):
         raise InvalidPlan(f"{threads} threads per task: expected 1 to {max(zones(cluster))}, the largest "
                           "zone of a server")
-    if mode == "no-split":
-        return no_split_method(spec, cluster, threads)
-    if mode == "dads":
-        return dads_method(spec, cluster, threads)
-    if mode == "coedge":
-        return split_method(spec, cluster, mode, coedge_stages(spec, cluster))
-    if mode == "channels":
-        return split_method(spec, cluster, mode, channel_stages(spec, cluster))
-    if mode == "ours-paper":
-        return ours_paper_method(spec, cluster, allocate)
-    if mode == "ours":
-        return ours_method(spec, cluster, allocate)
-    raise InvalidPlan(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+    return how.build(spec, cluster, threads, allocate)

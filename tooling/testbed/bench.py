@@ -40,6 +40,7 @@ from tooling.testbed.description import TestbedDescription, uniform
 # out-computes its cloud (2.4 threads' worth, calibrated). With a whole core and alexnet-paper's 12 KB
 # input, DADS would send everything to the cloud and the split would not be exercised.
 CLOUD_CPUS = 0.5
+REFERENCE: ServedMode = "edgesplit"  # the configuration the others' latencies are divided by
 SPLIT_ZONE = 5  # alexnet-paper has 5 convs: room for one sub-zone per conv on every host
 Progress = Callable[[str], None]
 
@@ -136,8 +137,8 @@ def summarize(points: Sequence[dict[str, Any]]) -> dict[str, Any]:
     for model in sorted({p["model"] for p in points}):
         most = max(p["hosts"] for p in points if p["model"] == model)
         at = {p["mode"]: p["measured_ms"] for p in points if p["model"] == model and p["hosts"] == most}
-        if "edgesplit" in at:
-            out["ratios"][f"{model}@{most}"] = {m: at[m] / at["edgesplit"] for m in at if m != "edgesplit"}
+        if REFERENCE in at:
+            out["ratios"][f"{model}@{most}"] = {m: at[m] / at[REFERENCE] for m in at if m != REFERENCE}
     return out
 
 
