@@ -111,6 +111,32 @@ def _rows_flops(spec: ModelSpec, sl: Slice, per_layer: Sequence[float], shapes: 
     return total
 
 
+def _run_layers(module: nn.Sequential, spec: ModelSpec, sl: Slice, x: torch.Tensor,
+                channels: Rows | None = None) -> torch.Tensor:
+    """The group's layers on the slice's input band ``x``, each window layer with the padding rows it
+    sits against (``group_needs``); ``channels``: the conv computes only those output channels."""
+    needs = group_needs(spec, sl.start, sl.stop, sl.out_rows)
+    shapes = spec.shapes()
+    for j, i in enumerate(range(sl.start, sl.stop)):
+        layer = spec.layers[i]
+        top, bottom = needs[j].pad_top, needs[j].pad_bottom
+        rows_out = needs[j + 1].rows if j + 1 < len(needs) else sl.out_rows
+        if channels is None and rows_out[1] <= rows_out[0]:
+            # a band that lies wholly in a later layer's padding: nothing real to compute here
+            c, _, w = shapes[i + 1]
+            x = x.new_zeros((x.shape[0], c, 0, w))
+        elif channels is not None and isinstance(layer, Conv2d):
+            conv = conv_of(module, i)
+            bias = None if conv.bias is None else conv.bias[channels[0] : channels[1]]
+            x = apply_window(conv, layer, x, top, bottom, weight=conv.weight[channels[0] : channels[1]],
+                             bias=bias)
+        elif is_window(layer):
+            x = apply_window(module[i], layer, x, top, bottom)  # type: ignore[arg-type]
+        else:
+            x = module[i](x)
+    return x
+
+
 def _bands(first: int, last: int, k: int) -> list[Rows]:
     """``[first, last)`` cut into min(k, size) near-equal consecutive bands (larger ones first)."""
     n = last - first
@@ -190,20 +216,7 @@ class RowsStrategy(SlicingStrategy):
         return Slice(self.name, start, stop, first.rows, (first.pad_top, first.pad_bottom), units)
 
     def compute(self, module: nn.Sequential, spec: ModelSpec, sl: Slice, x: torch.Tensor) -> torch.Tensor:
-        needs = group_needs(spec, sl.start, sl.stop, sl.out_rows)
-        shapes = spec.shapes()
-        for j, i in enumerate(range(sl.start, sl.stop)):
-            layer = spec.layers[i]
-            rows_out = needs[j + 1].rows if j + 1 < len(needs) else sl.out_rows
-            if rows_out[1] <= rows_out[0]:
-                # a band that lies wholly in a later layer's padding: nothing real to compute here
-                c, _, w = shapes[i + 1]
-                x = x.new_zeros((x.shape[0], c, 0, w))
-            elif is_window(layer):
-                x = apply_window(module[i], layer, x, needs[j].pad_top, needs[j].pad_bottom)  # type: ignore[arg-type]
-            else:
-                x = module[i](x)
-        return x
+        return _run_layers(module, spec, sl, x)
 
     def merge(self, module: nn.Sequential, spec: ModelSpec, slices: Sequence[Slice],
               outputs: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -329,20 +342,7 @@ class ChannelsStrategy(SlicingStrategy):
 
     def compute(self, module: nn.Sequential, spec: ModelSpec, sl: Slice, x: torch.Tensor) -> torch.Tensor:
         assert sl.channels is not None
-        c0, c1 = sl.channels
-        needs = group_needs(spec, sl.start, sl.stop, sl.out_rows)
-        for j, i in enumerate(range(sl.start, sl.stop)):
-            layer = spec.layers[i]
-            top, bottom = needs[j].pad_top, needs[j].pad_bottom
-            if isinstance(layer, Conv2d):
-                conv = conv_of(module, i)
-                bias = None if conv.bias is None else conv.bias[c0:c1]
-                x = apply_window(conv, layer, x, top, bottom, weight=conv.weight[c0:c1], bias=bias)
-            elif is_window(layer):
-                x = apply_window(module[i], layer, x, top, bottom)  # type: ignore[arg-type]
-            else:
-                x = module[i](x)
-        return x
+        return _run_layers(module, spec, sl, x, sl.channels)
 
     def merge(self, module: nn.Sequential, spec: ModelSpec, slices: Sequence[Slice],
               outputs: Sequence[torch.Tensor]) -> torch.Tensor:
