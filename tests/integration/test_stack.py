@@ -148,15 +148,22 @@ def test_the_stack_runs_the_allocator_service_too(tmp_path: Path) -> None:
 
 def test_bench_e2e_reports_latency_ratios_and_where_the_time_went() -> None:
     """``edgesplit bench e2e`` end to end on a small sample (timings are reported, never asserted):
-    the report holds both torch baselines, both ratios and a breakdown of the stack's time whose
-    parts are those of real tasks; the stack's cluster file says the executors share this machine."""
+    the report holds the torch reference of a fresh process before and after the stack, the latency
+    and throughput ratios and a breakdown of the stack's time whose parts are those of real tasks; the
+    stack's cluster file says the executors share this machine."""
     out = _run_cli("bench", "e2e", "--model", "digits-cnn", "--executors", "2", "--runs", "3", "--tasks", "4",
-                   "--json", timeout=300)
+                   "--gap-ms", "5", "--max-batch", "4", "--torch-batches", "1,4", "--json", timeout=300)
     assert out.returncode == 0, out.stderr
     r = json.loads(out.stdout)
-    idle = r["stack_idle"]
-    assert r["latency_ratio"] == pytest.approx(idle["median_s"] / r["torch"]["median_s"])
-    assert r["latency_ratio_hot"] == pytest.approx(idle["median_s"] / r["torch"]["hot_median_s"])
+    idle, ref, sat = r["stack_idle"], r["torch"], r["stack_saturated"]
+    assert set(ref["before"]["batched_per_s"]) == set(ref["after"]["batched_per_s"]) == {"1", "4"}
+    assert ref["idle_median_s"] == pytest.approx((ref["before"]["idle_median_s"]
+                                                  + ref["after"]["idle_median_s"]) / 2)
+    assert r["latency_ratio"] == pytest.approx(idle["median_s"] / ref["idle_median_s"])
+    assert r["latency_ratio_hot"] == pytest.approx(idle["median_s"] / ref["hot_median_s"])
+    assert r["throughput_ratio"] == pytest.approx(sat["throughput_per_s"] / ref["batch1_per_s"])
+    assert r["throughput_ratio_batched"] == pytest.approx(sat["throughput_per_s"] / ref["best_per_s"])
+    assert r["max_batch"] == 4 and 1 <= sat["mean_batch"] <= 4
     parts = idle["parts_ms"]
     assert set(parts) == {"submit", "queue", "edge_compute", "edge_transfer", "cloud", "result", "other"}
     assert parts["edge_compute"] > 0 and parts["cloud"] > 0 and parts["queue"] >= 0
