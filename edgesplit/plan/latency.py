@@ -1,6 +1,7 @@
 """The paper's latency model, eq. (1)-(5), with strategy-aware transfer sizes and per-request overhead.
 
-Sizes are float32 tensors of batch 1. What a server receives and returns per strategy:
+Sizes are float32 tensors of batch 1 (a batch of B images: see *Batches* below). What a server
+receives and returns per strategy:
 
 * ``rows``: its input rows, halo included (map-edge padding is applied on the server, never
   shipped); it returns its own output rows.
@@ -14,6 +15,12 @@ per stage); servers sharing a host that is short of cores for them compute slowe
 (:func:`host_slowdown`); a stage takes the slowest server's time; a task takes the sum of its stages (eq. 5/6)
 plus the edge-cloud transfer (eq. 4), the cloud's request overhead and the cloud compute (eq. 2).
 Work at the controller (merges, kernel-rows' post layers) is neglected, as the paper does.
+
+*Batches* (not in the paper; the orchestrator's dynamic batching): a batch of B tasks of one model runs
+the pipeline as one unit, so each request carries B images: compute (eq. 1, 2) and transfers (eq. 3,
+4) scale by B, while the per-request overheads (``overhead_s``, the cloud's, the CFS throttling wait
+and the controller's) are paid once per batch. ``batch=1`` (the default everywhere) is the model above
+unchanged.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
+from edgesplit.errors import InvalidPlan
 from edgesplit.models.spec import ModelSpec, Shape
 from edgesplit.plan.cluster import Cloud, Cluster, Server
 from edgesplit.split import Slice, Strategy, make_slices, slice_flops
@@ -179,8 +187,10 @@ class StageLatency(NamedTuple):
 
 
 def server_times(spec: ModelSpec, cluster: Cluster, stage: StageLike,
-                 flops: Sequence[float] | None = None) -> list[ServerTime]:
-    """Per-server times of one stage; servers with an empty part send no request and take 0 s."""
+                 flops: Sequence[float] | None = None, batch: int = 1) -> list[ServerTime]:
+    """Per-server times of one stage for a request of ``batch`` images (module docstring, *Batches*:
+    compute and round trip x batch, overhead once); servers with an empty part send no request and
+    take 0 s."""
     slices = make_slices(spec, stage.start, stage.stop, stage.strategy, stage.parts)
     shapes = spec.shapes()
     servers = [cluster.servers[m] for m in stage.servers]
@@ -192,16 +202,17 @@ def server_times(spec: ModelSpec, cluster: Cluster, stage: StageLike,
         if sl.empty:
             out.append(ServerTime(m, 0.0, 0.0, 0.0))
             continue
-        out.append(ServerTime(m, slow * compute_time(load.flops, k, srv.flops_per_thread),
-                              round_trip_time(load.out_bytes, load.in_bytes, srv.link_bps),
+        out.append(ServerTime(m, slow * compute_time(batch * load.flops, k, srv.flops_per_thread),
+                              round_trip_time(batch * load.out_bytes, batch * load.in_bytes, srv.link_bps),
                               srv.overhead_s + throttle_delay(srv, in_stage)))
     return out
 
 
 def stage_latency(spec: ModelSpec, cluster: Cluster, stage: StageLike,
-                  flops: Sequence[float] | None = None) -> StageLatency:
-    """The stage's time: max over its servers of compute + round trip + overhead (inner term of eq. 5)."""
-    times = server_times(spec, cluster, stage, flops)
+                  flops: Sequence[float] | None = None, batch: int = 1) -> StageLatency:
+    """The stage's time: max over its servers of compute + round trip + overhead (inner term of eq. 5),
+    for a request of ``batch`` images."""
+    times = server_times(spec, cluster, stage, flops, batch)
     worst = max(times, key=lambda t: t.total_s)
     return StageLatency(worst.compute_s, worst.transfer_s, worst.overhead_s, worst.total_s, worst.server)
 
@@ -243,14 +254,33 @@ class LatencyBreakdown:
                    float(raw.get("cloud_overhead_s", 0.0)), float(raw.get("controller_s", 0.0)))
 
 
-def cloud_times(spec: ModelSpec, cloud: Cloud) -> tuple[float, float, float]:
-    """(transfer eq. 4, compute eq. 2, request overhead) of the cloud part of one task, seconds."""
-    return (cloud_transfer_time(map_bytes(spec.feature_shape), cloud.link_bps),
-            cloud_compute_time(spec.cloud_flops(), cloud.flops), cloud.overhead_s)
+def cloud_times(spec: ModelSpec, cloud: Cloud, first: int | None = None,
+                batch: int = 1) -> tuple[float, float, float]:
+    """(transfer eq. 4, compute eq. 2, request overhead) of the cloud part of one task, seconds; of a
+    batch of ``batch`` tasks in one request: transfer and compute x batch, the overhead once.
+
+    ``first``: the first layer the cloud runs; None or ``spec.n_edge`` is the paper's cut (the
+    fully connected layers at ``k_c``); an earlier cut ships the map entering that layer and runs
+    the remaining edge layers in the cloud too, each at ``Cloud.layer_rate`` (``cloud_part_time``).
+    """
+    if first is None or first == spec.n_edge:
+        return (cloud_transfer_time(batch * map_bytes(spec.feature_shape), cloud.link_bps),
+                cloud_compute_time(batch * spec.cloud_flops(), cloud.flops), cloud.overhead_s)
+    if not 0 <= first < spec.n_edge:
+        raise InvalidPlan(f"the cloud cannot start at layer {first}: expected 0..{spec.n_edge}")
+    return (cloud_transfer_time(batch * map_bytes(spec.shapes()[first]), cloud.link_bps),
+            batch * cloud_part_time(spec, first, cloud), cloud.overhead_s)
 
 
-def predict(spec: ModelSpec, cluster: Cluster, stages: Sequence[StageLike]) -> LatencyBreakdown:
-    """Predicted single-task latency of a plan's stages, eq. (5) with strategy-aware transfers."""
+def predict(spec: ModelSpec, cluster: Cluster, stages: Sequence[StageLike],
+            cloud_from: int | None = None, batch: int = 1) -> LatencyBreakdown:
+    """Predicted single-task latency of a plan's stages, eq. (5) with strategy-aware transfers; the
+    cloud runs layers ``cloud_from`` onwards (default: the fully connected layers, ``spec.n_edge``).
+    ``batch``: the latency of a batch of that many tasks run as one unit (module docstring, *Batches*);
+    its throughput is ``batch / total_s``."""
+    if batch < 1:
+        raise InvalidPlan(f"batch of {batch} tasks: expected 1 or more")
     flops = spec.layer_flops()
-    per_stage = tuple(stage_latency(spec, cluster, st, flops) for st in stages)
-    return LatencyBreakdown(per_stage, *cloud_times(spec, cluster.cloud), cluster.controller_overhead_s)
+    per_stage = tuple(stage_latency(spec, cluster, st, flops, batch) for st in stages)
+    return LatencyBreakdown(per_stage, *cloud_times(spec, cluster.cloud, cloud_from, batch),
+                            cluster.controller_overhead_s)

@@ -36,7 +36,14 @@ from edgesplit.models.spec import ModelSpec
 from edgesplit.plan.cluster import Cluster
 from edgesplit.plan.latency import LatencyBreakdown, predict
 from edgesplit.plan.ratios import algorithm1, eq7_coefficients, eq7_ratios
-from edgesplit.plan.search import SpecFacts, StageChoice, best_grouping, best_stage, valid_strategies
+from edgesplit.plan.search import (
+    SpecFacts,
+    StageChoice,
+    best_grouping,
+    best_stage,
+    cut_points,
+    valid_strategies,
+)
 from edgesplit.registry import Registry
 from edgesplit.split import STRATEGIES, Slice, conv_groups, make_slices, part_total
 from edgesplit.type_aliases import Split, Strategy
@@ -84,18 +91,25 @@ class Plan:
     split: Split = "edgesplit"
     version: int = 1
     server_names: tuple[str, ...] = ()
+    cloud_from: int | None = None  # first layer run in the cloud; None: the FC layers (spec.n_edge)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "split": self.split, "version": self.version,
-                "server_names": list(self.server_names), "stages": [s.to_dict() for s in self.stages],
-                "predicted": self.predicted.to_dict()}
+        out = {"model": self.model, "split": self.split, "version": self.version,
+               "server_names": list(self.server_names), "stages": [s.to_dict() for s in self.stages],
+               "predicted": self.predicted.to_dict()}
+        return out if self.cloud_from is None else {**out, "cloud_from": self.cloud_from}
+
+    def edge_stop(self, spec: ModelSpec) -> int:
+        """Where the edge part ends: ``cloud_from``, else the first fully connected layer."""
+        return spec.n_edge if self.cloud_from is None else self.cloud_from
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Plan:
         try:
             return cls(str(raw["model"]), tuple(StagePlan.from_dict(s) for s in raw["stages"]),
                        LatencyBreakdown.from_dict(raw["predicted"]), raw.get("split", "edgesplit"),
-                       int(raw.get("version", 1)), tuple(raw.get("server_names", ())))
+                       int(raw.get("version", 1)), tuple(raw.get("server_names", ())),
+                       None if raw.get("cloud_from") is None else int(raw["cloud_from"]))
         except (KeyError, TypeError, ValueError) as e:
             raise InvalidPlan(f"malformed plan: {e!r}") from e
 
@@ -111,8 +125,8 @@ class Plan:
                 raise InvalidPlan(f"stage [{st.start}, {st.stop}): bad server index or thread count")
             st.slices(spec)
             at = st.stop
-        if at != spec.n_edge:
-            raise InvalidPlan(f"stages end at layer {at}, the edge part ends at {spec.n_edge}")
+        if at != self.edge_stop(spec) or not 0 <= at <= spec.n_edge:
+            raise InvalidPlan(f"stages end at layer {at}, the edge part ends at {self.edge_stop(spec)}")
 
 
 def apportion(weights: Sequence[float], total: int, minimum: int = 1) -> list[int]:
@@ -241,21 +255,24 @@ def _rebalanced(f: SpecFacts, cluster: Cluster, stages: Sequence[StagePlan]) -> 
 
 def edgesplit_stages(f: SpecFacts, cluster: Cluster, active: Sequence[int],
                      threads: ThreadTable | None = None,
-                     groups: Sequence[tuple[int, int]] | None = None) -> list[StagePlan]:
-    """Our split: DP over groups and strategies, optimal integer splits, zones re-divided (module doc)."""
+                     groups: Sequence[tuple[int, int]] | None = None,
+                     stop: int | None = None) -> list[StagePlan]:
+    """Our split: DP over groups and strategies, optimal integer splits, zones re-divided (module doc);
+    ``stop``: the edge part ends there (an edge-cloud cut), default ``spec.n_edge``."""
     if threads is not None:
         fixed = list(groups) if groups is not None else conv_groups(f.spec)
         return _split_all(f, cluster, fixed, active, _zone_threads(f, cluster, fixed, threads))
     max_stages = max(cluster.servers[m].threads for m in active)
-    choices = best_grouping(f, [cluster.servers[m] for m in active], groups, max_stages=max_stages)
+    choices = best_grouping(f, [cluster.servers[m] for m in active], groups, max_stages=max_stages,
+                            stop=stop)
     chosen = [(c.start, c.stop) for c in choices]
     stages = _split_all(f, cluster, chosen, active, _zone_threads(f, cluster, chosen, None))
-    best = predict(f.spec, cluster, stages).edge_s
+    best = predict(f.spec, cluster, stages, stop).edge_s
     for _ in range(4):
         candidate = _rebalanced(f, cluster, stages)
         if candidate == stages:
             break
-        value = predict(f.spec, cluster, candidate).edge_s
+        value = predict(f.spec, cluster, candidate, stop).edge_s
         if value >= best:
             break
         stages, best = candidate, value
@@ -270,6 +287,25 @@ def _paper_or_none(f: SpecFacts, cluster: Cluster, active: Sequence[int]) -> lis
         return None
 
 
+def _best_cut(f: SpecFacts, cluster: Cluster, active: Sequence[int]) -> Plan:
+    """The edgesplit plan with the edge-cloud cut chosen too: for each cut point c (``search.cut_points``)
+    layers ``[0, c)`` split over the edge by ``edgesplit_stages`` and layers ``[c, L)`` in the cloud
+    (eq. 2 at ``Cloud.layer_rate``, the map entering layer c shipped as in eq. 4); the lowest predicted
+    total (eq. 5) wins, ties to the later cut. c = 0 is DADS's all-in-the-cloud cut, c = ``n_edge`` the
+    paper's, so the plan is never predicted slower than either (nor than the paper's split)."""
+    spec = f.spec
+    names = tuple(s.name for s in cluster.servers)
+    candidates: list[Plan] = []
+    for cut in reversed(cut_points(spec)):
+        stages = edgesplit_stages(f, cluster, active, stop=cut) if cut else []
+        candidates.append(Plan(spec.name, tuple(stages), predict(spec, cluster, stages, cut), "edgesplit", 1,
+                               names, None if cut == spec.n_edge else cut))
+    paper = _paper_or_none(f, cluster, active)
+    if paper is not None:
+        candidates.append(Plan(spec.name, tuple(paper), predict(spec, cluster, paper), "edgesplit", 1, names))
+    return min(candidates, key=lambda p: p.predicted.total_s)
+
+
 def make_plan(spec: ModelSpec, cluster: Cluster, split: Split = "edgesplit",
               threads: ThreadTable | None = None, exclude: Collection[int | str] = frozenset(), *,
               one_conv_per_group: bool = False, groups: Sequence[tuple[int, int]] | None = None) -> Plan:
@@ -277,7 +313,9 @@ def make_plan(spec: ModelSpec, cluster: Cluster, split: Split = "edgesplit",
     (all cluster servers); ``exclude``: servers (index or name) to leave out, e.g. failed executors.
 
     ``split="edgesplit"`` is never worse than ``split="paper"`` in the predicted edge latency: the
-    paper's plan is one of its candidates (used only if the search's plan predicts slower).
+    paper's plan is one of its candidates (used only if the search's plan predicts slower). Where the
+    cluster gives the cloud's rate on conv layers (``Cloud.conv_flops``, measured on the testbed),
+    the search also chooses the edge-cloud cut (``_best_cut``).
     """
     family = PLANNER_FAMILIES[split]
     return family.plan(SpecFacts.of(spec), cluster, active_servers(cluster, exclude), threads,
@@ -301,6 +339,8 @@ def _edgesplit_plan(f: SpecFacts, cluster: Cluster, active: Sequence[int], threa
                     one_conv_per_group: bool, groups: Sequence[tuple[int, int]] | None) -> Plan:
     """Our family: ``edgesplit_stages``, with the paper's plan as a candidate (``make_plan``)."""
     conv = conv_groups(f.spec) if one_conv_per_group and groups is None else groups
+    if cluster.cloud.conv_flops is not None and threads is None and conv is None:
+        return _best_cut(f, cluster, active)
     stages = edgesplit_stages(f, cluster, active, threads, conv)
     predicted = predict(f.spec, cluster, stages)
     paper = _paper_or_none(f, cluster, active) if threads is None and groups is None else None

@@ -219,15 +219,18 @@ def cut_points(spec: ModelSpec) -> list[int]:
 def best_grouping(f: SpecFacts, servers: Sequence[Server],
                   groups: Sequence[tuple[int, int]] | None = None,
                   allowed: Sequence[Strategy] = STRATEGIES,
-                  max_stages: int | None = None) -> list[StageChoice]:
+                  max_stages: int | None = None, stop: int | None = None) -> list[StageChoice]:
     """Groups, strategies and splits minimising the sum of stage costs (eq. 6) by DP over cut points.
 
     A group's threads on server m are its share of the zone, ``K_m * F_group / F_edge`` (at least 1),
     so a group's cost does not depend on the other groups and the DP is exact for these costs.
     ``groups`` fixes the grouping (e.g. one conv per group) and only strategies and splits are chosen;
-    ``max_stages`` caps the number of stages (a zone of K threads hosts at most K sub-zones).
+    ``max_stages`` caps the number of stages (a zone of K threads hosts at most K sub-zones);
+    ``stop`` ends the edge part early (layers ``[stop, L)`` then run in the cloud), a cut point or
+    ``spec.n_edge`` (the default).
     """
-    total_flops = f.edge_flops
+    end = f.spec.n_edge if stop is None else stop
+    total_flops = f.group_flops(0, end)
 
     def stage(a: int, b: int) -> StageChoice | None:
         share = f.group_flops(a, b) / total_flops
@@ -238,7 +241,7 @@ def best_grouping(f: SpecFacts, servers: Sequence[Server],
         if any(c is None for c in fixed):
             raise InvalidPlan(f"no strategy among {list(allowed)} can split every group of {list(groups)}")
         return [c for c in fixed if c is not None]
-    points = cut_points(f.spec)
+    points = [p for p in cut_points(f.spec) if p < end] + [end]
     cap = len(points) - 1 if max_stages is None else max(1, min(max_stages, len(points) - 1))
     choice = {(i, j): stage(points[i], points[j]) for j in range(len(points)) for i in range(j)}
     # best[j][n]: cheapest (cost, stages) covering layers [0, points[j]) with n stages

@@ -8,7 +8,8 @@ prediction of what was served:
 * ``dads``: layers ``[0, cut)`` on one executor, the rest in the cloud from the cut's map, with the cut
   of ``plan.dads`` for the smallest zone (the orchestrator's ``PlanSource``);
 * ``paper``: ``make_plan(split="paper")``: kernel-rows, one conv per stage, eq. (7) + Algorithm 1;
-* ``edgesplit``: ``make_plan(split="edgesplit")``, the planner's plan.
+* ``edgesplit``: ``make_plan(split="edgesplit")``, the planner's plan (with its edge-cloud cut where
+  the cluster file gives the cloud's conv rate, as on the testbed).
 
 The configurations are ``plan.modes.SERVED``; the cut of ``dads`` and the whole stage of ``no-split``
 and ``dads`` are ``plan.modes``' (the orchestrator uses the same). Every duration comes from the
@@ -55,7 +56,9 @@ def served_workload(spec: ModelSpec, cluster: Cluster, mode: ServedMode) -> Work
     if not served.serving.planned:
         return _replicated(spec, cluster, served.serving.edge_stop(spec, cluster))
     plan = make_plan(spec, cluster, served.split)
-    return pipeline(spec, cluster, plan.stages)
+    if not plan.stages:  # the planner's cut sends the whole model to the cloud, as DADS's cut 0 does
+        return _replicated(spec, cluster, 0)
+    return pipeline(spec, cluster, plan.stages, plan.cloud_from)
 
 
 def predict_served(spec: ModelSpec, cluster: Cluster, mode: ServedMode, tasks: int = 40,

@@ -40,11 +40,13 @@ def stage_steps(spec: ModelSpec, cluster: Cluster, stage: StageLike,
     return StageSteps(stage_label(stage), tuple(steps))
 
 
-def pipeline(spec: ModelSpec, cluster: Cluster, stages: Sequence[StageLike]) -> SplitPipeline:
-    """A split pipeline (ours, CoEdge, channel split): its stages, then the cloud (eq. 2 and 4)."""
+def pipeline(spec: ModelSpec, cluster: Cluster, stages: Sequence[StageLike],
+             cloud_from: int | None = None) -> SplitPipeline:
+    """A split pipeline (ours, CoEdge, channel split): its stages, then the cloud (eq. 2 and 4) from
+    layer ``cloud_from`` (default: the fully connected layers)."""
     flops = spec.layer_flops()
     steps = tuple(stage_steps(spec, cluster, st, flops) for st in stages)
-    transfer, compute, overhead = cloud_times(spec, cluster.cloud)
+    transfer, compute, overhead = cloud_times(spec, cluster.cloud, cloud_from)
     # co1's per-task overhead rides with the cloud step: once per task, latency only (no resource held)
     cloud = CloudStep(transfer, compute, overhead + cluster.controller_overhead_s)
     return SplitPipeline(spec.name, steps, cloud)

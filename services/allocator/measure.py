@@ -128,6 +128,8 @@ def fit_line(points: Sequence[tuple[float, float]], min_r2: float = MIN_R2) -> t
     if xs.max() < MIN_SIZE_SPREAD * xs.min():
         return None
     slope, intercept = (float(v) for v in np.polyfit(xs, ys, 1))
+    if slope * (xs.max() - xs.min()) <= 1e-9 * float(ys.mean()):  # y flat across x: a slope of rounding noise
+        return None
     total = float(np.sum((ys - ys.mean()) ** 2))
     residual = float(np.sum((ys - intercept - slope * xs) ** 2))
     if slope <= 0 or intercept < 0 or (total > 0 and 1.0 - residual / total < min_r2):
@@ -207,7 +209,10 @@ class ComputeFit:
     an executor are fitted to ``compute_s = overhead + flops_per_worker / flops_per_thread`` (eq. 1
     plus a fixed cost per slice); a fit without a positive slope and a nonnegative intercept gives
     ``sum(flops) / sum(seconds)`` and no overhead. A counter going back (a restarted executor)
-    forgets its points.
+    forgets its points; so does a new speed regime (``current_regime``: the points of one measurement,
+    at least two, off the older ones' fit by more than ``SHIFT`` in the median), so a host slowed by a
+    noisy neighbour or a smaller quota is seen at the next measurement instead of after the window
+    has turned over.
     """
 
     def __init__(self, window: int = 24) -> None:
@@ -228,12 +233,19 @@ class ComputeFit:
         if any(counters.get(k, (0.0, 0.0))[0] < v[0] for k, v in last.items()):
             points.clear()
             return True
+        added = 0
         for key, (count, total) in counters.items():
             n = count - last.get(key, (0.0, 0.0))[0]
             flops = (work or {}).get(key)
             if work is None or n <= 0 or not flops:
                 continue
             points.append((flops, (total - last.get(key, (0.0, 0.0))[1]) / n))
+            added += 1
+        if (added >= 2 and len(points) - added >= MIN_FIT_SAMPLES
+                and len(current_regime(list(points)[::-1], recent=added)) == added):
+            kept = list(points)[-added:]  # a new speed regime: the older points describe another host
+            points.clear()
+            points.extend(kept)
         return False
 
     def estimate(self, name: str) -> tuple[float, float] | None:

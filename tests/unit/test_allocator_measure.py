@@ -3,6 +3,7 @@ cluster, quotas from plans and the order quota updates go in."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from prometheus_client import generate_latest
 
@@ -178,3 +179,34 @@ def test_a_new_speed_regime_replaces_the_old_window() -> None:
     assert fit_slices(slowed + old).flops_per_thread == pytest.approx(1e10, rel=1e-6)
     assert len(current_regime(_work(old))) == len(old)  # a steady host keeps its whole window
     assert fit_slices(old).flops_per_thread == pytest.approx(4e10, rel=1e-6)
+
+
+def test_compute_fit_forgets_the_old_speed_when_a_host_slows_down() -> None:
+    """A host whose quota drops 4x: its next points are off the old fit by far more than ``SHIFT``, so
+    the estimate follows the new speed from the first measurement after the change, not after the
+    window of 24 points has turned over."""
+    fit = ComputeFit()
+    keys = [("m", k) for k in range(4)]
+    work = {key: (k + 1) * 2e6 for k, key in enumerate(keys)}
+    count, total = dict.fromkeys(keys, 0.0), dict.fromkeys(keys, 0.0)
+    fit.update("ex", {k: (0.0, 0.0) for k in keys}, None)
+
+    def measure(speed: float) -> None:
+        for key, flops in work.items():
+            count[key] += 2
+            total[key] += 2 * (1e-3 + flops / speed)
+        fit.update("ex", {k: (count[k], total[k]) for k in keys}, work)
+
+    for _ in range(5):
+        measure(4e9)
+    assert abs(fit.estimate("ex")[0] / 4e9 - 1) < 1e-6  # type: ignore[index]
+    measure(1e9)  # one measurement of the slowed host: its 4 points replace the 20 older ones
+    speed, _ = fit.estimate("ex")  # type: ignore[misc]
+    # too few points for a line: the mean rate, the per-slice overhead folded in
+    assert speed == pytest.approx(sum(work.values()) / sum(1e-3 + f / 1e9 for f in work.values()))
+    measure(1e9)
+    speed, overhead = fit.estimate("ex")  # type: ignore[misc]
+    assert speed == pytest.approx(1e9) and overhead == pytest.approx(1e-3)
+    for _ in range(2):  # a steady host keeps adding to its window
+        measure(1e9)
+    assert len(fit._points["ex"]) == 16

@@ -119,3 +119,38 @@ def test_no_split_throughput_grows_with_hosts() -> None:
     one = predict_served(SPEC, _cluster(1, 0.2), "no-split", tasks=16)
     four = predict_served(SPEC, replace(_cluster(4, 0.2)), "no-split", tasks=16)
     assert four["throughput_per_s"] > 3 * one["throughput_per_s"]
+
+
+def test_planner_chooses_the_edge_cloud_cut_when_the_cloud_can_run_convs() -> None:
+    """With the cloud's conv rate known, the edgesplit plan is the best over every cut point: never
+    predicted slower than DADS's cut, nor than the all-edge plan; without it, the paper's cut stays."""
+    from edgesplit.plan.planner import active_servers, edgesplit_stages
+    from edgesplit.plan.search import SpecFacts, cut_points
+
+    for n, conv in ((1, 60e9), (8, 12e9), (8, 60e9)):
+        cluster = _cluster(n, 0.2, threads=5, conv_flops=conv)
+        plan = make_plan(SPEC, cluster, "edgesplit")
+        f, active = SpecFacts.of(SPEC), active_servers(cluster)
+        each = {c: predict(SPEC, cluster, edgesplit_stages(f, cluster, active, stop=c) if c else [], c)
+                .total_s for c in cut_points(SPEC)}
+        assert plan.predicted.total_s == pytest.approx(min(each.values()), rel=1e-9)
+        dads_s = dads(SPEC, cluster, threads=5).total_s + cluster.controller_overhead_s
+        assert plan.predicted.total_s <= dads_s + 1e-12
+        assert plan.edge_stop(SPEC) == (plan.stages[-1].stop if plan.stages else 0)
+        again = type(plan).from_dict(plan.to_dict())
+        assert again.cloud_from == plan.cloud_from and again.stages == plan.stages
+    alone = make_plan(SPEC, _cluster(1, 0.2, conv_flops=60e9))  # one 0.2-core edge against a cloud core
+    assert alone.cloud_from == 0 and alone.stages == ()
+    paper_cut = make_plan(SPEC, _cluster(8, 0.2, threads=5))  # no cloud conv rate: convs stay on the edge
+    assert paper_cut.cloud_from is None and paper_cut.stages[-1].stop == SPEC.n_edge
+
+
+def test_a_cut_plan_becomes_a_route_whose_cloud_starts_at_the_cut() -> None:
+    from services.orchestrator.routes import route_from_plan
+
+    cluster = _cluster(8, 0.2, conv_flops=20e9)
+    plan = make_plan(SPEC, cluster, "edgesplit")
+    assert plan.cloud_from is not None and 0 < plan.cloud_from < SPEC.n_edge  # a cut inside the edge part
+    route = route_from_plan(plan, SPEC, "static")
+    assert route.cloud_from == plan.cloud_from and route.steps[-1].stop == plan.cloud_from
+    assert [s.start for s in route.steps] == [s.start for s in plan.stages]
