@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import simpy
@@ -32,8 +32,9 @@ from edgesplit.errors import InvalidPlan
 from edgesplit.sim.queue import PriorityQueue, Signal
 from edgesplit.sim.records import CloudRecord, SimResult, StageRecord, TaskRecord, TaskSpec
 from edgesplit.sim.timing import CO1, CloudStep, Replicated, ServerStep, SplitPipeline, StageSteps, Workload
+from edgesplit.type_aliases import PipelineMode
 
-PipelineMode = Literal["async", "lockstep"]
+__all__ = ["PipelineMode", "SimConfig", "simulate"]
 Proc = Generator[Any, Any, Any]
 
 

@@ -9,11 +9,12 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from edgesplit.type_aliases import Split
 from services.common.settings import ServiceSettings
 
 Policy = Literal["td3", "exact", "even"]
 Objective = Literal["sum", "bottleneck"]
-SplitKind = Literal["edgesplit", "paper"]
+SplitKind = Split  # the names of edgesplit.plan.planner.PLANNER_FAMILIES
 _LABEL = re.compile(r"^!?[A-Za-z0-9_./-]+((=|==|!=)[A-Za-z0-9_.-]*)?$")
 
 
