@@ -19,14 +19,15 @@ err = Console(stderr=True)
 
 
 def _config(modes: str, users: str, step_s: float, out: Path, model: str, api: str, priority_mix: str,
-            executors: int, threads: int, think_s: float, seed: int) -> SweepConfig:
+            executors: int, threads: int, think_s: float, seed: int, max_batch: int = 1) -> SweepConfig:
     names = [m.strip() for m in modes.split(",") if m.strip()]
     if not names or any(m not in MODES for m in names):
         raise InvalidInput(f"--modes {modes!r}: expected a comma list of {', '.join(MODES)}")
     if api not in ("tasks", "v2"):
         raise InvalidInput(f"--api {api!r}: expected tasks or v2")
-    if step_s <= 0 or executors < 1 or threads < 1 or think_s < 0:
-        raise InvalidInput("--step-s must be > 0, --executors and --threads >= 1, --think-s >= 0")
+    if step_s <= 0 or executors < 1 or threads < 1 or think_s < 0 or not 1 <= max_batch <= 256:
+        raise InvalidInput("--step-s must be > 0, --executors and --threads >= 1, --think-s >= 0, "
+                           "--max-batch 1 to 256")
     try:
         parse_mix(priority_mix)
         counts = tuple(parse_users(users))
@@ -35,7 +36,8 @@ def _config(modes: str, users: str, step_s: float, out: Path, model: str, api: s
     chosen = tuple(MODES[MODES.index(m)] for m in names)
     return SweepConfig(modes=chosen, users=counts, step_s=step_s, out=out, model=model,
                        api=api,  # type: ignore[arg-type]
-                       mix=priority_mix, executors=executors, threads=threads, think_s=think_s, seed=seed)
+                       mix=priority_mix, executors=executors, threads=threads, think_s=think_s, seed=seed,
+                       orchestrator_extra={"max_batch": max_batch})
 
 
 def _print(summary: dict[str, Any]) -> None:
@@ -66,10 +68,13 @@ def sweep(
     threads: int = typer.Option(2, help="worker threads per executor"),
     think_s: float = typer.Option(0.0, help="pause of a customer between a result and its next task, s"),
     seed: int = typer.Option(0, help="seed of the weights, the samples and the customers' choices"),
+    max_batch: int = typer.Option(1, help="the orchestrator's dynamic batching: tasks of one model run "
+                                          "as one unit (1 = off)"),
     as_json: bool = typer.Option(False, "--json", help="one JSON object on stdout"),
 ) -> None:
     """Latency by priority vs customer density for each serving mode, on the real local stack."""
-    cfg = _config(modes, users, step_s, out, model, api, priority_mix, executors, threads, think_s, seed)
+    cfg = _config(modes, users, step_s, out, model, api, priority_mix, executors, threads, think_s, seed,
+                  max_batch)
     summary = run_sweep(cfg, progress=lambda msg: err.print(msg))
     if as_json:
         print(json.dumps(summary))

@@ -46,7 +46,7 @@ def _cfg(out: Path, **kw: object) -> SweepConfig:
 
 
 def test_quick_sweep_writes_every_density_and_priority_without_failures(tmp_path: Path) -> None:
-    summary = run_sweep(_cfg(tmp_path))
+    summary = run_sweep(_cfg(tmp_path, orchestrator_extra={"max_batch": 4}))  # with dynamic batching
     with (tmp_path / "sweep.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     got = {(r["mode"], int(r["users"]), int(r["priority"])) for r in rows}
@@ -54,6 +54,7 @@ def test_quick_sweep_writes_every_density_and_priority_without_failures(tmp_path
     assert all(int(r["requests"]) > 0 and int(r["failures"]) == 0 for r in rows), rows
     assert all(float(r["p50_ms"]) <= float(r["p95_ms"]) <= float(r["p99_ms"]) for r in rows)
     assert summary["failures"] == 0 and summary["urgent_priority"] == 1
+    assert summary["orchestrator"] == {"max_batch": 4}
     assert summary["modes"]["split"]["urgent_p95_ratio"] > 0
     assert (tmp_path / "sweep.png").read_bytes().startswith(b"\x89PNG")
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
