@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import get_args
 
 import pytest
@@ -61,3 +63,13 @@ def test_settings_and_the_cli_refuse_an_unknown_choice() -> None:
     assert cli_json(app, "plan", "--model", "digits-cnn", "--split", "paper")["plan"]["split"] == "paper"
     result = CliRunner().invoke(app, ["plan", "--model", "digits-cnn", "--split", "bogus"])
     assert isinstance(result.exception, InvalidPlan) and "unknown split 'bogus'" in str(result.exception)
+
+
+def test_the_charts_schema_offers_the_registries_choices() -> None:
+    """A deployment can choose exactly what the orchestrator's settings accept (adding a mode, a
+    planner family or a pipeline to the registry means adding it to the chart's schema too)."""
+    schema = json.loads((Path(__file__).parents[2] / "charts/edgesplit/values.schema.json").read_text())
+    orch = schema["properties"]["orchestrator"]["properties"]
+    assert tuple(orch["mode"]["enum"]) == SERVING_MODES.names
+    assert tuple(orch["split"]["enum"]) == PLANNER_FAMILIES.names
+    assert tuple(orch["pipeline"]["enum"]) == PIPELINES.names
