@@ -15,7 +15,7 @@ Two ways to run a model:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 CO1 = -1  # sender id of controller co1 on the edge-cloud uplink (servers are 0..M-1)
 
@@ -40,6 +40,12 @@ class ServerStep:
         """Alone on idle links: overhead + send + compute + receive. Seconds."""
         return self.overhead_s + self.send_s + self.compute_s + self.recv_s
 
+    def batched(self, batch: int) -> ServerStep:
+        """The step for ``batch`` images in one request: send, compute and receive x batch, the
+        overhead once (``edgesplit.plan.latency``, *Batches*)."""
+        return replace(self, send_s=batch * self.send_s, compute_s=batch * self.compute_s,
+                       recv_s=batch * self.recv_s)
+
 
 @dataclass(frozen=True)
 class StageSteps:
@@ -54,6 +60,11 @@ class StageSteps:
         """The stage alone: the slowest server, then the merge. Seconds (eq. 5's inner max)."""
         return max((s.total_s for s in self.servers), default=0.0) + self.controller_s
 
+    def batched(self, batch: int) -> StageSteps:
+        """The stage for a batch of ``batch`` tasks run as one unit (merges x batch)."""
+        return replace(self, servers=tuple(s.batched(batch) for s in self.servers),
+                       controller_s=batch * self.controller_s)
+
 
 @dataclass(frozen=True)
 class CloudStep:
@@ -66,6 +77,10 @@ class CloudStep:
     @property
     def total_s(self) -> float:
         return self.transfer_s + self.overhead_s + self.compute_s
+
+    def batched(self, batch: int) -> CloudStep:
+        """One cloud request for ``batch`` tasks: transfer and compute x batch, the overhead once."""
+        return replace(self, transfer_s=batch * self.transfer_s, compute_s=batch * self.compute_s)
 
 
 @dataclass(frozen=True)
@@ -80,6 +95,15 @@ class SplitPipeline:
         """Latency of one task on an idle system, eq. (5). Seconds."""
         cloud = self.cloud.total_s if self.cloud is not None else 0.0
         return sum(s.total_s for s in self.stages) + cloud
+
+    def batched(self, batch: int) -> SplitPipeline:
+        """The pipeline's steps for a batch of ``batch`` tasks run as one unit (the orchestrator's
+        dynamic batching); ``batched(1)`` is this pipeline. Its ``single_task_s`` is the batch's
+        latency on an idle system; the bottleneck stage's ``total_s / batch`` its cost per task."""
+        if batch < 1:
+            raise ValueError(f"batch of {batch} tasks: expected 1 or more")
+        return replace(self, stages=tuple(s.batched(batch) for s in self.stages),
+                       cloud=None if self.cloud is None else self.cloud.batched(batch))
 
 
 @dataclass(frozen=True)

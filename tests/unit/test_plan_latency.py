@@ -94,3 +94,34 @@ def test_predict_sums_stages_and_cloud_and_round_trips() -> None:
     assert p.total_s == pytest.approx(p.edge_s + p.cloud_transfer_s + p.cloud_compute_s)
     assert p.stages[0].compute_s == pytest.approx(spec.edge_flops() / (20 * 80e9))
     assert LatencyBreakdown.from_dict(p.to_dict()) == p
+
+
+def test_a_batch_costs_b_times_the_work_and_one_request_overhead() -> None:
+    spec = get_spec("alexnet-paper")
+    cluster = scenario("edge-1g")
+    stages = [StagePlan(0, 2, "rows", (0, 1, 2), (10, 15, 0), (4, 4, 4)),
+              StagePlan(2, len(spec.layers[: spec.n_edge]), "rows", (0, 1), (3, 2), (4, 4))]
+    one, four = predict(spec, cluster, stages), predict(spec, cluster, stages, batch=4)
+    assert predict(spec, cluster, stages, batch=1) == one  # the default is batch 1, unchanged
+    for a, b in zip(one.stages, four.stages, strict=True):
+        assert b.compute_s == pytest.approx(4 * a.compute_s)
+        assert b.transfer_s == pytest.approx(4 * a.transfer_s)
+        assert b.overhead_s == a.overhead_s  # one request per stage for the whole batch
+    assert four.cloud_compute_s == pytest.approx(4 * one.cloud_compute_s)
+    assert four.cloud_transfer_s == pytest.approx(4 * one.cloud_transfer_s)
+    assert four.cloud_overhead_s == one.cloud_overhead_s
+    assert one.total_s < four.total_s < 4 * one.total_s  # per task, a batch is cheaper
+
+
+def test_the_simulator_costs_a_batch_like_the_latency_model() -> None:
+    from edgesplit.sim.workload import pipeline
+
+    spec = get_spec("alexnet-paper")
+    cluster = scenario("edge-1g")
+    stages = [StagePlan(0, spec.n_edge, "rows", (0, 1), (3, 2), (4, 4))]
+    one = pipeline(spec, cluster, stages)
+    assert one.batched(1) == one
+    four = one.batched(3)
+    assert four.single_task_s() == pytest.approx(predict(spec, cluster, stages, batch=3).total_s
+                                                 - cluster.controller_overhead_s)
+    assert one.single_task_s() < four.single_task_s() < 3 * one.single_task_s()
