@@ -9,6 +9,10 @@ Rules (``CLAIM_BATCH``, one atomic script):
 
 * A batch is the head of the model's queue, in queue order (priority, then arrival; with aging the
   effective priority): it never holds a lower-priority task while a higher one waits.
+* Its size is at most ``max_batch``, and at most the cap of its most urgent task's priority
+  (``max_batch_by_priority``; 1 for priority 1 by default): an urgent task is not slowed down by the
+  rows of less urgent tasks padding its batch (a batch of B computes B images in every stage). The
+  batch ends before the first task that would not fit under the cap it brings.
 * A partial batch may wait for more tasks, but only as long as ``max_queue_delay`` of its tasks'
   priorities allows, counted from each task's submit: the batch goes as soon as one of its tasks has
   waited its priority's delay. The default delay of priority 1 is 0, so an urgent task never waits to
@@ -38,7 +42,8 @@ from services.orchestrator.queue import Claimed, TaskQueue
 T = TypeVar("T")
 
 # KEYS: q, inflight, dl, pending
-# ARGV: prefix, now, lease_s, ttl, max_batch, n_delays, delay of priority 1..n_delays, token 1..max_batch
+# ARGV: prefix, now, lease_s, ttl, max_batch, n (priorities), delay of priority 1..n, cap of priority
+# 1..n, token 1..max_batch
 # Returns {'ok', n, (id, priority, submitted, deadline, attempts, input) x n, n_expired, expired...,
 # orphans...} when n tasks were claimed; {'wait', at, n_expired, ...}: a partial batch that may wait
 # until Unix time ``at`` (nothing claimed); {'empty', '', n_expired, ...}. On the way, queued tasks
@@ -49,10 +54,12 @@ local now = tonumber(ARGV[2])
 local maxb = tonumber(ARGV[5])
 local nd = tonumber(ARGV[6])
 local expired, orphans, cand = {}, {}, {}
-local function delay(prio)
-  local i = math.min(math.max(math.floor(prio), 1), nd)
-  return tonumber(ARGV[6 + i])
+local function level(prio)
+  return math.min(math.max(math.floor(prio), 1), nd)
 end
+local function delay(prio) return tonumber(ARGV[6 + level(prio)]) end
+local function cap(prio) return math.min(maxb, tonumber(ARGV[6 + nd + level(prio)])) end
+local limit, full = maxb, false
 local function report(head)
   head[#head + 1] = tostring(#expired)
   for _, e in ipairs(expired) do head[#head + 1] = e end
@@ -62,7 +69,7 @@ end
 for _ = 1, 100 do
   local ids = redis.call('ZRANGE', KEYS[1], #cand, #cand + 63)
   for _, id in ipairs(ids) do
-    if #cand >= maxb then break end
+    if #cand >= limit then full = true break end
     local key = p .. 'task:' .. id
     local f = redis.call('HMGET', key, 'priority', 'submitted', 'deadline', 'attempts', 'input')
     if not f[1] then
@@ -80,17 +87,20 @@ for _ = 1, 100 do
       redis.call('PUBLISH', p .. 'done', id)
       expired[#expired + 1] = id
     else
+      local c = math.min(limit, cap(tonumber(f[1])))
+      if #cand + 1 > c then full = true break end
+      limit = c
       cand[#cand + 1] = {id, f}
     end
   end
-  if #cand >= maxb or #ids < 64 then break end
+  if full or #cand >= limit or #ids < 64 then break end
 end
 if #cand == 0 then return report({'empty', ''}) end
 local go = math.huge
 for _, c in ipairs(cand) do
   go = math.min(go, tonumber(c[2][2]) + delay(tonumber(c[2][1])))
 end
-if #cand < maxb and go > now then return report({'wait', string.format('%.17g', go)}) end
+if not full and #cand < limit and go > now then return report({'wait', string.format('%.17g', go)}) end
 local out = {'ok', tostring(#cand)}
 for i, c in ipairs(cand) do
   local id, f = c[1], c[2]
@@ -99,7 +109,7 @@ for i, c in ipairs(cand) do
   redis.call('ZREM', KEYS[3], id)
   redis.call('HINCRBY', KEYS[4], f[1], -1)
   local attempts = redis.call('HINCRBY', key, 'attempts', 1)
-  redis.call('HSET', key, 'status', 'running', 'lease', ARGV[6 + nd + i], 'claimed', ARGV[2])
+  redis.call('HSET', key, 'status', 'running', 'lease', ARGV[6 + 2 * nd + i], 'claimed', ARGV[2])
   redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), id)
   for _, v in ipairs({id, f[1], f[2], f[3], tostring(attempts), f[5]}) do out[#out + 1] = v end
 end
@@ -119,8 +129,9 @@ class BatchClaim(NamedTuple):
 
 
 def delay_of(delays: Mapping[int, float], priority: int) -> float:
-    """``max_queue_delay`` of ``priority``: the entry of the largest listed priority <= it (of the
-    smallest listed one when it is below them all). Seconds."""
+    """The entry of ``priority`` in a per-priority setting (``max_queue_delay_s`` in seconds,
+    ``max_batch_by_priority``): that of the largest listed priority <= it (of the smallest listed one
+    when it is below them all)."""
     at_or_above = [p for p in delays if p <= priority]
     return float(delays[max(at_or_above)] if at_or_above else delays[min(delays)])
 
@@ -140,10 +151,12 @@ class BatchQueue:
     """Batch claims on a ``TaskQueue``'s keys (same prefix, TTL and Redis client)."""
 
     def __init__(self, queue: TaskQueue, max_batch: int, delays: Mapping[int, float],
-                 max_priority: int) -> None:
+                 max_priority: int, caps: Mapping[int, int] | None = None) -> None:
         self.queue = queue
         self.max_batch = max_batch
         self.delays = [delay_of(delays, p) for p in range(1, max_priority + 1)]
+        caps = caps or {1: max_batch}
+        self.caps = [int(delay_of(caps, p)) for p in range(1, max_priority + 1)]
         self._script = queue.r.register_script(CLAIM_BATCH)
 
     async def claim(self, model: str, lease_s: float) -> BatchClaim:
@@ -153,7 +166,7 @@ class BatchQueue:
         keys = [q.key("q", model), q.key("inflight", model), q.key("dl", model), q.key("pending", model)]
         tokens = [uuid.uuid4().hex for _ in range(self.max_batch)]
         args: list[str | int] = [q.p, repr(time.time()), repr(lease_s), q.ttl, self.max_batch,
-                                 len(self.delays), *(repr(d) for d in self.delays), *tokens]
+                                 len(self.delays), *(repr(d) for d in self.delays), *self.caps, *tokens]
         out = await _guard(self._script(keys=keys, args=args))
         kind = _s(out[0])
         n = int(_s(out[1])) if kind == "ok" else 0

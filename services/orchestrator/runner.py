@@ -66,8 +66,8 @@ class Runner(abc.ABC):
         # called with the finished task (id, record): wakes this process's waits on it
         self.on_finished: Callable[[str, dict[str, Any]], None] | None = None
         s = settings
-        self.batches = BatchQueue(queue, s.max_batch, s.max_queue_delay_s, s.max_priority) \
-            if s.max_batch > 1 else None
+        self.batches = BatchQueue(queue, s.max_batch, s.max_queue_delay_s, s.max_priority,
+                                  s.max_batch_by_priority) if s.max_batch > 1 else None
         self._wait_until: float | None = None  # a partial batch may wait until then (Unix seconds)
 
     @abc.abstractmethod

@@ -95,9 +95,12 @@ class OrchestratorSettings(ServiceSettings):
     # dynamic batching (services.orchestrator.batching): up to max_batch tasks of one model run as one
     # unit (1 = off); a partial batch may wait for more at most max_queue_delay_s of its tasks'
     # priorities (priority -> seconds; a priority not listed takes the largest listed one below it),
-    # counted from the submit: 0 for priority 1, so an urgent task never waits to fill a batch
+    # counted from the submit: 0 for priority 1, so an urgent task never waits to fill a batch;
+    # max_batch_by_priority caps a batch by its most urgent task's priority (the same lookup): 1 for
+    # priority 1, so no less urgent task pads an urgent one's batch
     max_batch: int = Field(1, ge=1, le=256)
     max_queue_delay_s: dict[int, float] = Field(default_factory=lambda: {1: 0.0, 2: 0.002})
+    max_batch_by_priority: dict[int, int] = Field(default_factory=lambda: {1: 1, 2: 256})
 
     @field_validator("api_token", "cloud_token")
     @classmethod
@@ -121,4 +124,8 @@ class OrchestratorSettings(ServiceSettings):
                                              for p, d in self.max_queue_delay_s.items()):
             raise ValueError(f"max_queue_delay_s {self.max_queue_delay_s}: expected priorities >= 1 mapped "
                              "to 0 to 60 seconds, at least one")
+        if not self.max_batch_by_priority or any(p < 1 or not 1 <= b <= 256
+                                                 for p, b in self.max_batch_by_priority.items()):
+            raise ValueError(f"max_batch_by_priority {self.max_batch_by_priority}: expected priorities >= 1 "
+                             "mapped to 1 to 256 tasks, at least one")
         return self

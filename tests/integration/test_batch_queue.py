@@ -72,6 +72,13 @@ async def test_a_partial_batch_waits_unless_an_urgent_task_comes(queue: TaskQueu
     assert [t.id for t in got.tasks] == [urgent, low] and got.wait_until is None
 
 
+async def test_a_batch_is_capped_by_its_most_urgent_task_s_priority(queue: TaskQueue) -> None:
+    ids = [await _submit(queue, p) for p in (3, 3, 3, 1, 1, 5, 5, 5)]
+    batches = BatchQueue(queue, 8, {1: 0.0}, 10, caps={1: 1, 3: 2, 5: 8})
+    got = [[t.id for t in (await batches.claim(MODEL, lease_s=30)).tasks] for _ in range(5)]
+    assert got == [[ids[3]], [ids[4]], ids[0:2], [ids[2], ids[5]], ids[6:8]]
+
+
 async def test_expired_and_orphaned_ids_are_reported_and_skipped(queue: TaskQueue) -> None:
     gone = await _submit(queue, 1, timeout_s=0.01)
     live = await _submit(queue, 2)

@@ -84,23 +84,27 @@ def test_a_batch_never_holds_a_lower_priority_task_while_a_higher_one_waits(stac
         res = [_result(c, i) for i in ids]
     low, urgent = res[:6], res[6:]
     assert all(r["status"] == "done" for r in res)
-    # the urgent tasks queued last are claimed first, together, with one low task to fill the batch
+    # the urgent tasks queued last are claimed first, each alone (max_batch_by_priority {1: 1}: no
+    # less urgent task pads an urgent one's batch); then the low ones in full batches
     assert max(u["started"] for u in urgent) <= min(t["started"] for t in low)
-    assert len({u["started"] for u in urgent}) == 1 and urgent[0]["timings"]["batch"] == 4
-    assert sum(t["started"] == urgent[0]["started"] for t in low) == 1
+    assert [u["timings"]["batch"] for u in urgent] == [1, 1, 1]
+    assert sorted(t["timings"]["batch"] for t in low) == [2, 2, 4, 4, 4, 4]
 
 
-def test_an_urgent_task_takes_a_waiting_batch_along_at_once(stack: LocalStack) -> None:
+def test_an_urgent_task_never_waits_while_a_partial_batch_does(stack: LocalStack) -> None:
     # a low-priority task alone may wait a minute for company
     stack.restart_orchestrator(max_batch=4, max_queue_delay_s='{"1": 0.0, "2": 60.0}')
     with httpx.Client(base_url=stack.url, timeout=60) as c:
         low = _submit(c, 30, 5)
         time.sleep(1.0)
         assert c.get(f"/v1/tasks/{low}").json()["status"] == "queued", "a partial batch went early"
-        urgent = _submit(c, 31, 1)
-        res = [_result(c, low), _result(c, urgent)]
-    assert [r["status"] for r in res] == ["done", "done"]
-    assert res[0]["started"] == res[1]["started"] and res[1]["timings"]["batch"] == 2
+        urgent = _result(c, _submit(c, 31, 1))  # goes at once, alone
+        assert urgent["status"] == "done" and urgent["timings"]["batch"] == 1
+        assert c.get(f"/v1/tasks/{low}").json()["status"] == "queued"
+        more = [_submit(c, 32 + i, 5) for i in range(3)]  # the batch fills up: it goes
+        res = [_result(c, i) for i in [low, *more]]
+    assert [r["status"] for r in res] == ["done"] * 4
+    assert len({r["started"] for r in res}) == 1 and res[0]["timings"]["batch"] == 4
 
 
 def test_an_unreadable_input_fails_alone_and_metrics_count_batches(stack: LocalStack) -> None:

@@ -105,6 +105,8 @@ raises it without a restart (an env value would stay frozen at the pod's start).
   value: {{ $o.maxBatch | int64 | quote }}
 - name: EDGESPLIT_ORCHESTRATOR_MAX_QUEUE_DELAY_S
   value: {{ $o.maxQueueDelayS | toJson | quote }}
+- name: EDGESPLIT_ORCHESTRATOR_MAX_BATCH_BY_PRIORITY
+  value: {{ $o.maxBatchByPriority | toJson | quote }}
 - name: EDGESPLIT_ORCHESTRATOR_DEFAULT_TIMEOUT_S
   value: {{ $o.defaultTimeoutS | quote }}
 - name: EDGESPLIT_ORCHESTRATOR_RESULT_TTL_S
