@@ -33,3 +33,7 @@ pipeline together (``plan.modes.SERVED``)."""
 
 Quotas = dict[str, dict[int, int]]
 """One executor's sub-zone threads: ``{model: {stage: threads}}`` (sub-zone k = stage k of a plan)."""
+
+AllocPolicyName = Literal["exact", "even", "flops-share", "td3", "ddpg"]
+"""Where a zone's sub-zone threads come from (``alloc.registry.ALLOC_POLICIES``): the exact allocator,
+an even or FLOPs-share split, or a trained TD3/DDPG policy."""

@@ -1,4 +1,4 @@
-"""One call for every allocation policy: exact, even, FLOPs share, or a trained TD3/DDPG policy.
+"""One call for every allocation policy of ``registry.ALLOC_POLICIES``: exact, even, FLOPs share, TD3/DDPG.
 
 ``allocate`` returns the allocation with its objective value, the certified lower bound, the
 optimum where it is proven, and the gap ``latency / lower_bound - 1``; this is what
@@ -12,13 +12,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgesplit.alloc.cost import ALLOC_SPLITS, OBJECTIVES, AllocSplit, IntArray, Objective, build_problem
-from edgesplit.alloc.cost import even_allocation as _even
-from edgesplit.alloc.exact import best_allocation, flops_share_allocation
+from edgesplit.alloc.registry import AllocRequest, policies_help, resolve
 from edgesplit.errors import InvalidInput
 from edgesplit.models.spec import ModelSpec
 from edgesplit.plan.cluster import Server
 
-POLICIES_HELP = "exact | even | flops-share | td3 (the shipped policy of the split) | td3:PATH | ddpg:PATH"
+POLICIES_HELP = policies_help()
 
 
 @dataclass(frozen=True)
@@ -48,38 +47,18 @@ class AllocationReport:
                 "gap": self.gap, "exact_method": self.method, "allocation": self.alloc.tolist()}
 
 
-def _policy_alloc(policy: str, spec: ModelSpec, servers: Sequence[Server], zone: Sequence[int] | None,
-                  split: AllocSplit | None) -> tuple[IntArray, AllocSplit | None]:
-    from edgesplit.alloc.policy import load_policy, policy_allocation, shipped_policy
-
-    algo, _, path = policy.partition(":")
-    family = split or "edgesplit"
-    loaded = load_policy(path, algo) if path else shipped_policy(spec.name, algo, split=family)
-    return policy_allocation(loaded, spec, servers, zone), loaded.meta.get("split")
-
-
 def allocate(spec: ModelSpec, servers: Sequence[Server], policy: str = "exact", objective: Objective = "sum",
              split: AllocSplit | None = None, zone: Sequence[int] | None = None) -> AllocationReport:
-    """Allocate the zone of ``spec`` on ``servers`` with ``policy`` (POLICIES_HELP) and score it."""
+    """Allocate the zone of ``spec`` on ``servers`` with ``policy`` (a name of ``registry.ALLOC_POLICIES``
+    or ``td3:PATH`` / ``ddpg:PATH``) and score it against the exact allocator's bound."""
     if objective not in OBJECTIVES:
         raise InvalidInput(f"unknown objective {objective!r}; expected one of {', '.join(OBJECTIVES)}")
     if split is not None and split not in ALLOC_SPLITS:
         raise InvalidInput(f"unknown split {split!r}; expected one of {', '.join(ALLOC_SPLITS)}")
-    chosen: IntArray | None = None
-    if policy.split(":")[0] in ("td3", "ddpg"):
-        chosen, trained_split = _policy_alloc(policy, spec, servers, zone, split)
-        split = split or trained_split
-    elif policy not in ("exact", "even", "flops-share"):
-        raise InvalidInput(f"unknown policy {policy!r}; expected {POLICIES_HELP}")
-    problem = build_problem(spec, servers, zone, split or "edgesplit")
-    best = best_allocation(problem, objective)
-    if policy == "exact":
-        chosen = best.alloc
-    elif policy == "even":
-        chosen = _even(problem.zone, problem.n_stages)
-    elif policy == "flops-share":
-        chosen = flops_share_allocation(problem)
-    assert chosen is not None
-    chosen = problem.check(chosen)
-    return AllocationReport(policy, objective, problem.split, chosen, problem.value(chosen, objective),
+    chosen = resolve(policy)
+    problem = build_problem(spec, servers, zone, chosen.split_for(spec, split))
+    request = AllocRequest(spec, servers, problem, objective)
+    alloc = problem.check(chosen.allocation(request))
+    best = request.exact()
+    return AllocationReport(policy, objective, problem.split, alloc, problem.value(alloc, objective),
                             best.optimum, best.lower_bound, best.method)

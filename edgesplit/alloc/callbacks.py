@@ -1,8 +1,9 @@
 """Training callbacks: the reward curve, progress, and keeping the best deterministic policy.
 
 ``Best``: every ``eval_every`` steps (after the random warm-up) the deterministic policy plays one
-episode on each evaluation environment (the nominal scenario; for the extended observation, a few
-fixed conditions drawn with ``seed + 2000``) and the weights with the best mean return are kept;
+episode on each evaluation environment (the nominal scenario; for the extended observation, the
+validation draws: ``eval_conditions`` fixed conditions drawn with ``seed + 2000``, never the
+held-out draws of ``heldout``) and the weights with the best mean return are kept;
 training ends by restoring them. The standard "best model" selection of SB3's ``EvalCallback``,
 done in memory. It changes nothing in the training itself (the evaluation environments are
 separate and deterministic actions draw no random numbers), so the same seed still gives the same

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import typer
 from rich.console import Console
@@ -13,6 +13,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from edgesplit.errors import InvalidInput
+from edgesplit.type_aliases import AllocPolicyName
+
+POLICIES_HELP = " | ".join([*get_args(AllocPolicyName), "td3:PATH", "ddpg:PATH"])  # alloc.registry's names
 
 STDERR = Console(stderr=True)
 
@@ -33,11 +36,13 @@ def train_allocator(
     algo: str = typer.Option("td3", help="td3 or ddpg"),
     model: str = typer.Option(..., help="built-in model, e.g. alexnet-paper"),
     scenario: str = typer.Option("paper", help="scenario name or cluster YAML"),
-    steps: int = typer.Option(20_000, help="environment steps"),
+    steps: int = typer.Option(10_000, help="environment steps"),
     seed: int = typer.Option(0, help="seed of the agent, the noise and the environment"),
     out: Path = typer.Option(..., help="output directory"),
-    obs: str = typer.Option("paper", help="paper (eq. 9) or extended (+ server speed and link rate)"),
-    action: str = typer.Option("residual", help="residual, paper (floor(r*R), Algorithm 2) or fair"),
+    obs: str = typer.Option("extended", help="extended (eq. 9 + each server's speed and link rate, drawn "
+                            "at random per episode) or paper (eq. 9)"),
+    action: str = typer.Option("share", help="share (around the sqrt-FLOPs split), residual, paper "
+                               "(floor(r*R), Algorithm 2) or fair"),
     split: str = typer.Option("edgesplit", help="edgesplit (rows, kernel-rows, channels) or paper"),
     scenario_seed: int = typer.Option(0, help="seed of the scenario's link draws"),
     noise_sigma: float = typer.Option(0.2, help="std of the Gaussian exploration noise (actions in [-1, 1])"),
@@ -60,7 +65,7 @@ def train_allocator(
 def allocate_cmd(
     model: str = typer.Option(..., help="built-in model"),
     scenario: str = typer.Option("paper", help="scenario name or cluster YAML"),
-    policy: str = typer.Option("exact", help="exact | even | flops-share | td3 | td3:PATH | ddpg:PATH"),
+    policy: str = typer.Option("exact", help=POLICIES_HELP),
     objective: str = typer.Option("sum", help="sum (eq. 6, single-task latency) or bottleneck"),
     split: str | None = typer.Option(None, help="edgesplit or paper (default: the policy's, else edgesplit)"),
     scenario_seed: int = typer.Option(0, help="seed of the scenario's link draws"),
@@ -117,8 +122,48 @@ def bench_alloc(
         STDERR.print(case)
 
 
+def bench_alloc_policy(
+    model: str = typer.Option(..., help="built-in model, e.g. alexnet-paper"),
+    policy: str = typer.Option("td3", help=POLICIES_HELP + " (td3 / ddpg alone: the shipped policy)"),
+    draws: int = typer.Option(20, help="held-out draws of server speeds and link rates"),
+    seed: int = typer.Option(19_019, help="seed of the held-out draws"),
+    scenario: str = typer.Option("paper", help="scenario of a policy that is not trained (a trained one "
+                                 "is judged on its training scenario)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+) -> None:
+    """Judge an allocation policy on held-out draws of server speeds and link rates: per draw the gap to
+    the certified bound and to the exact allocator (``edgesplit.alloc.heldout``)."""
+    from edgesplit.alloc.heldout import heldout_draws, judge, judge_with
+    from edgesplit.alloc.registry import AllocRequest, TrainedPolicy, resolve
+    from edgesplit.models import get_spec
+    from edgesplit.plan.cluster import resolve_cluster
+
+    chosen = resolve(policy)
+    spec = get_spec(model)
+    if isinstance(chosen, TrainedPolicy):
+        loaded = chosen.load(spec)
+        if loaded.meta.get("model") != model:
+            raise InvalidInput(f"policy {loaded.path} was trained for {loaded.meta.get('model')}, "
+                               f"not {model}")
+        result = judge(loaded, heldout_draws(int(loaded.agent.action_space.shape[0]), draws, seed))
+    else:
+        n_servers = len(resolve_cluster(scenario).servers)
+        result = judge_with(lambda servers, problem: chosen.allocation(AllocRequest(spec, servers, problem)),
+                            model, heldout_draws(n_servers, draws, seed), scenario)
+    result.update(policy_name=policy, seed=seed)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    for row in result["draws"]:
+        STDERR.print(f"draw {row['draw']:2d}: gap {100 * row['gap']:6.2f}%  to exact "
+                     f"{100 * row['gap_to_exact']:6.2f}%  (exact: {100 * row['exact_gap']:.2f}% above the "
+                     "bound)")
+    STDERR.print({k: v for k, v in result.items() if k.startswith(("median", "worst"))})
+
+
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     """Add the allocation commands to the ``edgesplit`` app."""
     app.command("train-allocator")(train_allocator)
     app.command("allocate")(allocate_cmd)
     bench_app.command("alloc")(bench_alloc)
+    bench_app.command("alloc-policy")(bench_alloc_policy)

@@ -14,6 +14,12 @@ One episode allocates one resource zone, sub-zone by sub-zone (one step per conv
   no clipping; ``action="fair"``: the proportion is of twice the fair share of that spare,
   ``1 + round(r_m * 2 * (c_m - Z) / Z)`` (r = 0.5 is the even split of what is left, and no single
   sub-zone can take a server's whole zone, which keeps TD3's saturated actions reasonable).
+  ``action="share"``: the proportion is of twice the stage's share of the threads left by the square
+  root of its work, ``round(r_m * 2 * c_m * w_i / sum_{j >= i} w_j)`` with ``w_i = sqrt(FLOPs_i)``,
+  clipped as in Algorithm 2 to ``[1, c_m - Z + 1]``:
+  r = 0.5 is the continuous optimum (minimising ``sum_i W_i / c_i`` over stage capacities ``c_i``
+  with a fixed total gives ``c_i`` proportional to ``sqrt(W_i)``, whatever the server speeds), so an
+  untrained policy (actions about 0.5) starts there and TD3 learns the integer and speed corrections.
 * reward, eq. (10): minus the stage latency of the chosen column with the planner's optimal split
   (``plan.search``: best strategy, integer min-max split), divided by ``scale_s``: the sum over
   stages of the even allocation's stage latencies under the episode's conditions. The even
@@ -38,9 +44,9 @@ from edgesplit.plan.search import SpecFacts, UnitLoads, cost_table, unit_loads, 
 from edgesplit.split import conv_groups
 
 ObsKind = Literal["paper", "extended"]
-ActionKind = Literal["paper", "residual", "fair"]
+ActionKind = Literal["paper", "residual", "fair", "share"]
 OBS_KINDS: tuple[ObsKind, ...] = ("paper", "extended")
-ACTION_KINDS: tuple[ActionKind, ...] = ("paper", "residual", "fair")
+ACTION_KINDS: tuple[ActionKind, ...] = ("paper", "residual", "fair", "share")
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,8 @@ class StageModel:
         for a, b in self.groups:
             per = [unit_loads(f, a, b, s) for s in valid_strategies(spec, a, b, allowed)]
             self.loads.append([(len(ld.flops) - 1, ld) for ld in per])
+        # sqrt of each stage's FLOPs (its first strategy's, all units): the ``share`` action's weights
+        self.weights = np.sqrt([float(per[0][1].flops[-1]) for per in self.loads])
 
     def latency(self, i: int, servers: Sequence[Server], column: Sequence[int]) -> float:
         """Stage i's latency with threads ``column[m]``: the D-th smallest unit cost (``cost.py``)."""
@@ -142,6 +150,9 @@ class AllocEnv(gym.Env[np.ndarray, np.ndarray]):
             return 1 + np.floor(r * spare + 0.5).astype(np.int64)
         if self.action_kind == "fair":
             return 1 + np.floor(r * 2.0 * spare / remaining + 0.5).astype(np.int64)
+        if self.action_kind == "share":
+            share = self.model.weights[self.stage] / self.model.weights[self.stage:].sum()
+            return np.clip(np.floor(r * 2.0 * share * self.left + 0.5).astype(np.int64), 1, spare + 1)
         return np.clip(np.floor(r * self.zone).astype(np.int64), 1, spare + 1)
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:

@@ -6,6 +6,9 @@ scenario and scenario seed, seed, steps and the command. The shipped policies li
 ``edgesplit/alloc/policies/`` as ``{model}-{algo}[-extended][-paper-split].zip`` + ``.json``: a
 policy is trained for one split family (``cost.py``) and is poor on the other one (the TD3
 alexnet-paper policy of the edgesplit split is 30% above the bound on the paper's kernel-rows).
+``-extended`` policies read each server's measured speed and link rate (``env.py``); the ``td3``
+entry of ``registry.ALLOC_POLICIES`` (``edgesplit allocate --policy td3``, the allocator service)
+uses the extended policy of a model when one ships, else the paper-observation one.
 """
 
 from __future__ import annotations

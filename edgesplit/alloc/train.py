@@ -42,12 +42,12 @@ class TrainConfig:
 
     model: str
     algo: Algo = "td3"
-    steps: int = 20_000
+    steps: int = 10_000
     seed: int = 0
     scenario: str = "paper"
     scenario_seed: int = 0
-    obs: ObsKind = "paper"
-    action: ActionKind = "residual"
+    obs: ObsKind = "extended"
+    action: ActionKind = "share"
     split: AllocSplit = "edgesplit"
     net_arch: tuple[int, ...] = (64, 64)
     learning_starts: int = 1_000
@@ -56,7 +56,7 @@ class TrainConfig:
     gamma: float = 1.0
     noise_sigma: float = 0.2
     eval_every: int = 500
-    eval_conditions: int = 4
+    eval_conditions: int = 8
     extra: dict[str, Any] = field(default_factory=dict)
 
     def command(self, out: str) -> str:

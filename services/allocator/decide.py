@@ -4,11 +4,13 @@ For the zone cluster of a model (each server's ``threads`` = the model's resourc
 and link rates as measured) and the servers that are down:
 
 1. the allocation problem over the servers up (``edgesplit.alloc``: one sub-zone per conv, eq. 5d/5f);
-2. the policy's allocation: ``td3`` (the shipped policy whose observation adds each server's
-   measured speed and link rate to eq. 9), ``exact`` or ``even``;
-3. for ``td3``, the exact allocator's optimum and certified lower bound for the same conditions:
-   when TD3's objective is more than ``margin`` above the exact one, the exact allocation is served
-   (and so when the policy cannot be used at all, e.g. a cluster shape it was not trained for);
+2. the policy's allocation, from the one object ``edgesplit.alloc.registry.ALLOC_POLICIES`` maps the
+   configured name to: ``td3`` (the shipped policy whose observation adds each server's measured
+   speed and link rate to eq. 9), ``exact``, ``even``, ...;
+3. for a learned policy (``td3``, ``ddpg``), the exact allocator's optimum and certified lower bound
+   for the same conditions: when the policy's objective is more than ``margin`` above the exact one,
+   the exact allocation is served (and so when the policy cannot be used at all, e.g. a cluster
+   shape it was not trained for);
 4. the plan: ``make_plan`` with those threads, leaving the servers down out.
 
 A zone too small for one thread per conv (fewer threads than convs) cannot have the paper's
@@ -27,14 +29,15 @@ import numpy as np
 
 from edgesplit.errors import EdgesplitError, InvalidPlan
 from edgesplit.models.spec import ModelSpec
-from edgesplit.plan.cluster import Cluster, Server
+from edgesplit.plan.cluster import Cluster
 from edgesplit.plan.latency import LatencyBreakdown, predict, slice_load
 from edgesplit.plan.planner import Plan, make_plan
 from edgesplit.split import conv_groups
+from edgesplit.type_aliases import AllocPolicyName
 
 log = logging.getLogger("edgesplit.allocator")
 
-Served = Literal["td3", "exact", "even", "planner"]
+Served = AllocPolicyName | Literal["planner"]
 ThreadTable = list[list[int]]
 
 
@@ -71,23 +74,20 @@ class ModelDecision:
                 "td3_gap": self.td3_gap, "bound_gap": self.bound_gap, "note": self.note}
 
 
-class PolicyUnavailable(EdgesplitError):
-    """The TD3 policy cannot decide for this model or cluster shape (the exact allocator is served)."""
-
-    status = 503
-
-
 class Decider:
-    """Decisions for every model under one configuration: ``policy``, ``objective``, ``margin``, ``split``."""
+    """Decisions for every model under one configuration: ``policy`` (a name of
+    ``edgesplit.alloc.registry.ALLOC_POLICIES``), ``objective``, ``margin``, ``split``; ``policy_file``
+    replaces a learned policy's shipped file."""
 
     def __init__(self, policy: str = "td3", objective: str = "sum", margin: float = 0.05,
                  split: str = "edgesplit", policy_file: Path | None = None) -> None:
-        self.policy = policy
+        from edgesplit.alloc.registry import ALLOC_POLICIES
+
+        chosen = ALLOC_POLICIES[policy]
+        self.policy = chosen.at(policy_file) if policy_file is not None and chosen.learned else chosen
         self.objective = objective
         self.margin = margin
         self.split = split
-        self.policy_file = policy_file
-        self._td3: dict[str, Any] = {}
 
     def decide(self, spec: ModelSpec, cluster: Cluster, down: Collection[int] = frozenset()) -> ModelDecision:
         """The decision for ``spec`` on its zone cluster with the servers ``down`` left out (module doc)."""
@@ -102,71 +102,46 @@ class Decider:
                                  note=f"zones {zone} are smaller than the {n_stages} convs of {spec.name}: "
                                       "planner's own grouping and threads")
         from edgesplit.alloc.cost import build_problem
+        from edgesplit.alloc.registry import AllocRequest
 
-        problem = build_problem(spec, [cluster.servers[m] for m in active], split=self.split)  # type: ignore[arg-type]
-        served, alloc, numbers, note = self._allocate(spec, cluster, active, problem)
+        servers = [cluster.servers[m] for m in active]
+        problem = build_problem(spec, servers, split=self.split)  # type: ignore[arg-type]
+        request = AllocRequest(spec, servers, problem, self.objective)  # type: ignore[arg-type]
+        served, alloc, numbers, note = self._allocate(request)
         table = expand(alloc, active, zone, n_stages)
         plan = make_plan(spec, cluster, self.split, threads=table, exclude=frozenset(down))  # type: ignore[arg-type]
         return ModelDecision(spec.name, plan, served, numbers.get("objective"), numbers.get("td3"),
                              numbers.get("exact"), numbers.get("bound"), note)
 
-    def _allocate(self, spec: ModelSpec, cluster: Cluster, active: Sequence[int],
-                  problem: Any) -> tuple[Served, np.ndarray, dict[str, float | None], str]:
-        from edgesplit.alloc.cost import even_allocation
-
-        obj = self.objective
-        if self.policy == "even":
-            alloc = even_allocation(problem.zone, problem.n_stages)
-            return "even", alloc, {"objective": problem.value(alloc, obj)}, ""
-        exact, _, bound = exact_allocation(problem, obj)
-        exact_s = problem.value(exact, obj)
-        numbers: dict[str, float | None] = {"objective": exact_s, "exact": exact_s, "bound": bound}
-        if self.policy == "exact":
-            return "exact", exact, numbers, ""
+    def _allocate(self, request: Any) -> tuple[Served, np.ndarray, dict[str, float | None], str]:
+        """The policy's allocation; a learned policy is served only within ``margin`` of the exact
+        allocator (and the exact allocation when it cannot decide at all)."""
+        policy, problem, obj = self.policy, request.problem, self.objective
+        name = policy.name.upper()
         try:
-            td3 = problem.check(self._td3_allocation(spec, cluster, active, problem))
+            alloc = problem.check(policy.allocation(request))
         except EdgesplitError as e:
-            return "exact", exact, numbers, f"TD3 not served: {e}"
-        td3_s = problem.value(td3, obj)
-        numbers["td3"] = td3_s
-        if td3_s > exact_s * (1.0 + self.margin):
-            return "exact", exact, numbers, (f"TD3 {td3_s * 1e3:.3f} ms is {td3_s / exact_s - 1:.1%} above "
-                                             f"the exact {exact_s * 1e3:.3f} ms (margin {self.margin:.0%})")
-        numbers["objective"] = td3_s
-        return "td3", td3, numbers, ""
-
-    def _td3_allocation(self, spec: ModelSpec, cluster: Cluster, active: Sequence[int],
-                        problem: Any) -> np.ndarray:
-        return td3_allocation(self._td3, spec, [cluster.servers[m] for m in active], problem,
-                              self.policy_file)
-
-
-def exact_allocation(problem: Any, objective: str) -> tuple[np.ndarray, float | None, float | None]:
-    """The exact allocator's allocation ``[m, i]``, its optimum (None when not computed) and lower bound."""
-    from edgesplit.alloc.exact import best_allocation
-
-    result = best_allocation(problem, objective)  # type: ignore[arg-type]
-    return np.asarray(result.alloc, dtype=np.int64), result.optimum, result.lower_bound
-
-
-def td3_allocation(cache: dict[str, Any], spec: ModelSpec, servers: Sequence[Server], problem: Any,
-                   policy_file: Path | None) -> np.ndarray:
-    """The TD3 policy's allocation ``[m, i]`` for the measured ``servers``: ``policy_file``, else the
-    shipped extended-observation policy of the model (``edgesplit.alloc.policy``). A missing policy or
-    one trained for another cluster shape raises (an EdgesplitError: the exact allocation is served)."""
-    from edgesplit.alloc.policy import load_policy, policy_allocation, shipped_policy
-
-    key = f"{spec.name}:{policy_file}"
-    if key not in cache:
-        try:
-            cache[key] = load_policy(policy_file, "td3") if policy_file is not None else \
-                shipped_policy(spec.name, "td3", "extended")
-        except EdgesplitError as e:
-            cache[key] = e
-    loaded = cache[key]
-    if isinstance(loaded, EdgesplitError):
-        raise PolicyUnavailable(str(loaded))
-    return policy_allocation(loaded, spec, servers, problem.zone)
+            if not policy.learned:
+                raise
+            alloc, note = None, f"{name} not served: {e}"
+        numbers: dict[str, float | None] = {}
+        if policy.learned or request.exact_known:
+            exact = request.exact()
+            exact_s = problem.value(exact.alloc, obj)
+            numbers = {"objective": exact_s, "exact": exact_s, "bound": exact.lower_bound}
+        if not policy.learned:
+            numbers["objective"] = problem.value(alloc, obj)
+            return policy.name, alloc, numbers, ""
+        if alloc is None:
+            return "exact", exact.alloc, numbers, note
+        learned_s = problem.value(alloc, obj)
+        numbers["td3"] = learned_s
+        if learned_s > exact_s * (1.0 + self.margin):
+            return "exact", exact.alloc, numbers, (f"{name} {learned_s * 1e3:.3f} ms is "
+                                                   f"{learned_s / exact_s - 1:.1%} above the exact "
+                                                   f"{exact_s * 1e3:.3f} ms (margin {self.margin:.0%})")
+        numbers["objective"] = learned_s
+        return policy.name, alloc, numbers, ""
 
 
 def expand(alloc: np.ndarray, active: Sequence[int], zone: Sequence[int], n_stages: int) -> ThreadTable:

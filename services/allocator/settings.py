@@ -9,10 +9,10 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from edgesplit.type_aliases import Split
+from edgesplit.type_aliases import AllocPolicyName, Split
 from services.common.settings import ServiceSettings
 
-Policy = Literal["td3", "exact", "even"]
+Policy = AllocPolicyName  # the names of edgesplit.alloc.registry.ALLOC_POLICIES
 Objective = Literal["sum", "bottleneck"]
 SplitKind = Split  # the names of edgesplit.plan.planner.PLANNER_FAMILIES
 _LABEL = re.compile(r"^!?[A-Za-z0-9_./-]+((=|==|!=)[A-Za-z0-9_.-]*)?$")
@@ -28,7 +28,8 @@ class AllocatorSettings(ServiceSettings):
     ``cluster_file``: the cluster description (executor urls, threads, cloud, links); required unless
     ``kubernetes`` is on. ``policy``: where sub-zone threads come from: ``td3`` (the shipped TD3 policy
     with measured speed and link rate in its observation, served only while it is within ``margin`` of
-    the exact allocator for the measured conditions), ``exact`` or ``even``. ``policy_file``: a TD3 policy
+    the exact allocator for the measured conditions), ``exact`` or ``even``, or any other name of
+    ``edgesplit.alloc.registry.ALLOC_POLICIES`` (``flops-share``, ``ddpg``). ``policy_file``: a TD3 policy
     to use instead of the shipped one. ``objective``: what allocations minimise, ``sum`` of stage
     latencies (eq. 6) or the ``bottleneck`` stage. ``split``: the planner's split (``edgesplit`` or
     ``paper``).

@@ -56,3 +56,19 @@ def test_bench_alloc_json(app: typer.Typer) -> None:
     out = cli_json(app, "bench", "alloc", "--models", "digits-cnn", "--repeat", "1")
     assert len(out["cases"]) == 4
     assert all(c["gap"] >= 0 and c["seconds"] > 0 for c in out["cases"])
+
+
+def test_bench_alloc_policy_prints_a_gap_per_held_out_draw(app: typer.Typer, tmp_path: Path) -> None:
+    args = ["train-allocator", "--model", "digits-cnn", "--steps", "120", "--out", str(tmp_path), "--json"]
+    CliRunner().invoke(app, args, catch_exceptions=False)
+    out = cli_json(app, "bench", "alloc-policy", "--model", "digits-cnn", "--policy", f"td3:{tmp_path}",
+                   "--draws", "2")
+    assert [d["draw"] for d in out["draws"]] == [0, 1]
+    assert out["draws"][0]["speed"] != out["draws"][1]["speed"]
+    for d in out["draws"]:
+        assert d["gap"] >= d["gap_to_exact"] >= -1e-9
+    assert out["worst_gap"] == max(d["gap"] for d in out["draws"])
+    exact = cli_json(app, "bench", "alloc-policy", "--model", "digits-cnn", "--policy", "exact",
+                     "--draws", "2")
+    assert [d["speed"] for d in exact["draws"]] == [d["speed"] for d in out["draws"]]  # the same draws
+    assert all(d["gap_to_exact"] == 0 for d in exact["draws"])

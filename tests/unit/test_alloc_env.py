@@ -20,7 +20,7 @@ SPEC = get_spec("alexnet-paper")
 
 
 @pytest.mark.parametrize("obs", ["paper", "extended"])
-@pytest.mark.parametrize("action", ["paper", "residual"])
+@pytest.mark.parametrize("action", ["paper", "residual", "share"])
 def test_env_checker_passes(obs: str, action: str) -> None:
     env = AllocEnv(SPEC, SERVERS, obs=obs, action=action)  # type: ignore[arg-type]
     with warnings.catch_warnings():
@@ -29,9 +29,9 @@ def test_env_checker_passes(obs: str, action: str) -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.sampled_from(["paper", "residual"]), st.lists(st.lists(st.sampled_from([0.0, 0.03, 0.5, 0.97, 1.0]),
-                                                                     min_size=8, max_size=8),
-                                                            min_size=5, max_size=5))
+@given(st.sampled_from(["paper", "residual", "share"]),
+       st.lists(st.lists(st.sampled_from([0.0, 0.03, 0.5, 0.97, 1.0]), min_size=8, max_size=8),
+                min_size=5, max_size=5))
 def test_clipping_keeps_every_allocation_valid(action: str, actions: list[list[float]]) -> None:
     env = AllocEnv(SPEC, SERVERS, zone=[6, 9, 20, 5, 7, 20, 11, 8], action=action)  # type: ignore[arg-type]
     obs, _ = env.reset(seed=0)
@@ -80,3 +80,18 @@ def test_extended_observation_draws_conditions_per_episode() -> None:
                                                                                      strict=True))
     kept, _ = env.reset(options={"keep_conditions": True})
     assert np.array_equal(kept[9:], again[9:])
+
+
+def test_share_action_at_one_half_splits_each_zone_by_the_sqrt_of_the_convs_flops() -> None:
+    """The untrained policy's point (r = 0.5): each server's threads go to the convs in proportion to the
+    square root of their FLOPs, rounded stage by stage, at least one thread each."""
+    env = AllocEnv(SPEC, SERVERS, action="share")
+    env.reset(seed=0)
+    done = False
+    while not done:
+        _, _, done, _, info = env.step(np.full(8, 0.5, dtype=np.float32))
+    alloc = info["allocation"]
+    assert (alloc == alloc[0]).all() and alloc[0].sum() == 20  # the same row on every (equal) zone
+    weights = env.model.weights / env.model.weights.sum()
+    assert np.abs(alloc[0] - 20 * weights).max() <= 1.0
+    assert alloc[0].tolist() == [1, 6, 7, 5, 1]

@@ -62,6 +62,20 @@ def test_even_policy_splits_each_zone_evenly() -> None:
     assert all(k == 2 for st in d.plan.stages for k in st.threads)
 
 
+def test_any_registered_policy_is_served_and_an_unknown_one_refused() -> None:
+    from edgesplit.alloc.exact import flops_share_allocation
+    from edgesplit.errors import InvalidInput
+
+    c = cluster((1e9, 2e9, 0.5e9))
+    d = Decider("flops-share").decide(SPEC, c)
+    assert d.served == "flops-share" and d.exact_s is None
+    want = flops_share_allocation(build_problem(SPEC, c.servers))
+    for g, st in enumerate(d.plan.stages):  # the plan runs the FLOPs-share threads where it uses a server
+        assert list(st.threads) == want[list(st.servers), g].tolist()
+    with pytest.raises(InvalidInput, match="unknown policy 'greedy'"):
+        Decider("greedy")
+
+
 def test_servers_down_get_no_units() -> None:
     d = Decider("exact").decide(SPEC, cluster(), down={1})
     assert all(1 not in st.servers for st in d.plan.stages)
