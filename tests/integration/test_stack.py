@@ -157,6 +157,7 @@ def test_bench_e2e_reports_latency_ratios_and_where_the_time_went() -> None:
     r = json.loads(out.stdout)
     idle, ref, sat = r["stack_idle"], r["torch"], r["stack_saturated"]
     assert set(ref["before"]["batched_per_s"]) == set(ref["after"]["batched_per_s"]) == {"1", "4"}
+    assert [p["omp_wait_policy"] for p in ref["before"]["processes"]] == ["default", "PASSIVE"]
     assert ref["idle_median_s"] == pytest.approx((ref["before"]["idle_median_s"]
                                                   + ref["after"]["idle_median_s"]) / 2)
     assert r["latency_ratio"] == pytest.approx(idle["median_s"] / ref["idle_median_s"])

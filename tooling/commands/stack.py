@@ -198,16 +198,16 @@ def bench_e2e(
 ) -> None:
     """End-to-end latency (idle) and throughput (saturated) of the stack vs torch at 2 threads.
 
-    Torch is timed the fair way (``tooling.e2e_torch``): in a fresh process with the stack stopped,
+    Torch is timed the fair way (``tooling.e2e_torch``): in fresh processes with the stack stopped,
     before the stack starts and after it stops, one forward after each ``--gap-ms`` as the stack's
-    client leaves between its tasks. ``latency_ratio`` is the stack's idle median over torch's (idle,
-    same gap), ``latency_ratio_hot`` over torch's back-to-back loop; ``throughput_ratio`` the stack's
-    saturation throughput over a batch-1 torch loop, ``throughput_ratio_batched`` over the best batched
-    torch loop.
+    client leaves between its tasks, the better of OpenMP's default wait policy and PASSIVE.
+    ``latency_ratio`` is the stack's idle median over torch's (idle, same gap), ``latency_ratio_hot``
+    over torch's back-to-back loop; ``throughput_ratio`` the stack's saturation throughput over a
+    batch-1 torch loop, ``throughput_ratio_batched`` over the best batched torch loop.
     """
     from edgesplit.models import get_spec
     from services.orchestrator.client import OrchestratorClient
-    from tooling.e2e_torch import combine, in_fresh_process
+    from tooling.e2e_torch import combine, fair_reference
     from tooling.stack import CloudGroup, ExecutorGroup, LocalStack, OrchestratorGroup, StackSettings
     from tooling.workload import idle_latency, saturation
 
@@ -218,8 +218,8 @@ def bench_e2e(
         raise InvalidInput(f"--torch-batches {torch_batches!r}: expected sizes like 1,4,16") from e
     if not batches or batches[0] < 1:
         raise InvalidInput(f"--torch-batches {torch_batches!r}: expected sizes of 1 or more")
-    with err.status("torch (2 threads) in a fresh process, before the stack..."):
-        before = in_fresh_process(model, 2, runs, gap_s, batches=batches)
+    with err.status("torch (2 threads) in fresh processes, before the stack..."):
+        before = fair_reference(model, 2, runs, gap_s, batches=batches)
     with err.status(f"starting the stack ({executors} executors, {threads} threads each)..."):
         stack = LocalStack(StackSettings(
             models=(model,), split=split,
@@ -238,8 +238,8 @@ def bench_e2e(
                 sat = saturation(oc, spec, tasks)
     finally:
         stack.stop()
-    with err.status("torch (2 threads) in a fresh process, after the stack..."):
-        after = in_fresh_process(model, 2, runs, gap_s, batches=batches)
+    with err.status("torch (2 threads) in fresh processes, after the stack..."):
+        after = fair_reference(model, 2, runs, gap_s, batches=batches)
     ref = combine(before, after)
     report: dict[str, Any] = {
         "model": model, "executors": executors, "threads": threads, "mode": mode, "pipeline": pipeline,
