@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]  # the checkout: tooling/proc.py is one level down
 
 
 _RESERVED: dict[tuple[str, int], socket.socket] = {}  # ports picked here and still bound, by (host, port)

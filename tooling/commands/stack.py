@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from edgesplit import models
 from edgesplit.errors import InvalidInput
 from edgesplit.plan.modes import SERVING_MODES
 from edgesplit.plan.planner import PLANNER_FAMILIES
@@ -25,7 +26,7 @@ HALO_MAX = ("executors run a slice whose worker bands would recompute more than 
             "FLOPs on one worker with intra-op threads (default: the executor's, 0.1)")
 ALLOCATOR = ("also run the allocator service: it measures the executors, re-plans and publishes the plans "
              "and quotas (the orchestrator then takes its plans from Redis)")
-SHIPPED_WEIGHTS = Path(__file__).resolve().parents[1] / "edgesplit" / "models" / "weights"
+SHIPPED_WEIGHTS = Path(models.__file__).resolve().parent / "weights"  # package data of edgesplit.models
 STATE_DIR = Path.home() / ".local" / "state" / "edgesplit" / "redis"
 PREFIX = ("Redis key prefix (default: a new one per run, so stacks sharing a Redis stay apart); tasks left "
           "queued or running at exit stay under it, and a later `up` with --prefix set to it resumes them")
