@@ -64,3 +64,13 @@ def test_each_group_reaches_its_role(tmp_path: Path) -> None:
 def test_two_default_settings_have_different_tokens() -> None:
     a, b = StackSettings(), StackSettings()
     assert a.tokens.internal != b.tokens.internal and a.tokens.cloud != a.tokens.internal
+
+
+def test_the_launchers_find_the_checkout_and_the_shipped_weights() -> None:
+    """``edgesplit up`` and ``demo`` serve the shipped trained weights; spawned services run from the
+    checkout (both paths are computed from where the tooling modules sit)."""
+    from tooling.commands.stack import SHIPPED_WEIGHTS
+    from tooling.proc import REPO
+
+    assert (SHIPPED_WEIGHTS / "digits-cnn.safetensors").is_file()
+    assert (REPO / "pyproject.toml").is_file() and (REPO / "tooling" / "proc.py").is_file()
