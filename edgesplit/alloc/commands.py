@@ -161,9 +161,38 @@ def bench_alloc_policy(
     STDERR.print({k: v for k, v in result.items() if k.startswith(("median", "worst"))})
 
 
+def bench_alloc_sweep(
+    out: Path = typer.Option(..., help="output directory (one training directory per run, sweep.json, "
+                             "curves.png)"),
+    models: str = typer.Option("alexnet-paper,vgg16-paper", help="comma-separated models"),
+    algos: str = typer.Option("td3,ddpg", help="comma-separated algorithms"),
+    seeds: str = typer.Option("0,1,2,3,4", help="comma-separated training seeds"),
+    steps: int = typer.Option(10_000, help="environment steps per run"),
+    draws: int = typer.Option(20, help="held-out draws each run is judged on"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object (the summary)"),
+) -> None:
+    """Train the shipped recipe for every (algo, seed, model) and judge each on held-out draws: the
+    median and worst gaps over seeds, and the reward curves of TD3 and DDPG (``alloc.sweep``)."""
+    from edgesplit.alloc.sweep import sweep
+    from edgesplit.alloc.train import ALGOS
+
+    for algo in algos.split(","):
+        if algo not in ALGOS:
+            raise InvalidInput(f"unknown algorithm {algo!r}; expected one of {', '.join(ALGOS)}")
+    result = sweep(out, models.split(","), algos.split(","), [int(x) for x in seeds.split(",")],  # type: ignore[arg-type]
+                   steps, draws, progress=lambda line: STDERR.print(f"[sweep] {line}"))
+    summary = {"out": str(out), "summary": result["summary"]}
+    if as_json:
+        typer.echo(json.dumps(summary))
+        return
+    for row in result["summary"]:
+        STDERR.print(row)
+
+
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     """Add the allocation commands to the ``edgesplit`` app."""
     app.command("train-allocator")(train_allocator)
     app.command("allocate")(allocate_cmd)
     bench_app.command("alloc")(bench_alloc)
     bench_app.command("alloc-policy")(bench_alloc_policy)
+    bench_app.command("alloc-sweep")(bench_alloc_sweep)

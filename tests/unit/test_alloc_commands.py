@@ -72,3 +72,13 @@ def test_bench_alloc_policy_prints_a_gap_per_held_out_draw(app: typer.Typer, tmp
                      "--draws", "2")
     assert [d["speed"] for d in exact["draws"]] == [d["speed"] for d in out["draws"]]  # the same draws
     assert all(d["gap_to_exact"] == 0 for d in exact["draws"])
+
+
+def test_bench_alloc_sweep_judges_every_seed(app: typer.Typer, tmp_path: Path) -> None:
+    out = cli_json(app, "bench", "alloc-sweep", "--out", str(tmp_path), "--models", "digits-cnn", "--algos",
+                   "td3", "--seeds", "0,1", "--steps", "60", "--draws", "1")
+    (row,) = out["summary"]
+    assert row["model"] == "digits-cnn" and row["seeds"] == [0, 1]
+    assert row["seed_worst_gap"] >= row["seed_median_gap"] >= 0
+    assert (tmp_path / "curves.png").stat().st_size > 0
+    assert {p.name for p in tmp_path.iterdir()} >= {"digits-cnn-td3-s0", "digits-cnn-td3-s1", "sweep.json"}

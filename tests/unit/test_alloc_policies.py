@@ -1,4 +1,4 @@
-"""The shipped TD3 policies: they load, act as recorded in their JSON, and meet the gap target."""
+"""The shipped TD3 policies: they load, act as recorded in their JSON, are feasible on held-out draws."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from edgesplit.alloc.allocate import allocate
+from edgesplit.alloc.heldout import heldout_draws
 from edgesplit.alloc.policy import POLICY_DIR, load_policy, policy_allocation, policy_env
+from edgesplit.alloc.registry import ALLOC_POLICIES, TrainedPolicy
 from edgesplit.models import get_spec
 from edgesplit.plan.cluster import resolve_cluster
 
@@ -17,7 +19,8 @@ SHIPPED = sorted(POLICY_DIR.glob("*.zip"))
 
 def test_the_expected_policies_ship() -> None:
     names = {p.stem for p in SHIPPED}
-    assert {"alexnet-paper-td3", "vgg16-paper-td3", "alexnet-paper-td3-extended"} <= names
+    assert {"alexnet-paper-td3", "vgg16-paper-td3", "alexnet-paper-td3-extended",
+            "vgg16-paper-td3-extended"} <= names
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
@@ -34,6 +37,21 @@ def test_shipped_policy_reproduces_its_recorded_allocation(path: object) -> None
     alloc = policy_allocation(policy, get_spec(config["model"]), servers)
     assert alloc.tolist() == meta["allocation"]
     assert policy.path.stat().st_size < 1_000_000
+
+
+@pytest.mark.parametrize("model", ["alexnet-paper", "vgg16-paper"])
+def test_the_td3_entry_serves_the_speed_aware_policy_feasibly_on_a_held_out_draw(model: str) -> None:
+    td3 = ALLOC_POLICIES["td3"]
+    assert isinstance(td3, TrainedPolicy)
+    spec = get_spec(model)
+    assert td3.load(spec).path.stem == f"{model}-td3-extended"
+    (draw,) = heldout_draws(8, 1)
+    servers = draw.servers(resolve_cluster("paper").servers)
+    report = allocate(spec, servers, "td3")
+    assert (report.alloc >= 1).all() and (report.alloc.sum(axis=1) == 20).all()  # eq. 5d, 5f
+    again = policy_allocation(td3.load(spec), spec, servers)
+    assert again.tolist() == report.alloc.tolist()  # deterministic actions
+    assert report.gap >= 0
 
 
 def test_shipped_td3_meets_the_gap_target_on_alexnet() -> None:
