@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
 
 from edgesplit.errors import InvalidInput, InvalidPlan
+from edgesplit.profiles import SliceProfile
 
 PAPER_FLOPS_PER_THREAD = 80e9
 PAPER_THREADS = 20
@@ -129,6 +130,11 @@ class Cluster:
     cloud: Cloud
     models: tuple[str, ...] = field(default_factory=tuple)
     controller_overhead_s: float = 0.0  # per task at co1: API, queue, Redis, result (not in the paper)
+    profiles: tuple[SliceProfile, ...] = ()  # measured slice efficiency per model (split.profile)
+
+    def profile(self, model: str) -> SliceProfile | None:
+        """The slice efficiency profile of ``model``, if the cluster file gives one."""
+        return next((p for p in self.profiles if p.model == model), None)
 
     def __post_init__(self) -> None:
         if not self.servers:
@@ -163,7 +169,7 @@ class Cluster:
             raise InvalidPlan(f"the number of servers must be at least 1, got {count}")
         if count > len(self.servers):
             raise InvalidPlan(f"asked for {count} servers, the cluster has {len(self.servers)}")
-        return Cluster(self.servers[:count], self.cloud, self.models, self.controller_overhead_s)
+        return replace(self, servers=self.servers[:count])
 
 
 def scenario(name: str, seed: int = 0, servers: int = PAPER_SERVERS,
@@ -235,6 +241,7 @@ class _ClusterModel(BaseModel):
     cloud: _CloudModel = Field(default_factory=_CloudModel)
     models: list[str] = Field(default_factory=list)
     hosts: dict[str, _HostModel] = Field(default_factory=dict)
+    profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 def cluster_from_dict(raw: Mapping[str, Any], where: str = "cluster") -> Cluster:
@@ -260,7 +267,8 @@ def cluster_from_dict(raw: Mapping[str, Any], where: str = "cluster") -> Cluster
     c = parsed.cloud
     try:
         cloud = Cloud(c.flops, c.link_bps, c.url, c.overhead_s, c.conv_flops)
-        return Cluster(servers, cloud, tuple(parsed.models), parsed.controller.overhead_s)
+        profiles = tuple(SliceProfile.from_dict(model, raw) for model, raw in parsed.profiles.items())
+        return Cluster(servers, cloud, tuple(parsed.models), parsed.controller.overhead_s, profiles)
     except InvalidPlan as e:
         raise InvalidInput(f"{where}: {e}") from e
 
@@ -277,6 +285,8 @@ def cluster_to_dict(cluster: Cluster) -> dict[str, Any]:
     out: dict[str, Any] = {"executors": executors, "cloud": cloud, "models": list(cluster.models)}
     if cluster.controller_overhead_s:
         out["controller"] = {"overhead_s": cluster.controller_overhead_s}
+    if cluster.profiles:
+        out["profiles"] = {p.model: p.to_dict() for p in cluster.profiles}
     if cluster.hosts():
         periods = {s.host: s.host_period_s for s in cluster.servers if s.host is not None and s.host_period_s}
         out["hosts"] = {name: {"cores": cores, **({"cpu_period_s": periods[name]} if name in periods else {})}

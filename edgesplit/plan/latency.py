@@ -190,18 +190,23 @@ def server_times(spec: ModelSpec, cluster: Cluster, stage: StageLike,
                  flops: Sequence[float] | None = None, batch: int = 1) -> list[ServerTime]:
     """Per-server times of one stage for a request of ``batch`` images (module docstring, *Batches*:
     compute and round trip x batch, overhead once); servers with an empty part send no request and
-    take 0 s."""
+    take 0 s. With the model's slice profile in the cluster, a slice's compute time is eq. (1) times
+    its measured efficiency factor (``edgesplit.profiles``)."""
     slices = make_slices(spec, stage.start, stage.stop, stage.strategy, stage.parts)
     shapes = spec.shapes()
     servers = [cluster.servers[m] for m in stage.servers]
     slowdown = host_slowdown(servers, stage.threads, [not sl.empty for sl in slices])
     in_stage = sum(1 for sl in slices if not sl.empty)
+    profile = cluster.profile(spec.name)
     out = []
-    for m, srv, k, sl, slow in zip(stage.servers, servers, stage.threads, slices, slowdown, strict=True):
+    for m, srv, k, sl, slow, n in zip(stage.servers, servers, stage.threads, slices, slowdown, stage.parts,
+                                      strict=True):
         load = slice_load(spec, sl, flops, shapes)
         if sl.empty:
             out.append(ServerTime(m, 0.0, 0.0, 0.0))
             continue
+        if profile is not None:  # measured slice efficiency (edgesplit.profiles)
+            slow *= profile.factor(stage.start, stage.stop, stage.strategy, n)
         out.append(ServerTime(m, slow * compute_time(batch * load.flops, k, srv.flops_per_thread),
                               round_trip_time(batch * load.out_bytes, batch * load.in_bytes, srv.link_bps),
                               srv.overhead_s + throttle_delay(srv, in_stage)))

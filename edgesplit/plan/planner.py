@@ -318,8 +318,8 @@ def make_plan(spec: ModelSpec, cluster: Cluster, split: Split = "edgesplit",
     the search also chooses the edge-cloud cut (``_best_cut``).
     """
     family = PLANNER_FAMILIES[split]
-    return family.plan(SpecFacts.of(spec), cluster, active_servers(cluster, exclude), threads,
-                       one_conv_per_group, groups)
+    facts = SpecFacts.of(spec, cluster.profile(spec.name))
+    return family.plan(facts, cluster, active_servers(cluster, exclude), threads, one_conv_per_group, groups)
 
 
 def _plan(f: SpecFacts, cluster: Cluster, stages: Sequence[StagePlan], predicted: LatencyBreakdown,

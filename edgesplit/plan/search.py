@@ -31,6 +31,7 @@ from edgesplit.models.spec import Conv2d, ModelSpec, is_window
 from edgesplit.plan.cluster import Server
 from edgesplit.plan.latency import BYTES_PER_VALUE, host_slowdown, throttle_delay
 from edgesplit.plan.ratios import minmax_split
+from edgesplit.profiles import SliceProfile
 from edgesplit.split import STRATEGIES, Strategy, check_group, group_needs, part_total
 
 Array = npt.NDArray[np.float64]
@@ -43,10 +44,11 @@ class SpecFacts:
     spec: ModelSpec
     shapes: tuple[tuple[int, int, int], ...]
     flops: tuple[float, ...]
+    profile: SliceProfile | None = None  # measured slice efficiency (edgesplit.profiles), if any
 
     @classmethod
-    def of(cls, spec: ModelSpec) -> SpecFacts:
-        return cls(spec, tuple(spec.shapes()), tuple(spec.layer_flops()[: spec.n_edge]))
+    def of(cls, spec: ModelSpec, profile: SliceProfile | None = None) -> SpecFacts:
+        return cls(spec, tuple(spec.shapes()), tuple(spec.layer_flops()[: spec.n_edge]), profile)
 
     @property
     def edge_flops(self) -> float:
@@ -121,8 +123,13 @@ def _channels_loads(f: SpecFacts, start: int, stop: int) -> UnitLoads:
 
 
 def unit_loads(f: SpecFacts, start: int, stop: int, strategy: Strategy) -> UnitLoads:
-    """Loads of 0..total units of the group ``[start, stop)`` split by ``strategy`` (module docstring)."""
-    return UNIT_LOADS[strategy](f, start, stop)
+    """Loads of 0..total units of the group ``[start, stop)`` split by ``strategy`` (module docstring);
+    with a profile, the FLOPs are scaled by the measured slice efficiency, as ``latency.server_times``
+    scales a slice's compute time."""
+    loads = UNIT_LOADS[strategy](f, start, stop)
+    if f.profile is None:
+        return loads
+    return loads._replace(flops=loads.flops * f.profile.factors(start, stop, strategy, len(loads.flops) - 1))
 
 
 # the planner's vectorised loads of each strategy (``split.strategies.STRATEGY`` holds the exact ones)

@@ -41,8 +41,7 @@ class AsyncPipeline(Runner):
         if first is None:
             first = await self.claim(block=True)
         assert first is not None
-        n = len(first.route.steps)
-        assert n >= 1, "a split route has at least one edge stage"
+        n = len(first.route.steps)  # 0: the plan's edge-cloud cut sends the whole model to the cloud
         inbox: list[asyncio.Queue[Job | None]] = [asyncio.Queue(maxsize=1) for _ in range(n + 1)]
         holdover: asyncio.Future[Job] = asyncio.get_running_loop().create_future()
         tasks = [asyncio.create_task(self._head(first, n, inbox, holdover))]
@@ -64,9 +63,11 @@ class AsyncPipeline(Runner):
                 assert job is not None
             if len(job.route.steps) != n:
                 holdover.set_result(job)
-                await self._stop(inbox, 1)
+                await self._stop(inbox, min(1, n))
                 return
-            if await self.step(job, 0):
+            if n == 0:
+                await inbox[0].put(job)
+            elif await self.step(job, 0):
                 await inbox[1].put(job)
             job = None
 

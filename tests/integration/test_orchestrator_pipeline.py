@@ -141,10 +141,11 @@ def test_a_plan_published_in_redis_is_taken_between_tasks(stack: LocalStack) -> 
     client.delete(plan_key(stack.prefix, "digits-cnn"))
 
 
-def test_a_plan_with_an_edge_cloud_cut_runs_the_rest_in_the_cloud_exactly(stack: LocalStack) -> None:
+@pytest.mark.parametrize("cut", [2, 0])
+def test_a_plan_with_an_edge_cloud_cut_runs_the_rest_in_the_cloud(stack: LocalStack, cut: int) -> None:
     """A plan whose edge part ends early (``Plan.cloud_from``, as the planner chooses where the cloud
-    runs convs fast) serves results equal to the unsplit model: the first conv split on the edge,
-    the second conv, the pooling and the FC layers in the cloud."""
+    runs convs fast) serves results equal to the unsplit model: cut 2, the first conv split on the
+    edge and the rest in the cloud; cut 0, no edge stage at all (the whole model in the cloud)."""
     import torch
 
     from edgesplit.models import get_spec
@@ -156,9 +157,9 @@ def test_a_plan_with_an_edge_cloud_cut_runs_the_rest_in_the_cloud_exactly(stack:
 
     spec = get_spec("digits-cnn")
     cluster = load_cluster(stack.cluster_path)
-    stages = edgesplit_stages(SpecFacts.of(spec), cluster, active_servers(cluster), stop=2)
-    plan = Plan(spec.name, tuple(stages), predict(spec, cluster, stages, 2), "edgesplit", 9,
-                tuple(s.name for s in cluster.servers), cloud_from=2)
+    stages = edgesplit_stages(SpecFacts.of(spec), cluster, active_servers(cluster), stop=cut) if cut else []
+    plan = Plan(spec.name, tuple(stages), predict(spec, cluster, stages, cut), "edgesplit", 9 + cut,
+                tuple(s.name for s in cluster.servers), cloud_from=cut)
     client = redis.Redis.from_url(stack.redis_url)
     client.set(plan_key(stack.prefix, "digits-cnn"), json.dumps(plan.to_dict()))
     time.sleep(1.0)  # the orchestrator reads it at most every 0.5 s, between tasks
@@ -177,7 +178,8 @@ def test_a_plan_with_an_edge_cloud_cut_runs_the_rest_in_the_cloud_exactly(stack:
     with torch.no_grad():
         for info, x in zip(infos, xs, strict=True):
             assert info["status"] == "done", info
-            assert info["route"]["version"] == 9
-            assert [s["layers"] for s in info["timings"]["stages"]][-1][1] == 2  # the edge stopped at the cut
+            assert info["route"]["version"] == 9 + cut
+            edge = [s["layers"] for s in info["timings"]["stages"]]
+            assert (edge[-1][1] if edge else 0) == cut  # the edge stopped at the cut
             ref = module(torch.from_numpy(x))
             torch.testing.assert_close(torch.tensor(info["logits"]).view_as(ref), ref, rtol=1e-4, atol=1e-4)

@@ -61,7 +61,7 @@ def _leftovers(prefix: str) -> list[str]:
 def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
     desc = _desc("estt", "10.251.78.0/24", 18080)
     home = tmp_path_factory.mktemp("testbed")
-    tb = Testbed(desc, StackSettings(log_dir=home / "logs"), state_dir=home)
+    tb = Testbed(desc, StackSettings(log_dir=home / "logs"), state_dir=home, profile_points=3)
     try:
         tb.start()
         yield tb
@@ -115,6 +115,10 @@ def test_cluster_file_carries_measured_speeds_links_and_overheads(bed: Testbed) 
     assert cluster.controller_overhead_s > 0
     assert bed.per_core is not None
     assert cluster.servers[0].flops_per_thread == bed.per_core["edge_flops_per_core"]
+    profile = cluster.profile(MODEL)  # the slices' efficiency, measured before the services started
+    assert profile is not None
+    assert (0, get_spec(MODEL).n_edge) in {(g.start, g.stop) for g in profile.groups}
+    assert all(min(g.efficiency) > 0 and len(g.units) <= 4 for g in profile.groups)
 
 
 def test_down_after_a_kill_of_up_leaves_nothing(tmp_path: Path) -> None:

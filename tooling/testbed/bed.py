@@ -57,7 +57,7 @@ class Testbed(LocalStack):
 
     def __init__(self, desc: TestbedDescription, settings: StackSettings | None = None, measure: bool = True,
                  per_core: dict[str, float] | None = None, state_dir: Path = STATE_DIR,
-                 progress: Callable[[str], None] | None = None) -> None:
+                 progress: Callable[[str], None] | None = None, profile_points: int = 10) -> None:
         self.desc = desc
         self.progress = progress or (lambda line: log.info("%s", line))
         self.home = state_dir / desc.prefix
@@ -76,6 +76,8 @@ class Testbed(LocalStack):
         self.cluster_path = self.home / "cluster.yaml"
         self.measure = measure
         self.per_core = per_core
+        self.profile_points = profile_points
+        self.profiles: dict[str, dict[str, Any]] = {}
         self.overheads: dict[str, float] = {}
         self.controller_overhead_s = 0.0
         self._built = False
@@ -147,7 +149,7 @@ class Testbed(LocalStack):
                       "link_bps": 1e6 * min(d.cloud.up_mbps, d.cloud.down_mbps),
                       "overhead_s": self.overheads.get("cloud", 0.0)},
             "controller": {"overhead_s": self.controller_overhead_s},
-            "models": self.models}
+            "models": self.models, "profiles": self.profiles}
         self.home.mkdir(parents=True, exist_ok=True)
         dump_cluster(cluster_from_dict(raw), self.cluster_path)
 
@@ -159,6 +161,10 @@ class Testbed(LocalStack):
             if self.measure and self.per_core is None:
                 self.progress("measuring one core's FLOPS on the model, then a host's under its quota")
                 self.per_core = self._calibrate()
+            if self.measure and self.profile_points and not self.profiles:
+                self.progress("profiling the slices' efficiency (thread CPU time, the planner's unit counts)")
+                self.profiles = calibrate.profiles(self.models, points=self.profile_points,
+                                                   reps=5 if self.profile_points >= 8 else 2)
             self.write_cluster()
             self.progress(f"starting the cloud and {self.n_executors} executors in their hosts")
             self.weights_dir.mkdir(parents=True, exist_ok=True)

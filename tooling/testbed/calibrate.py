@@ -26,6 +26,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -85,6 +86,32 @@ def per_core(models: Sequence[str], runs: int = 15, cgroup: Path | None = None) 
     out = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=900, check=True)
     result: dict[str, float] = json.loads(out.stdout)
     return result
+
+
+PROFILE_MAX_EDGE_FLOPS = 10e9  # larger models (vgg16-paper) take minutes to profile: left at eq. (1)
+
+
+def profiles(models: Sequence[str], points: int = 10, reps: int = 5) -> dict[str, dict[str, Any]]:
+    """The slice efficiency profile (``edgesplit.split.profile``) of each model small enough to profile
+    in seconds, over every group the planner may form (pairs of ``search.cut_points``) and every
+    strategy; keyed by model, in the cluster file's layout. Thread CPU time: a quota does not enter
+    it, so it is measured once, here, for every host."""
+    from edgesplit.models import get_spec
+    from edgesplit.models.build import load_model
+    from edgesplit.plan.search import cut_points
+    from edgesplit.split import STRATEGIES
+    from edgesplit.split.profile import measure_profile
+
+    out = {}
+    for name in models:
+        spec = get_spec(name)
+        if spec.edge_flops() > PROFILE_MAX_EDGE_FLOPS:
+            continue
+        points_at = cut_points(spec)
+        groups = [(points_at[i], points_at[j]) for j in range(len(points_at)) for i in range(j)]
+        module = load_model(spec, seed=0)
+        out[name] = measure_profile(spec, module, groups, STRATEGIES, reps=reps, points=points).to_dict()
+    return out
 
 
 def echo_overhead(url: str, token: str, runs: int = 25) -> float:
