@@ -12,7 +12,10 @@ One run measures, with ``threads`` torch threads:
 * ``hot``: back-to-back single-image forwards (the torch process at its warmest) and their rate,
   the batch-1 loop's throughput;
 * ``batched``: back-to-back forwards of B images for each B in ``batches``, images per second; the
-  best of them is the throughput a batching torch server could reach on this machine.
+  best of them is the throughput a batching torch server could reach on this machine;
+* ``cpu_s_per_image``: this process's CPU seconds per image at batch 1 and at each B (all its
+  threads), which other load on a shared machine changes less than wall-clock rates (the stack's
+  counterpart is ``tooling.workload.saturation``'s ``cpu_s_per_task``).
 
 Each side is measured twice, in two processes: with OpenMP's default wait policy (its threads spin
 a while between parallel regions: fastest when the process has the cores to itself) and with
@@ -49,6 +52,13 @@ def _inputs(shape: Sequence[int], batch: int, seed: int) -> Any:
     return torch.from_numpy(x)
 
 
+def _cpu_per_image(module: Any, x: Any, n: int) -> float:
+    """This process's CPU seconds per image over ``n`` forwards of ``x`` (all its threads)."""
+    c0 = time.process_time()
+    _loop_s(module, x, n)
+    return (time.process_time() - c0) / (n * x.shape[0])
+
+
 def _loop_s(module: Any, x: Any, n: int) -> list[float]:
     import torch
 
@@ -80,6 +90,7 @@ def measure(model: str, threads: int = 2, runs: int = 30, gap_s: float = 0.05, s
         time.sleep(gap_s)
         idle += _loop_s(module, x, 1)
     hot = _loop_s(module, x, runs)
+    cpu = {"1": _cpu_per_image(module, x, runs)}
     rates: dict[str, float] = {}
     for b in batches:
         xb = _inputs(spec.input, b, seed + b)
@@ -88,11 +99,13 @@ def measure(model: str, threads: int = 2, runs: int = 30, gap_s: float = 0.05, s
         while len(times) < 3 or sum(times) < budget_s:
             times += _loop_s(module, xb, 1)
         rates[str(b)] = b * len(times) / sum(times)
+        cpu[str(b)] = _cpu_per_image(module, xb, 3)
     best = max(rates, key=lambda k: rates[k])
     return {"model": model, "threads": threads, "runs": runs, "gap_s": gap_s,
             "idle_median_s": statistics.median(idle), "idle_p90_s": float(np.percentile(idle, 90)),
             "hot_median_s": statistics.median(hot), "batch1_per_s": runs / sum(hot),
-            "batched_per_s": rates, "best_batch": int(best), "best_per_s": rates[best]}
+            "batched_per_s": rates, "best_batch": int(best), "best_per_s": rates[best],
+            "cpu_s_per_image": cpu}
 
 
 def in_fresh_process(model: str, threads: int = 2, runs: int = 30, gap_s: float = 0.05, seed: int = 0,
@@ -121,6 +134,8 @@ def best_of(*runs: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {k: min(r[k] for r in runs) for k in lowest}
     out["batch1_per_s"] = max(r["batch1_per_s"] for r in runs)
     out["batched_per_s"] = {b: max(r["batched_per_s"][b] for r in runs) for b in runs[0]["batched_per_s"]}
+    out["cpu_s_per_image"] = {b: min(r["cpu_s_per_image"][b] for r in runs)
+                              for b in runs[0]["cpu_s_per_image"]}
     best = max(out["batched_per_s"], key=lambda k: out["batched_per_s"][k])
     out.update(best_batch=int(best), best_per_s=out["batched_per_s"][best], threads=runs[0]["threads"],
                gap_s=runs[0]["gap_s"], processes=list(runs))
@@ -140,6 +155,8 @@ def combine(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     keys = ("idle_median_s", "idle_p90_s", "hot_median_s", "batch1_per_s", "best_per_s")
     out: dict[str, Any] = {k: (before[k] + after[k]) / 2 for k in keys}
     rates = {b: (before["batched_per_s"][b] + after["batched_per_s"][b]) / 2 for b in before["batched_per_s"]}
+    out["cpu_s_per_image"] = {b: (before["cpu_s_per_image"][b] + after["cpu_s_per_image"][b]) / 2
+                              for b in before["cpu_s_per_image"]}
     best = max(rates, key=lambda k: rates[k])
     out.update(batched_per_s=rates, best_batch=int(best), best_per_s=rates[best], threads=before["threads"],
                gap_s=before["gap_s"], before=before, after=after)

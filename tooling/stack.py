@@ -317,6 +317,11 @@ class LocalStack:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.orch_port}"
 
+    def pids(self) -> dict[str, int]:
+        """Process ids of the stack's running processes by name (redis only when this stack started
+        it), e.g. for the CPU time each spends (``bench e2e``)."""
+        return {name: svc.proc.pid for name, svc, _ in self._slots() if svc is not None and svc.alive}
+
     # --- processes ----------------------------------------------------------------------------------
 
     def _common(self, role: str, name: str, port: int) -> dict[str, object]:

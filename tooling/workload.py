@@ -10,7 +10,9 @@ stopped, with the same ``gap_s`` between forwards, before and after the stack.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import statistics
 import time
 from typing import Any
@@ -74,17 +76,35 @@ def task_parts(info: dict[str, Any], sent: float, received: float) -> dict[str, 
     return out
 
 
-def saturation(oc: OrchestratorClient, spec: ModelSpec, tasks: int = 60) -> dict[str, float]:
-    """``tasks`` submitted at once; throughput from the first submit to the last finish (server clocks)."""
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """CPU time (user + system) each process has used so far, seconds (Linux ``/proc/<pid>/stat``)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for name, pid in pids.items():
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+            out[name] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def saturation(oc: OrchestratorClient, spec: ModelSpec, tasks: int = 60,
+               pids: dict[str, int] | None = None) -> dict[str, Any]:
+    """``tasks`` submitted at once; throughput from the first submit to the last finish (server clocks).
+    With ``pids`` (the stack's processes), the CPU seconds each spent per task meanwhile: a figure the
+    other load on a shared machine does not change as much as the wall-clock throughput."""
+    before = cpu_seconds(pids or {})
     ids = [oc.submit(wire.encode(random_input(spec, 1000 + i)), spec.name, priority=3) for i in range(tasks)]
     infos = [oc.result(i, wait_s=300, logits=False) for i in ids]
+    after = cpu_seconds(pids or {})
+    cpu = {k: (after[k] - before[k]) / tasks for k in before if k in after}
     bad = [i for i in infos if i["status"] != "done"]
     if bad:
         raise RuntimeError(f"{len(bad)} of {tasks} tasks did not finish: {bad[0].get('error')}")
     span = max(i["finished"] for i in infos) - min(i["submitted"] for i in infos)
     return {"tasks": tasks, "seconds": span, "throughput_per_s": tasks / span,
             "median_e2e_s": statistics.median(i["e2e_s"] for i in infos),
-            "mean_batch": statistics.fmean((i.get("timings") or {}).get("batch", 1) for i in infos)}
+            "mean_batch": statistics.fmean((i.get("timings") or {}).get("batch", 1) for i in infos),
+            "cpu_s_per_task": cpu, "cpu_s_per_task_total": sum(cpu.values())}
 
 
 def mixed_priorities(oc: OrchestratorClient, spec: ModelSpec, tasks: int = 12,

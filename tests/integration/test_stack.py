@@ -165,6 +165,9 @@ def test_bench_e2e_reports_latency_ratios_and_where_the_time_went() -> None:
     assert r["throughput_ratio"] == pytest.approx(sat["throughput_per_s"] / ref["batch1_per_s"])
     assert r["throughput_ratio_batched"] == pytest.approx(sat["throughput_per_s"] / ref["best_per_s"])
     assert r["max_batch"] == 4 and 1 <= sat["mean_batch"] <= 4
+    assert {"orchestrator", "cloud", "executor-0", "executor-1"} <= set(sat["cpu_s_per_task"])
+    assert sat["cpu_s_per_task_total"] > 0 and ref["cpu_s_per_image"]["1"] > 0
+    assert r["cpu_ratio"] == pytest.approx(ref["cpu_s_per_image"]["1"] / sat["cpu_s_per_task_total"])
     parts = idle["parts_ms"]
     assert set(parts) == {"submit", "queue", "edge_compute", "edge_transfer", "cloud", "result", "other"}
     assert parts["edge_compute"] > 0 and parts["cloud"] > 0 and parts["queue"] >= 0
