@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from edgesplit import wire
-from edgesplit.errors import EdgesplitError
+from edgesplit.errors import EdgesplitError, Unavailable
 from services.orchestrator.batching import BatchJob, BatchQueue
 from services.orchestrator.engine import Engine, Job, JobLost, TaskFailed
 from services.orchestrator.metrics import Metrics
@@ -248,6 +248,9 @@ class Runner(abc.ABC):
         except JobLost:
             return await self._usable(job)
         except TaskFailed as e:
+            if isinstance(job, BatchJob) and self._refused_batch(job, e):
+                await self._one_by_one(job, k, subzone)
+                return False
             await self._end(job, "failed", {"error": str(e)}, e.reason)
             return False
         except Exception as e:
@@ -263,6 +266,9 @@ class Runner(abc.ABC):
         try:
             logits = await self.engine.run_cloud(job)
         except TaskFailed as e:
+            if isinstance(job, BatchJob) and self._refused_batch(job, e):
+                await self._one_by_one(job, len(job.route.steps), None)
+                return
             await self._end(job, "failed", {"error": str(e)}, e.reason)
             return
         except Exception as e:
@@ -275,6 +281,33 @@ class Runner(abc.ABC):
                 continue  # ended while the others were acknowledged
             await self._end_task(job, task, "done", {"logits": wire.encode(logits[row : row + 1])})
             self.metrics.e2e.labels(self.model, str(task.priority)).observe(time.time() - task.submitted)
+
+    @staticmethod
+    def _refused_batch(job: BatchJob, e: TaskFailed) -> bool:
+        """True when an executor or the cloud refused a batch of several tasks (a 4xx: an input it does
+        not take, a batch or body too large), as opposed to failing to answer."""
+        cause = e.__cause__
+        return (len(job.live) > 1 and isinstance(cause, EdgesplitError) and not isinstance(cause, Unavailable)
+                and e.reason in ("invalid", "cloud"))
+
+    async def _one_by_one(self, job: BatchJob, k: int, subzone: int | None) -> None:
+        """Run each live member of a refused batch alone from step ``k`` (``len(steps)``: the cloud), so
+        that what one task's input (or the batch's size) causes fails only the tasks it fails alone."""
+        log.warning("a batch of %d %s tasks was refused at step %d; running them one by one",
+                    len(job.live), self.model, k)
+        for row, task in job.member_rows():
+            if task.token not in job.live:  # lost while the others ran
+                continue
+            one = Job(task, job.x[row : row + 1].clone(), job.route, job.claimed_at, stages=list(job.stages),
+                      retries=job.retries, tick=job.tick)
+            job.live.pop(task.token, None)
+            if self.active.get(task.token) is job:
+                self.active[task.token] = one
+            for s in range(k, len(job.route.steps)):
+                if not await self.step(one, s, subzone):
+                    break
+            else:
+                await self.cloud(one)
 
     async def _end(self, job: Job, status: str, fields: dict[str, Any], reason: str | None = None) -> None:
         """Acknowledge the job's attempt (a batch: each live member's) with a final status."""

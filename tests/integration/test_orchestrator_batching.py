@@ -20,7 +20,7 @@ import torch
 from edgesplit import wire
 from edgesplit.models import get_spec
 from edgesplit.models.build import load_model
-from tooling.stack import ExecutorGroup, LocalStack, OrchestratorGroup, StackSettings
+from tooling.stack import CloudGroup, ExecutorGroup, LocalStack, OrchestratorGroup, StackSettings
 
 pytestmark = [pytest.mark.redis, pytest.mark.services]
 MODEL = "digits-cnn"
@@ -36,6 +36,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     with LocalStack(StackSettings(
             models=(MODEL,), log_dir=tmp_path_factory.mktemp("batching-stack"),
             executor=ExecutorGroup(count=2, threads=2),
+            cloud=CloudGroup(extra={"max_batch": 4}),  # refuses larger batches (the last test)
             orchestrator=OrchestratorGroup(extra={"max_batch": 4, "max_queue_delay_s": NO_DELAY}))) as st:
         yield st
 
@@ -50,11 +51,12 @@ def _result(c: httpx.Client, tid: str) -> dict:
     return dict(c.get(f"/v1/tasks/{tid}", params={"wait": 60}).json())
 
 
-def _queued(stack: LocalStack, c: httpx.Client, tasks: list[tuple[int, int]]) -> list[str]:
-    """Queue ``(seed, priority)`` tasks while nothing claims, then start the workers (batches of 4)."""
+def _queued(stack: LocalStack, c: httpx.Client, tasks: list[tuple[int, int]],
+            max_batch: int = 4) -> list[str]:
+    """Queue ``(seed, priority)`` tasks while nothing claims, then start the workers (``max_batch``)."""
     stack.restart_orchestrator(workers=False)
     ids = [_submit(c, seed, prio) for seed, prio in tasks]
-    stack.restart_orchestrator(workers=True, max_batch=4)
+    stack.restart_orchestrator(workers=True, max_batch=max_batch)
     return ids
 
 
@@ -120,3 +122,18 @@ def test_an_unreadable_input_fails_alone_and_metrics_count_batches(stack: LocalS
     assert "stored input is unreadable" in res[1]["error"]
     assert f'edgesplit_orchestrator_batch_size_count{{model="{MODEL}"}}' in metrics
     assert f'edgesplit_orchestrator_queue_delay_seconds_count{{model="{MODEL}",priority="3"}}' in metrics
+
+
+def test_a_batch_the_cloud_refuses_runs_one_by_one_from_there(stack: LocalStack) -> None:
+    module = load_model(get_spec(MODEL), seed=0)
+    seeds = [60 + i for i in range(8)]
+    with httpx.Client(base_url=stack.url, timeout=60) as c:
+        ids = _queued(stack, c, [(s, 3) for s in seeds], max_batch=8)  # the cloud takes batches of 4 at most
+        res = [_result(c, i) for i in ids]
+    assert [r["status"] for r in res] == ["done"] * 8, [r.get("error") for r in res]
+    assert len({r["timings"]["stages"][0]["start"] for r in res}) == 1  # the edge ran the batch of 8
+    assert len({r["timings"]["cloud"]["start"] for r in res}) == 8  # the cloud, one task at a time
+    for seed, r in zip(seeds, res, strict=True):
+        with torch.no_grad():
+            ref = module(torch.from_numpy(_input(seed)))
+        torch.testing.assert_close(torch.tensor(r["logits"]).view_as(ref), ref)
