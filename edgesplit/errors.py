@@ -87,3 +87,21 @@ class Overloaded(Unavailable):
     def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class Unauthorized(EdgesplitError):
+    """A missing or wrong bearer token (HTTP 401)."""
+
+    status = 401
+
+
+class BodyTooLarge(InvalidInput):
+    """A request body above the service's ``max_body_bytes`` (HTTP 413)."""
+
+    status = 413
+
+
+class UnsupportedMediaType(InvalidInput):
+    """A request body of a content type the endpoint does not read (HTTP 415)."""
+
+    status = 415

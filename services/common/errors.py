@@ -16,30 +16,18 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from edgesplit import errors as domain
-from edgesplit.errors import EdgesplitError, InvalidInput, QueueFull
+from edgesplit.errors import (
+    BodyTooLarge,
+    EdgesplitError,
+    InvalidInput,
+    QueueFull,
+    Unauthorized,
+    UnsupportedMediaType,
+)
 
-
-class Unauthorized(EdgesplitError):
-    """A missing or wrong bearer token (HTTP 401)."""
-
-    status = 401
-
-
-class BodyTooLarge(InvalidInput):
-    """A request body above the service's ``max_body_bytes`` (HTTP 413)."""
-
-    status = 413
-
-
-class UnsupportedMediaType(InvalidInput):
-    """A request body of a content type the endpoint does not read (HTTP 415)."""
-
-    status = 415
-
-
-_LOCAL: dict[str, type[EdgesplitError]] = {
-    c.__name__: c for c in (Unauthorized, BodyTooLarge, UnsupportedMediaType)
-}
+# the HTTP layer's own errors live with the domain's (one module of error classes, one lookup by name)
+__all__ = ["BodyTooLarge", "Unauthorized", "UnsupportedMediaType", "error_from_response", "error_response",
+           "install_error_handlers"]
 
 
 def error_response(exc: EdgesplitError) -> JSONResponse:
@@ -100,7 +88,7 @@ def error_from_response(status: int, payload: object, headers: Mapping[str, str]
     message = payload.get("error") if isinstance(payload, dict) else None
     kind = payload.get("type") if isinstance(payload, dict) else None
     text = f"{url}: HTTP {status}: {message or 'no error message'}"
-    cls = _LOCAL.get(str(kind)) or getattr(domain, str(kind), None)
+    cls = getattr(domain, str(kind), None)
     if not (isinstance(cls, type) and issubclass(cls, EdgesplitError)):
         cls = _BY_STATUS.get(status, EdgesplitError)
     if cls is QueueFull or cls is domain.Overloaded:
