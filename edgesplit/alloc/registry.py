@@ -182,7 +182,7 @@ def resolve(text: str, path: str | Path | None = None) -> AllocPolicy:
 
     InvalidInput names the policies known for an unknown name."""
     name, _, inline = text.partition(":")
-    if name not in ALLOC_POLICIES:
+    if name not in ALLOC_POLICIES.names:
         raise InvalidInput(f"unknown policy {text!r}; expected {policies_help()}")
     policy = ALLOC_POLICIES[name]
     chosen = inline or path
