@@ -5,7 +5,11 @@
 * ``bounds`` / ``exact``: the certified lower bound and the best allocation (optimum where proven).
 * ``env``: the paper's MDP (eq. 8-10, Algorithm 2 clipping) as a gymnasium environment.
 * ``train`` / ``policy``: stable-baselines3 TD3 and DDPG training, shipped policies.
-* ``allocate``: one call for every policy, with the gap to the bound; ``fig6``: the paper's fig. 6.
+* ``registry``: every allocation policy as one object (``ALLOC_POLICIES``), which ``allocate`` and the
+  allocator service dispatch through;
+* ``allocate``: one call for every policy, with the gap to the bound; ``fig6``: the paper's fig. 6;
+* ``heldout`` / ``sweep``: judging policies on held-out draws of server speeds and link rates, the
+  seed sweep behind the shipped policies.
 
 SB3, gymnasium and torch are imported lazily (environment, training and policies only).
 """
