@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from edgesplit.alloc.registry import resolve
 from services.allocator.decide import ModelDecision
 
 NS = "edgesplit_allocator"
@@ -51,7 +52,7 @@ class AllocatorMetrics:
     def count(self, d: ModelDecision, policy: str) -> None:
         """Count one model's decision: what was served, TD3's fallbacks, the predicted values."""
         self.served.labels(d.model, d.served).inc()
-        if policy == "td3" and d.served == "exact":
+        if resolve(policy).learned and d.served == "exact":  # a learned policy checked and replaced
             self.fallbacks.labels(d.model, "unavailable" if d.td3_s is None else "gap").inc()
         if d.objective_s is not None:
             self.predicted.labels(d.model).set(d.objective_s)

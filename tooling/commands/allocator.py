@@ -16,7 +16,8 @@ def adapt(
     threads: int = typer.Option(4, min=1, help="threads (sub-zone capacity) of each executor"),
     delay: float = typer.Option(0.05, min=0.0, help="per-slice delay injected into one executor, s"),
     period: float = typer.Option(1.0, min=0.05, help="the allocator's re-planning period, s"),
-    policy: str = typer.Option("td3", help="td3 | exact | even"),
+    policy: str = typer.Option("td3", help="an allocation policy: td3 | exact | even | ... "
+                               "(edgesplit.alloc.registry.ALLOC_POLICIES)"),
     train_steps: int = typer.Option(2000, min=0, help="TD3 training steps for this cluster (0: the shipped "
                                     "policy)"),
     before: int = typer.Option(30, min=3, help="tasks before the slowdown"),
@@ -32,10 +33,11 @@ def adapt(
     as_json: bool = typer.Option(False, "--json", help="one JSON object on stdout"),
 ) -> None:
     """Slow one executor of a local stack down and time the allocator's recovery of the latency."""
+    from edgesplit.alloc.registry import ALLOC_POLICIES
     from tooling.allocator_bench import Adapt, AdaptConfig
 
-    if policy not in ("td3", "exact", "even"):
-        raise typer.BadParameter(f"policy must be td3, exact or even, got {policy!r}")
+    if policy not in ALLOC_POLICIES.names:
+        raise typer.BadParameter(f"policy must be one of {', '.join(ALLOC_POLICIES.names)}, got {policy!r}")
     config = AdaptConfig(model=model, executors=executors, threads=threads, delay_s=delay, period_s=period,
                          measure_s=min(0.25, period), policy=policy, train_steps=train_steps,
                          before_tasks=before, after_tasks=after, window=window, timeout_s=timeout, seed=seed,
