@@ -350,7 +350,8 @@ class LocalStack:
                     "mode": self.mode, "pipeline": self.pipeline, "split": self.split,
                     "cloud_token": self.cloud_token,
                     **_defaults(role, "aging_s", "max_queue", "max_priority", "max_batch",
-                                "max_queue_delay_s", "max_batch_by_priority", "default_timeout_s",
+                                "max_queue_delay_s", "max_batch_by_priority", "batch_chunk",
+                                "urgent_window_s", "default_timeout_s",
                                 "result_ttl_s", "lease_s", "max_finished", "drain_s", "max_body_bytes"),
                     **self.extra_orch}
         if role == "allocator":

@@ -18,6 +18,9 @@ Rules (``CLAIM_BATCH``, one atomic script):
   waited its priority's delay. The default delay of priority 1 is 0, so an urgent task never waits to
   fill a batch. While it waits, nothing is claimed: the tasks stay queued (cancellable, visible to
   other replicas), and a more urgent arrival goes to the head.
+* Batches are not preemptible: a task arriving waits for the batch in its stage. While urgent tasks
+  come, the async pipeline runs a batch's first step ``batch_chunk`` tasks at a time and lets the
+  priority-1 tasks queued meanwhile through between two chunks (``Runner.step``, ``claim(only=1)``).
 * Each task of a batch keeps its own record, lease and fence token: results are split back per task,
   a task cancelled or expired on the way ends alone, and an input that cannot be decoded fails only
   its own task (``Runner``).
@@ -43,7 +46,7 @@ T = TypeVar("T")
 
 # KEYS: q, inflight, dl, pending
 # ARGV: prefix, now, lease_s, ttl, max_batch, n (priorities), delay of priority 1..n, cap of priority
-# 1..n, token 1..max_batch
+# 1..n, token 1..max_batch, only (0, or the largest priority to take: the head must be that urgent)
 # Returns {'ok', n, (id, priority, submitted, deadline, attempts, input) x n, n_expired, expired...,
 # orphans...} when n tasks were claimed; {'wait', at, n_expired, ...}: a partial batch that may wait
 # until Unix time ``at`` (nothing claimed); {'empty', '', n_expired, ...}. On the way, queued tasks
@@ -60,6 +63,7 @@ end
 local function delay(prio) return tonumber(ARGV[6 + level(prio)]) end
 local function cap(prio) return math.min(maxb, tonumber(ARGV[6 + nd + level(prio)])) end
 local limit, full = maxb, false
+local only = tonumber(ARGV[#ARGV])
 local function report(head)
   head[#head + 1] = tostring(#expired)
   for _, e in ipairs(expired) do head[#head + 1] = e end
@@ -86,6 +90,9 @@ for _ = 1, 100 do
       redis.call('ZADD', p .. 'finished', now, id)
       redis.call('PUBLISH', p .. 'done', id)
       expired[#expired + 1] = id
+    elseif only > 0 and tonumber(f[1]) > only then
+      full = true
+      break
     else
       local c = math.min(limit, cap(tonumber(f[1])))
       if #cand + 1 > c then full = true break end
@@ -96,6 +103,7 @@ for _ = 1, 100 do
   if full or #cand >= limit or #ids < 64 then break end
 end
 if #cand == 0 then return report({'empty', ''}) end
+if only > 0 then full = true end  -- an urgent claim never waits for company
 local go = math.huge
 for _, c in ipairs(cand) do
   go = math.min(go, tonumber(c[2][2]) + delay(tonumber(c[2][1])))
@@ -159,14 +167,15 @@ class BatchQueue:
         self.caps = [int(delay_of(caps, p)) for p in range(1, max_priority + 1)]
         self._script = queue.r.register_script(CLAIM_BATCH)
 
-    async def claim(self, model: str, lease_s: float) -> BatchClaim:
+    async def claim(self, model: str, lease_s: float, only: int = 0) -> BatchClaim:
         """Claim up to ``max_batch`` tasks of ``model`` from the head of its queue (module docstring),
-        each under a fresh attempt token with a lease of ``lease_s`` seconds."""
+        each under a fresh attempt token with a lease of ``lease_s`` seconds. ``only`` > 0: only tasks
+        of priority ``only`` or more urgent, at once (nothing when the head is less urgent)."""
         q = self.queue
         keys = [q.key("q", model), q.key("inflight", model), q.key("dl", model), q.key("pending", model)]
         tokens = [uuid.uuid4().hex for _ in range(self.max_batch)]
         args: list[str | int] = [q.p, repr(time.time()), repr(lease_s), q.ttl, self.max_batch,
-                                 len(self.delays), *(repr(d) for d in self.delays), *self.caps, *tokens]
+                                 len(self.delays), *(repr(d) for d in self.delays), *self.caps, *tokens, only]
         out = await _guard(self._script(keys=keys, args=args))
         kind = _s(out[0])
         n = int(_s(out[1])) if kind == "ok" else 0

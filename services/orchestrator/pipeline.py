@@ -67,9 +67,19 @@ class AsyncPipeline(Runner):
                 return
             if n == 0:
                 await inbox[0].put(job)
-            elif await self.step(job, 0):
+            elif await self.step(job, 0, interlude=lambda: self._urgent(n, inbox)):
                 await inbox[1].put(job)
             job = None
+
+    async def _urgent(self, n: int, inbox: list[asyncio.Queue[Job | None]]) -> None:
+        """Between two chunks of a batch's first step (``Runner.step``): the priority-1 tasks queued
+        meanwhile take stage 0 now, so that an urgent task waits for one chunk, not for a whole batch."""
+        while (job := await self.claim_urgent()) is not None:
+            if len(job.route.steps) != n:  # a new plan: its generation starts after this one
+                await self.give_back_job(job)
+                return
+            if await self.step(job, 0):
+                await inbox[1].put(job)
 
     async def _stop(self, inbox: list[asyncio.Queue[Job | None]], k: int) -> None:
         """Tell the workers reading ``inbox[k]`` to end (one stop per cloud worker on the last one)."""

@@ -29,7 +29,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -69,6 +69,7 @@ class Runner(abc.ABC):
         self.batches = BatchQueue(queue, s.max_batch, s.max_queue_delay_s, s.max_priority,
                                   s.max_batch_by_priority) if s.max_batch > 1 else None
         self._wait_until: float | None = None  # a partial batch may wait until then (Unix seconds)
+        self._urgent_at = -float("inf")  # when a priority-1 task was last claimed (monotonic seconds)
 
     @abc.abstractmethod
     async def run(self) -> None:
@@ -100,11 +101,23 @@ class Runner(abc.ABC):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=timeout)
 
-    async def _claim_once(self, server: int | None) -> Job | None:
+    async def claim_urgent(self) -> Job | None:
+        """The priority-1 tasks at the head of the queue, claimed now as one job (batching only); None
+        when the head is less urgent, nothing is queued, Redis does not answer or we are draining."""
+        if self.batches is None or self.draining:
+            return None
+        try:
+            return await self._claim_once(None, only=1)
+        except EdgesplitError:
+            return None
+
+    async def _claim_once(self, server: int | None, only: int = 0) -> Job | None:
         route = self.plans.single(server) if server is not None else await self.plans.route()
         if self.batches is not None:
-            got = await self.batches.claim(self.model, self.settings.lease_s)
-            tasks, expired, orphans, self._wait_until = got.tasks, got.expired, got.orphans, got.wait_until
+            got = await self.batches.claim(self.model, self.settings.lease_s, only)
+            tasks, expired, orphans = got.tasks, got.expired, got.orphans
+            if not only:
+                self._wait_until = got.wait_until
         else:
             task, expired, orphans = await self.queue.claim(self.model, self.settings.lease_s)
             tasks = [] if task is None else [task]
@@ -119,6 +132,8 @@ class Runner(abc.ABC):
         now = time.time()
         rows: list[tuple[Claimed, torch.Tensor]] = []
         for task in tasks:
+            if task.priority <= 1:
+                self._urgent_at = time.monotonic()
             waited = max(0.0, now - task.submitted)
             self.metrics.pending.labels(self.model, str(task.priority)).dec()
             self.metrics.queue_time.labels(self.model).observe(waited)
@@ -239,12 +254,21 @@ class Runner(abc.ABC):
             return False
         return True
 
-    async def step(self, job: Job, k: int, subzone: int | None = None) -> bool:
-        """Run step k of a job; False if the job ended (failed, expired, lost)."""
+    async def step(self, job: Job, k: int, subzone: int | None = None,
+                   interlude: Callable[[], Awaitable[None]] | None = None) -> bool:
+        """Run step k of a job; False if the job ended (failed, expired, lost). With ``interlude``,
+        ``batch_chunk`` > 0 and urgent tasks coming (one claimed within ``urgent_window_s``), a batch's
+        step runs ``batch_chunk`` rows at a time and ``interlude`` runs between two chunks (the async
+        pipeline's first step lets urgent tasks through there)."""
         if not await self._usable(job):
             return False
+        urgent = time.monotonic() - self._urgent_at <= self.settings.urgent_window_s
+        chunk = self.settings.batch_chunk if urgent else 0
         try:
-            await self.engine.run_step(job, k, subzone)
+            if isinstance(job, BatchJob) and interlude is not None and 0 < chunk < job.x.shape[0]:
+                await self._chunked_step(job, k, subzone, chunk, interlude)
+            else:
+                await self.engine.run_step(job, k, subzone)
         except JobLost:
             return await self._usable(job)
         except TaskFailed as e:
@@ -281,6 +305,29 @@ class Runner(abc.ABC):
                 continue  # ended while the others were acknowledged
             await self._end_task(job, task, "done", {"logits": wire.encode(logits[row : row + 1])})
             self.metrics.e2e.labels(self.model, str(task.priority)).observe(time.time() - task.submitted)
+
+    async def _chunked_step(self, job: BatchJob, k: int, subzone: int | None, chunk: int,
+                            interlude: Callable[[], Awaitable[None]]) -> None:
+        """``engine.run_step`` on consecutive chunks of the batch's rows, ``interlude`` between two: a
+        batch's step then holds its sub-zone for one chunk at a time, not for the whole batch (a task
+        arriving meanwhile waits at most one chunk: batches are not preemptible otherwise). One stage
+        record for the whole step, its slices those of every chunk. Raises as ``run_step``."""
+        xs, records = [], []
+        for at in range(0, job.x.shape[0], chunk):
+            if at:
+                await interlude()
+                if job.lost:
+                    raise JobLost(job.task.id)
+            part = Job(job.task, job.x[at : at + chunk], job.route, job.claimed_at, retries=job.retries,
+                       tick=job.tick)
+            await self.engine.run_step(part, k, subzone)
+            job.retries = part.retries
+            xs.append(part.x)
+            records.append(part.stages[-1])
+        job.x = torch.cat(xs)
+        job.stages.append({**records[0], "end": records[-1]["end"], "chunks": len(records),
+                           "slices": [s for r in records for s in r["slices"]],
+                           "merge_s": sum(r["merge_s"] for r in records)})
 
     @staticmethod
     def _refused_batch(job: BatchJob, e: TaskFailed) -> bool:
@@ -360,6 +407,16 @@ class Runner(abc.ABC):
         if isinstance(job, BatchJob):
             out["batch"] = len(job.members)  # tasks run together (the stages' times are the batch's)
         return out
+
+    async def give_back_job(self, job: Job) -> None:
+        """Return one job's tasks to the queue now (not counting the attempt)."""
+        tokens = [t for t, j in self.active.items() if j is job]
+        for token in tokens:
+            task = self._task_of(job, token)
+            self.active.pop(token, None)
+            if task is not None:
+                with contextlib.suppress(EdgesplitError):  # else its lease brings it back
+                    await self.queue.give_back(task)
 
     async def give_back_all(self) -> None:
         """Return every task in flight to the queue (graceful shutdown)."""

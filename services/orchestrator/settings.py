@@ -101,6 +101,11 @@ class OrchestratorSettings(ServiceSettings):
     max_batch: int = Field(1, ge=1, le=256)
     max_queue_delay_s: dict[int, float] = Field(default_factory=lambda: {1: 0.0, 2: 0.002})
     max_batch_by_priority: dict[int, int] = Field(default_factory=lambda: {1: 1, 2: 256})
+    # while urgent (priority-1) tasks come (one claimed within urgent_window_s), the async pipeline's
+    # first step of a batch runs batch_chunk rows at a time (0: all at once) and urgent tasks queued
+    # meanwhile go through between two chunks; otherwise a batch's step runs whole (faster)
+    batch_chunk: int = Field(1, ge=0, le=256)
+    urgent_window_s: float = Field(1.0, ge=0.0, le=3600.0)
 
     @field_validator("api_token", "cloud_token")
     @classmethod

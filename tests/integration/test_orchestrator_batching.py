@@ -1,7 +1,8 @@
 """Dynamic batching through a real stack: exact per-task results, priority order, urgent tasks never wait.
 
-``digits-cnn`` split on 2 executors. Tasks are queued while the orchestrator runs without workers
-(``workers=false``: the API only), then it restarts with them, so the claims see a known queue.
+``digits-cnn`` split on 2 executors whose every slice takes at least 0.1 s more (``slice_delay_s``).
+Tasks are queued while the orchestrator runs without workers (``workers=false``: the API only), then
+it restarts with them, so the claims see a known queue.
 Assertions are on results and on what the services record (claim times, batch sizes), never on
 durations.
 """
@@ -35,9 +36,10 @@ def _input(seed: int) -> np.ndarray:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     with LocalStack(StackSettings(
             models=(MODEL,), log_dir=tmp_path_factory.mktemp("batching-stack"),
-            executor=ExecutorGroup(count=2, threads=2),
+            executor=ExecutorGroup(count=2, threads=2, extra={"slice_delay_s": 0.1}),  # steps take a while
             cloud=CloudGroup(extra={"max_batch": 4}),  # refuses larger batches (the last test)
-            orchestrator=OrchestratorGroup(extra={"max_batch": 4, "max_queue_delay_s": NO_DELAY}))) as st:
+            orchestrator=OrchestratorGroup(extra={"max_batch": 4, "max_queue_delay_s": NO_DELAY,
+                                                  "urgent_window_s": 60}))) as st:
         yield st
 
 
@@ -91,6 +93,25 @@ def test_a_batch_never_holds_a_lower_priority_task_while_a_higher_one_waits(stac
     assert max(u["started"] for u in urgent) <= min(t["started"] for t in low)
     assert [u["timings"]["batch"] for u in urgent] == [1, 1, 1]
     assert sorted(t["timings"]["batch"] for t in low) == [2, 2, 4, 4, 4, 4]
+    # urgent tasks came: the low batches' first step ran one task at a time (batch_chunk 1), with
+    # room for an urgent task between two
+    assert sorted(t["timings"]["stages"][0]["chunks"] for t in low) == [2, 2, 4, 4, 4, 4]
+
+
+def test_an_urgent_task_goes_between_two_chunks_of_a_batch(stack: LocalStack) -> None:
+    with httpx.Client(base_url=stack.url, timeout=60) as c:
+        _, *low_ids = _queued(stack, c, [(70, 1)] + [(71 + i, 5) for i in range(4)])  # urgent traffic
+        deadline = time.monotonic() + 30
+        while c.get(f"/v1/tasks/{low_ids[0]}").json()["status"] == "queued":
+            assert time.monotonic() < deadline, "the batch never started"
+            time.sleep(0.005)
+        late = _result(c, _submit(c, 80, 1))  # while the batch's first step runs, one task at a time
+        low = [_result(c, i) for i in low_ids]
+    assert late["status"] == "done" and all(r["status"] == "done" for r in low)
+    stage0 = low[0]["timings"]["stages"][0]
+    assert stage0["chunks"] == 4 and low[0]["timings"]["batch"] == 4
+    assert stage0["start"] < late["started"] < stage0["end"]  # it took stage 0 between two chunks
+    assert late["finished"] < min(r["finished"] for r in low)
 
 
 def test_an_urgent_task_never_waits_while_a_partial_batch_does(stack: LocalStack) -> None:

@@ -107,6 +107,10 @@ raises it without a restart (an env value would stay frozen at the pod's start).
   value: {{ $o.maxQueueDelayS | toJson | quote }}
 - name: EDGESPLIT_ORCHESTRATOR_MAX_BATCH_BY_PRIORITY
   value: {{ $o.maxBatchByPriority | toJson | quote }}
+- name: EDGESPLIT_ORCHESTRATOR_BATCH_CHUNK
+  value: {{ $o.batchChunk | int64 | quote }}
+- name: EDGESPLIT_ORCHESTRATOR_URGENT_WINDOW_S
+  value: {{ $o.urgentWindowS | quote }}
 - name: EDGESPLIT_ORCHESTRATOR_DEFAULT_TIMEOUT_S
   value: {{ $o.defaultTimeoutS | quote }}
 - name: EDGESPLIT_ORCHESTRATOR_RESULT_TTL_S
