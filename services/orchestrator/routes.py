@@ -82,10 +82,11 @@ def route_from_plan(plan: Any, spec: ModelSpec, source: str) -> Route:
                           tuple(n for _, n, _ in kept), tuple(k for _, _, k in kept)))
     covered = [(s.start, s.stop) for s in steps]
     ends = [0] + [b for _, b in covered]
-    if any(a != ends[i] for i, (a, _) in enumerate(covered)) or ends[-1] != spec.n_edge:
+    cloud_from = plan.edge_stop(spec)
+    if any(a != ends[i] for i, (a, _) in enumerate(covered)) or ends[-1] != cloud_from:
         raise InvalidPlan(f"plan of {spec.name} covers layers {covered}, expected consecutive ranges from 0 "
-                          f"to {spec.n_edge}")
-    return Route(tuple(steps), spec.n_edge, int(getattr(plan, "version", 0) or 0), source)
+                          f"to {cloud_from}")
+    return Route(tuple(steps), cloud_from, int(getattr(plan, "version", 0) or 0), source)
 
 
 def replacement(route: Route | None, spec: ModelSpec, failed: Step, up: Sequence[int],
