@@ -88,10 +88,13 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
 
 
 def saturation(oc: OrchestratorClient, spec: ModelSpec, tasks: int = 60,
-               pids: dict[str, int] | None = None) -> dict[str, Any]:
-    """``tasks`` submitted at once; throughput from the first submit to the last finish (server clocks).
-    With ``pids`` (the stack's processes), the CPU seconds each spent per task meanwhile: a figure the
-    other load on a shared machine does not change as much as the wall-clock throughput."""
+               pids: dict[str, int] | None = None, warmup: int = 0) -> dict[str, Any]:
+    """``tasks`` submitted at once (priority 3, after ``warmup`` of them one by one); throughput from
+    the first submit to the last finish (server clocks). With ``pids`` (the stack's processes), the
+    CPU seconds each spent per task meanwhile: a figure the other load on a shared machine does not
+    change as much as the wall-clock throughput."""
+    for i in range(warmup):
+        oc.run(wire.encode(random_input(spec, 900 + i)), spec.name, priority=3, wait_s=60, logits=False)
     before = cpu_seconds(pids or {})
     ids = [oc.submit(wire.encode(random_input(spec, 1000 + i)), spec.name, priority=3) for i in range(tasks)]
     infos = [oc.result(i, wait_s=300, logits=False) for i in ids]

@@ -105,7 +105,7 @@ class OrchestratorSettings(ServiceSettings):
     # first step of a batch runs batch_chunk rows at a time (0: all at once) and urgent tasks queued
     # meanwhile go through between two chunks; otherwise a batch's step runs whole (faster)
     batch_chunk: int = Field(1, ge=0, le=256)
-    urgent_window_s: float = Field(1.0, ge=0.0, le=3600.0)
+    urgent_window_s: float = Field(10.0, ge=0.0, le=3600.0)
 
     @field_validator("api_token", "cloud_token")
     @classmethod

@@ -233,10 +233,12 @@ def bench_e2e(
     try:
         with OrchestratorClient(stack.url) as oc:
             route = oc.models()["models"][model]["route"]
+            # saturation first: its priority-3 tasks then meet no urgent traffic (the idle tasks are
+            # priority 1), so batches run whole (EDGESPLIT_ORCHESTRATOR_URGENT_WINDOW_S, docs/API.md)
+            with err.status(f"saturation ({tasks} tasks at once)..."):
+                sat = saturation(oc, spec, tasks, stack.pids(), warmup=3)
             with err.status(f"idle latency ({runs} tasks, one at a time, {gap_ms:g} ms apart)..."):
                 lat = idle_latency(oc, spec, runs, gap_s=gap_s)
-            with err.status(f"saturation ({tasks} tasks at once)..."):
-                sat = saturation(oc, spec, tasks, stack.pids())
     finally:
         stack.stop()
     with err.status("torch (2 threads) in fresh processes, after the stack..."):
