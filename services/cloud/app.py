@@ -3,6 +3,8 @@
 ``POST /v1/infer/{model}?start=L`` (``0 <= L <= n_edge``) takes layer L's input map instead and runs
 ``module[L:]``: a DADS cut inside the edge part, whose remaining convs then run here. The cloud keeps
 the whole model for that (the conv weights are small next to the fully connected ones).
+``?priority=P`` (1 the most urgent) orders the requests waiting for the compute thread
+(``services.cloud.compute``).
 
 Endpoints: ``POST /v1/infer/{model}``, ``GET /v1/info``, ``GET /metrics`` (behind the bearer token when
 one is configured), ``GET /v2/health/live`` and ``GET /v2/health/ready`` (open).
@@ -16,16 +18,16 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
-from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from edgesplit import wire
 from edgesplit.errors import InvalidInput
+from services.cloud.compute import LAST, PriorityCompute
 from services.cloud.settings import CloudSettings
 from services.common.httpmetrics import instrument_http
 from services.common.models import Deployed, ModelHost, deployment_specs
@@ -45,9 +47,8 @@ class CloudState(ModelHost):
         specs = deployment_specs(settings.models, settings.model_files)
         super().__init__("cloud", settings.name, specs, "all")
         self.settings = settings
-        # FIFO, ``threads`` torch threads each; a Python thread must set its own OpenMP team size
-        self.compute = ThreadPoolExecutor(1, thread_name_prefix="es-cloud",
-                                          initializer=torch.set_num_threads, initargs=(settings.threads,))
+        # one request at a time, the most urgent first (services.cloud.compute), ``threads`` torch threads
+        self.compute = PriorityCompute(settings.threads)
         self.registry = r = CollectorRegistry()
         self.latency = Histogram(f"{NS}_infer_seconds", "Compute time of a request's FC layers", ["model"],
                                  buckets=BUCKETS, registry=r)
@@ -102,7 +103,8 @@ def _routes(router: APIRouter, state: CloudState) -> None:
     s = state.settings
 
     @router.post("/v1/infer/{model}", response_class=Response)
-    async def infer(model: str, request: Request, start: int | None = None) -> Response:
+    async def infer(model: str, request: Request, start: int | None = None,
+                    priority: Annotated[int, Query(ge=-(1 << 20), le=LAST)] = LAST) -> Response:
         deployed = state.deployed(model)
         first = check_start(start, deployed)
         check_npy_request(request)
@@ -111,7 +113,8 @@ def _routes(router: APIRouter, state: CloudState) -> None:
         arrived = time.perf_counter()
         state.queued.inc()
         try:
-            logits, started = await asyncio.wrap_future(state.compute.submit(_forward, deployed, x, first))
+            logits, started = await asyncio.wrap_future(
+                state.compute.submit(priority, lambda: _forward(deployed, x, first)))
         finally:
             state.queued.dec()
         state.wait.labels(model).observe(started - arrived)
@@ -154,7 +157,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
             yield
         finally:
             loading.cancel()
-            state.compute.shutdown(wait=True, cancel_futures=True)
+            state.compute.shutdown()
 
     app = base_app(f"edgesplit cloud {settings.name}", settings.max_body_bytes, settings.docs, lifespan)
     instrument_http(app, state.registry)

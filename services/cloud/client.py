@@ -23,15 +23,19 @@ class CloudClient(ServiceClient):
                  http: HttpPool | None = None) -> None:
         super().__init__(base_url, token, timeout_s, http)
 
-    async def infer(self, model: str, features: np.ndarray, start: int | None = None) -> np.ndarray:
+    async def infer(self, model: str, features: np.ndarray, start: int | None = None,
+                    priority: int | None = None) -> np.ndarray:
         """Logits (N, num_classes) float32 of ``module[start:]`` on ``features`` (default
         ``start = spec.n_edge``: the cloud part).
 
         ``features``: float32, the input map of layer ``start`` (N, C, H, W): by default the merged output
         of the last edge layer, then also flattened (N, F). A ``start`` inside the edge part (a DADS cut)
         makes the cloud run the remaining convs too; out of ``[0, n_edge]`` it is ``InvalidInput``.
+        ``priority`` (1 the most urgent): the cloud computes the most urgent waiting request first.
         """
-        path = f"/v1/infer/{model}" if start is None else f"/v1/infer/{model}?start={int(start)}"
+        params = {k: int(v) for k, v in (("start", start), ("priority", priority)) if v is not None}
+        query = "&".join(f"{k}={v}" for k, v in params.items())
+        path = f"/v1/infer/{model}" + (f"?{query}" if query else "")
         answer = await self.request("POST", path, content=wire.encode(features),
                                     headers={"Content-Type": wire.CONTENT_TYPE})
         return wire.decode(answer.body, expect_shape=(features.shape[0], None))

@@ -36,7 +36,8 @@ from services.orchestrator.xfer import SliceLog
 class CloudInfer(Protocol):
     """What the engine needs of the cloud client (``services.cloud.client.CloudClient``)."""
 
-    async def infer(self, model: str, features: np.ndarray, start: int | None = None) -> np.ndarray: ...
+    async def infer(self, model: str, features: np.ndarray, start: int | None = None,
+                    priority: int | None = None) -> np.ndarray: ...
 
 
 class Replanner(Protocol):
@@ -171,15 +172,16 @@ class Engine:
                                                "edgesplit.task_id": task_id}):
             return await self.pool.run(server, self.model, sl, x, subzone, task_id)
 
-    async def _cloud_call(self, features: np.ndarray, start: int) -> np.ndarray:
-        """The cloud's logits for ``features``, the input of layer ``start``.
+    async def _cloud_call(self, features: np.ndarray, start: int, priority: int) -> np.ndarray:
+        """The cloud's logits for ``features``, the input of layer ``start``; ``priority`` (the job's
+        most urgent task's) orders the requests waiting at the cloud (``services.cloud.compute``).
 
         A DADS cut inside the edge part (``start < n_edge``) has the cloud run the remaining convs too
         (``POST /v1/infer/{model}?start=L``): the cut's map goes there as it is.
         """
         if start == self.spec.n_edge:
-            return await self.cloud.infer(self.model, features)
-        return await self.cloud.infer(self.model, features, start=start)
+            return await self.cloud.infer(self.model, features, priority=priority)
+        return await self.cloud.infer(self.model, features, start=start, priority=priority)
 
     async def run_cloud(self, job: Job) -> np.ndarray:
         """Send the features to the cloud (layers from ``route.cloud_from`` on); returns the logits (N, K),
@@ -203,7 +205,7 @@ class Engine:
                         t_wait = time.time()
                         async with self.gate.slot(job.task.priority, job.task.submitted):
                             waited += time.time() - t_wait
-                            logits = await self._cloud_call(features, start)
+                            logits = await self._cloud_call(features, start, job.task.priority)
             except Unavailable as e:
                 raise TaskFailed("cloud", f"the cloud does not answer: {e}") from e
             except EdgesplitError as e:

@@ -41,6 +41,8 @@ async def test_logits_equal_the_unsplit_classifier(cloud_client: CloudClient, na
     torch.testing.assert_close(torch.from_numpy(got), want, rtol=1e-4, atol=1e-4)
     flat = await cloud_client.infer(name, feats.flatten(1).numpy())  # (N, F) is accepted too
     torch.testing.assert_close(torch.from_numpy(flat), want, rtol=1e-4, atol=1e-4)
+    urgent = await cloud_client.infer(name, feats.numpy(), priority=1)  # orders the waiting requests only
+    torch.testing.assert_close(torch.from_numpy(urgent), want, rtol=1e-4, atol=1e-4)
 
 
 async def test_a_whole_model_split_over_executors_then_cloud_equals_the_model(
