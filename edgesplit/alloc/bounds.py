@@ -16,7 +16,9 @@ is feasible for the relaxation, so its optimum is a lower bound. It is computed 
    threads with ``g_i(t) <= T``.
 
 The bound is tight when the per-stage optimal columns can be arranged so that every server's row
-sums to its zone, which ``exact.best_allocation`` tries to do.
+sums to its zone, which ``exact.best_allocation`` tries to do. With unequal server speeds it is
+loose (the pooled threads all go to the fast servers); ``dual`` prices each row instead, and
+``exact.best_allocation`` reports the highest of the bounds. ``lower_bound`` itself is unchanged.
 """
 
 from __future__ import annotations

@@ -169,13 +169,19 @@ def bench_alloc_sweep(
     seeds: str = typer.Option("0,1,2,3,4", help="comma-separated training seeds"),
     steps: int = typer.Option(10_000, help="environment steps per run"),
     draws: int = typer.Option(20, help="held-out draws each run is judged on"),
+    rejudge: bool = typer.Option(False, "--rejudge", help="no training: recompute the exact values and "
+                                 "bounds of OUT/sweep.json's draws and the gaps of its stored latencies"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object (the summary)"),
 ) -> None:
     """Train the shipped recipe for every (algo, seed, model) and judge each on held-out draws: the
     median and worst gaps over seeds, and the reward curves of TD3 and DDPG (``alloc.sweep``)."""
-    from edgesplit.alloc.sweep import sweep
+    from edgesplit.alloc.sweep import rejudge_file, sweep
     from edgesplit.alloc.train import ALGOS
 
+    if rejudge:
+        result = rejudge_file(out / "sweep.json")
+        typer.echo(json.dumps({"out": str(out), "summary": result["summary"]}))
+        return
     for algo in algos.split(","):
         if algo not in ALGOS:
             raise InvalidInput(f"unknown algorithm {algo!r}; expected one of {', '.join(ALGOS)}")

@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from edgesplit.alloc.heldout import HELDOUT_DRAWS, heldout_draws, judge
+from edgesplit.alloc.cost import AllocSplit
+from edgesplit.alloc.heldout import HELDOUT_DRAWS, HELDOUT_SEED, heldout_draws, judge, reference, summarise
 from edgesplit.alloc.train import Algo, TrainConfig, smooth, train
 
 WINDOW = 50
@@ -61,6 +62,38 @@ def aggregate(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             row[f"worst_draw_{key}"] = float(max(r[f"worst_{key}"] for r in rs))
         out.append(row)
     return out
+
+
+def rejudge(result: dict[str, Any], scenario: str = "paper", scenario_seed: int = 0,
+            split: AllocSplit = "edgesplit") -> dict[str, Any]:
+    """``result`` (a ``sweep.json``) with every draw's exact value and certified bound recomputed from
+    the stored per-draw latencies, without training or running a policy again (e.g. after the bound
+    got tighter). The draws are the held-out draws of ``result["heldout_seed"]`` on the scenario."""
+    from edgesplit.plan.cluster import resolve_cluster
+
+    nominal = resolve_cluster(scenario, seed=scenario_seed).servers
+    draws = heldout_draws(len(nominal), int(result["draws"]), int(result.get("heldout_seed", HELDOUT_SEED)))
+    runs = []
+    for run in result["runs"]:
+        rows = []
+        for row in run["draws"]:
+            _, exact_s, bound_s = reference(run["model"], draws[row["draw"]].servers(nominal), split)
+            latency = float(row["latency_s"])
+            rows.append({**row, "exact_s": exact_s, "lower_bound_s": bound_s, "gap": latency / bound_s - 1,
+                         "gap_to_exact": latency / exact_s - 1, "exact_gap": exact_s / bound_s - 1})
+        runs.append({**run, "draws": rows, **summarise(rows)})
+    return {**result, "runs": runs, "summary": aggregate(runs)}
+
+
+def rejudge_file(path: Path) -> dict[str, Any]:
+    """``rejudge`` the sweep file at ``path`` in place; InvalidInput if there is none."""
+    from edgesplit.errors import InvalidInput
+
+    if not path.is_file():
+        raise InvalidInput(f"no sweep results at {path}: run the sweep first (without --rejudge)")
+    result = rejudge(json.loads(path.read_text()))
+    path.write_text(json.dumps(result, indent=1))
+    return result
 
 
 def plot_sweep(out: Path, runs: Sequence[dict[str, Any]], path: Path) -> None:

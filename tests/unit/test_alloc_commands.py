@@ -82,3 +82,8 @@ def test_bench_alloc_sweep_judges_every_seed(app: typer.Typer, tmp_path: Path) -
     assert row["seed_worst_gap"] >= row["seed_median_gap"] >= 0
     assert (tmp_path / "curves.png").stat().st_size > 0
     assert {p.name for p in tmp_path.iterdir()} >= {"digits-cnn-td3-s0", "digits-cnn-td3-s1", "sweep.json"}
+    again = cli_json(app, "bench", "alloc-sweep", "--out", str(tmp_path), "--rejudge")
+    assert again["summary"] == out["summary"]  # same draws, same bound: the stored latencies judge the same
+    with pytest.raises(InvalidInput, match="no sweep results"):
+        CliRunner().invoke(app, ["bench", "alloc-sweep", "--out", str(tmp_path / "none"), "--rejudge"],
+                           catch_exceptions=False)

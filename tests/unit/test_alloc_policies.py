@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from edgesplit.alloc import exact
 from edgesplit.alloc.allocate import allocate
 from edgesplit.alloc.heldout import heldout_draws
 from edgesplit.alloc.policy import POLICY_DIR, load_policy, policy_allocation, policy_env
@@ -40,7 +41,9 @@ def test_shipped_policy_reproduces_its_recorded_allocation(path: object) -> None
 
 
 @pytest.mark.parametrize("model", ["alexnet-paper", "vgg16-paper"])
-def test_the_td3_entry_serves_the_speed_aware_policy_feasibly_on_a_held_out_draw(model: str) -> None:
+def test_the_td3_entry_serves_the_speed_aware_policy_feasibly_on_a_held_out_draw(
+        model: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(exact, "DUAL_ITERATIONS", 2)  # feasibility here; the dual bound: test_alloc_dual
     td3 = ALLOC_POLICIES["td3"]
     assert isinstance(td3, TrainedPolicy)
     spec = get_spec(model)
