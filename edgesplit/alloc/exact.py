@@ -43,7 +43,7 @@ from edgesplit.plan.planner import apportion
 
 CERTIFY_RTOL = 1e-9
 DUAL_RTOL = 5e-3  # the dual bound is computed while the best is this far above the other bounds
-DUAL_ITERATIONS = 60  # 3-8 s of CPU on 8 unequal servers x 20 threads (alexnet-, vgg16-paper)
+DUAL_ITERATIONS = 60  # about 7-8 s of CPU on 8 unequal servers x 20 threads (alexnet-, vgg16-paper)
 
 
 @dataclass(frozen=True)
