@@ -2,7 +2,8 @@
 
 * ``zones``: each server's threads shared among the deployed CNNs by FLOPs share.
 * ``cost``: one zone's allocation problem as cost tables of the planner's latency model.
-* ``bounds`` / ``exact``: the certified lower bound and the best allocation (optimum where proven).
+* ``bounds`` / ``dual`` / ``exact``: the certified lower bounds (the zone-row relaxation; its
+  Lagrangian dual, which prices each server's zone) and the best allocation (optimum where proven).
 * ``env``: the paper's MDP (eq. 8-10, Algorithm 2 clipping) as a gymnasium environment.
 * ``train`` / ``policy``: stable-baselines3 TD3 and DDPG training, shipped policies.
 * ``registry``: every allocation policy as one object (``ALLOC_POLICIES``), which ``allocate`` and the
