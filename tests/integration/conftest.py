@@ -12,23 +12,37 @@ Processes log to files under the session's temporary directory; a failed start s
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 
+from services.orchestrator.queue import TaskQueue
 from tooling.proc import ServiceProcess, Spawner, start_cloud, start_executor, wait_ready
 
 TOKEN = "integration-test-token-0123456789"
 MODELS = "digits-cnn,alexnet-paper"
 MAX_BODY = 4 * 1024 * 1024
+QUEUE_REDIS_URL = "redis://127.0.0.1:6379/0"
 EXECUTOR_THREADS = 4
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+async def queue() -> AsyncIterator[TaskQueue]:
+    """A task queue under a fresh prefix of the shared redis-server (2 attempts), purged after."""
+    client = aioredis.Redis.from_url(QUEUE_REDIS_URL)
+    q = TaskQueue(client, prefix=f"test:{uuid.uuid4().hex[:8]}:", result_ttl_s=60, max_attempts=2)
+    yield q
+    await q.purge()
+    await client.aclose()
 
 
 @pytest.fixture(scope="session")

@@ -4,32 +4,14 @@ in priority order, per-priority queue delays, expired and orphaned ids, fencing 
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import AsyncIterator
 
 import pytest
-import redis.asyncio as aioredis
 
 from services.orchestrator.batching import BatchQueue, delay_of
 from services.orchestrator.queue import TaskQueue
 
 pytestmark = [pytest.mark.redis, pytest.mark.anyio]
-URL = "redis://127.0.0.1:6379/0"
 MODEL = "digits-cnn"
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def queue() -> AsyncIterator[TaskQueue]:
-    client = aioredis.Redis.from_url(URL)
-    q = TaskQueue(client, prefix=f"test:{uuid.uuid4().hex[:8]}:", result_ttl_s=60, max_attempts=2)
-    yield q
-    await q.purge()
-    await client.aclose()
 
 
 async def _submit(q: TaskQueue, priority: int, timeout_s: float = 60.0) -> str:

@@ -24,11 +24,6 @@ X = np.ones(SLICE.in_shape(SPEC, 1), np.float32)
 TOKEN = "breaker-test-token-0123456789"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 async def test_three_timeouts_open_the_circuit_and_a_probe_closes_it(spawn: Spawner) -> None:
     ex = spawn.executor("slow", token=TOKEN, models="digits-cnn", threads=2, slice_delay_s=0.5)
     cluster = cluster_from_dict({"executors": [{"name": "slow", "url": ex.url, "threads": 2}],

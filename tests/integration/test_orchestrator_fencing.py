@@ -38,11 +38,6 @@ LEASE_S = 1.0
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 async def runner() -> AsyncIterator[AsyncPipeline]:
     spec = get_spec(MODEL)
     nowhere = f"http://127.0.0.1:{free_port()}"

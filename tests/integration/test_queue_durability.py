@@ -23,11 +23,6 @@ MODEL = "digits-cnn"
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def redis_url(tmp_path: Path) -> Iterator[str]:
     """A private durable redis-server with a small ``maxmemory`` (4 MB)."""
     port = free_port()

@@ -6,33 +6,15 @@ from __future__ import annotations
 
 import random
 import time
-import uuid
-from collections.abc import AsyncIterator
 
 import pytest
-import redis.asyncio as aioredis
 
 from edgesplit.queueing import QueueOrder
 from services.orchestrator import scripts
 from services.orchestrator.queue import TaskQueue, new_task_id
 
 pytestmark = [pytest.mark.redis, pytest.mark.anyio]
-URL = "redis://127.0.0.1:6379/0"
 MODEL = "digits-cnn"
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def queue() -> AsyncIterator[TaskQueue]:
-    client = aioredis.Redis.from_url(URL)
-    q = TaskQueue(client, prefix=f"test:{uuid.uuid4().hex[:8]}:", result_ttl_s=60)
-    yield q
-    await q.purge()
-    await client.aclose()
 
 
 async def _submit_at(q: TaskQueue, order: QueueOrder, priority: int, arrival: float) -> str:
