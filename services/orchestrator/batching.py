@@ -41,6 +41,7 @@ from redis.exceptions import RedisError
 from edgesplit.errors import Unavailable
 from services.orchestrator.engine import Job
 from services.orchestrator.queue import Claimed, TaskQueue
+from services.orchestrator.scripts import ALWAYS, QUEUED_ENDINGS
 
 T = TypeVar("T")
 
@@ -51,12 +52,12 @@ T = TypeVar("T")
 # orphans...} when n tasks were claimed; {'wait', at, n_expired, ...}: a partial batch that may wait
 # until Unix time ``at`` (nothing claimed); {'empty', '', n_expired, ...}. On the way, queued tasks
 # whose deadline passed end ``expired`` and ids without a record are dropped (as in ``CLAIM``).
-CLAIM_BATCH = """#!lua flags=allow-oom
+CLAIM_BATCH = ALWAYS + QUEUED_ENDINGS + """
 local p = ARGV[1]
 local now = tonumber(ARGV[2])
 local maxb = tonumber(ARGV[5])
 local nd = tonumber(ARGV[6])
-local expired, orphans, cand = {}, {}, {}
+local cand = {}
 local function level(prio)
   return math.min(math.max(math.floor(prio), 1), nd)
 end
@@ -64,12 +65,6 @@ local function delay(prio) return tonumber(ARGV[6 + level(prio)]) end
 local function cap(prio) return math.min(maxb, tonumber(ARGV[6 + nd + level(prio)])) end
 local limit, full = maxb, false
 local only = tonumber(ARGV[#ARGV])
-local function report(head)
-  head[#head + 1] = tostring(#expired)
-  for _, e in ipairs(expired) do head[#head + 1] = e end
-  for _, o in ipairs(orphans) do head[#head + 1] = o end
-  return head
-end
 for _ = 1, 100 do
   local ids = redis.call('ZRANGE', KEYS[1], #cand, #cand + 63)
   for _, id in ipairs(ids) do
@@ -84,12 +79,7 @@ for _ = 1, 100 do
       redis.call('ZREM', KEYS[1], id)
       redis.call('ZREM', KEYS[3], id)
       redis.call('HINCRBY', KEYS[4], f[1], -1)
-      redis.call('HSET', key, 'status', 'expired', 'finished', ARGV[2], 'error', 'timed out while queued')
-      redis.call('HDEL', key, 'input')
-      redis.call('EXPIRE', key, tonumber(ARGV[4]))
-      redis.call('ZADD', p .. 'finished', now, id)
-      redis.call('PUBLISH', p .. 'done', id)
-      expired[#expired + 1] = id
+      expire_queued(p, key, id, ARGV[2], tonumber(ARGV[4]))
     elseif only > 0 and tonumber(f[1]) > only then
       full = true
       break

@@ -28,6 +28,27 @@ from edgesplit.queueing import QueueOrder
 REFUSED_WHEN_FULL = "#!lua"
 ALWAYS = "#!lua flags=allow-oom"
 
+# The one way a queued task ends ``expired`` (already off the queue ZSET): CLAIM, the batch claim
+# (``batching.CLAIM_BATCH``) and EXPIRE prepend it. ``now_s``: the caller's ARGV time string.
+# ``expired`` and ``orphans`` collect the ids a claim reports (``report``).
+QUEUED_ENDINGS = """
+local expired, orphans = {}, {}
+local function expire_queued(p, key, id, now_s, ttl)
+  redis.call('HSET', key, 'status', 'expired', 'finished', now_s, 'error', 'timed out while queued')
+  redis.call('HDEL', key, 'input')
+  redis.call('EXPIRE', key, ttl)
+  redis.call('ZADD', p .. 'finished', tonumber(now_s), id)
+  redis.call('PUBLISH', p .. 'done', id)
+  expired[#expired + 1] = id
+end
+local function report(head)
+  head[#head + 1] = tostring(#expired)
+  for _, e in ipairs(expired) do head[#head + 1] = e end
+  for _, o in ipairs(orphans) do head[#head + 1] = o end
+  return head
+end
+"""
+
 # KEYS: q, dl, pending, seq, epoch, idem-or-empty
 # ARGV: prefix, id, model, priority, now, deadline, max_queue, input, idem_ttl, fingerprint, timeout,
 #       aging, shift (the last two: QueueOrder.lua_args())
@@ -64,17 +85,9 @@ return {'ok', id, tostring(c)}
 # ids...}: tasks whose deadline passed are marked expired on the way, and queued ids without a task
 # record (orphans: never written by edgesplit's own scripts) are dropped; both are reported so the
 # caller can count them. ``id`` is '' when no task was claimed.
-CLAIM = ALWAYS + """
+CLAIM = ALWAYS + QUEUED_ENDINGS + """
 local p = ARGV[1]
 local now = tonumber(ARGV[2])
-local expired = {}
-local orphans = {}
-local function report(head)
-  head[#head + 1] = tostring(#expired)
-  for _, e in ipairs(expired) do head[#head + 1] = e end
-  for _, o in ipairs(orphans) do head[#head + 1] = o end
-  return head
-end
 for _ = 1, 1000 do
   local top = redis.call('ZPOPMIN', KEYS[1])
   if #top == 0 then break end
@@ -85,12 +98,7 @@ for _ = 1, 1000 do
   if f[1] then
     redis.call('HINCRBY', KEYS[4], f[1], -1)
     if tonumber(f[3]) <= now then
-      redis.call('HSET', key, 'status', 'expired', 'finished', ARGV[2], 'error', 'timed out while queued')
-      redis.call('HDEL', key, 'input')
-      redis.call('EXPIRE', key, tonumber(ARGV[5]))
-      redis.call('ZADD', p .. 'finished', now, id)
-      redis.call('PUBLISH', p .. 'done', id)
-      expired[#expired + 1] = id
+      expire_queued(p, key, id, ARGV[2], tonumber(ARGV[5]))
     else
       local attempts = redis.call('HINCRBY', key, 'attempts', 1)
       redis.call('HSET', key, 'status', 'running', 'lease', ARGV[4], 'claimed', ARGV[2])
@@ -181,7 +189,7 @@ return requeue(ARGV[1], ARGV[2], KEYS[2], KEYS[3], KEYS[4], KEYS[1], 1e18, tonum
 """
 
 # KEYS: dl, q, pending   ARGV: prefix, now, ttl   Returns the ids that expired while queued.
-EXPIRE = ALWAYS + """
+EXPIRE = ALWAYS + QUEUED_ENDINGS + """
 local p = ARGV[1]
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[2]), 'LIMIT', 0, 1000)
 for _, id in ipairs(ids) do
@@ -190,11 +198,7 @@ for _, id in ipairs(ids) do
   if redis.call('ZREM', KEYS[2], id) == 1 then
     local prio = redis.call('HGET', key, 'priority')
     if prio then redis.call('HINCRBY', KEYS[3], prio, -1) end
-    redis.call('HSET', key, 'status', 'expired', 'finished', ARGV[2], 'error', 'timed out while queued')
-    redis.call('HDEL', key, 'input')
-    redis.call('EXPIRE', key, tonumber(ARGV[3]))
-    redis.call('ZADD', p .. 'finished', tonumber(ARGV[2]), id)
-    redis.call('PUBLISH', p .. 'done', id)
+    expire_queued(p, key, id, ARGV[2], tonumber(ARGV[3]))
   end
 end
 return ids
