@@ -19,6 +19,7 @@ Adding a policy: a class here with its entry in ``ALLOC_POLICIES`` and its name 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +61,7 @@ class AllocRequest:
         return self._exact is not None
 
 
-class AllocPolicy:
+class AllocPolicy(ABC):
     """An allocation policy (module docstring). ``learned``: a trained policy, which may be unavailable
     for a model or a cluster shape (``allocation`` then raises a domain error)."""
 
@@ -76,8 +77,9 @@ class AllocPolicy:
         """The split family to allocate for: the one asked, else the policy's own, else ``edgesplit``."""
         return split or "edgesplit"
 
+    @abstractmethod
     def allocation(self, request: AllocRequest) -> IntArray:
-        raise NotImplementedError
+        """The allocation ``alloc[m, i]`` of the request's zone (eq. 5d/5f)."""
 
     def at(self, path: str | Path) -> AllocPolicy:
         """This policy read from a file (``name:PATH``); only a learned policy has one."""

@@ -19,6 +19,7 @@ workers cut a slice into bands. Adding a strategy = a class here, its name in
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -145,7 +146,7 @@ def _bands(first: int, last: int, k: int) -> list[Rows]:
     return [(first + a, first + b) for a, b in split_counts(n, sizes)]
 
 
-class SlicingStrategy:
+class SlicingStrategy(ABC):
     """What a strategy does (the module docstring); one instance per strategy, in ``STRATEGY``.
 
     ``unit_field``: the ``Slice`` field holding a slice's units (and the wire's parameter for them);
@@ -168,40 +169,41 @@ class SlicingStrategy:
 
     def check(self, spec: ModelSpec, start: int, stop: int) -> None:
         """Raise InvalidPlan unless the strategy can split the (in-range) group ``[start, stop)``."""
+        return None  # the default: every in-range group
 
+    @abstractmethod
     def total(self, spec: ModelSpec, start: int, stop: int) -> int:
         """How many units the group splits into."""
-        raise NotImplementedError
 
+    @abstractmethod
     def make(self, spec: ModelSpec, start: int, stop: int, units: Rows) -> Slice:
         """The slice computing ``units`` of the group."""
-        raise NotImplementedError
 
     def out_shape(self, sl: Slice, shapes: Sequence[Shape], batch: int) -> tuple[int, int, int, int]:
         """Shape of what the server returns, from the model's map shapes."""
         c, _, w = shapes[sl.stop]
         return (batch, c, sl.out_rows[1] - sl.out_rows[0], w)
 
+    @abstractmethod
     def compute(self, module: nn.Sequential, spec: ModelSpec, sl: Slice, x: torch.Tensor) -> torch.Tensor:
         """The slice on a server; ``x`` holds exactly its input rows (and channels)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def merge(self, module: nn.Sequential, spec: ModelSpec, slices: Sequence[Slice],
               outputs: Sequence[torch.Tensor]) -> torch.Tensor:
         """The group's output from the servers' outputs (the controller's side of a stage)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def flops(self, spec: ModelSpec, sl: Slice, per_layer: Sequence[float], shapes: Sequence[Shape]) -> float:
         """FLOPs the server spends on the (non-empty) slice, batch 1 (multiply-add = 2)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def band_range(self, spec: ModelSpec, sl: Slice) -> Rows:
         """The range a sub-zone's workers cut into bands."""
-        raise NotImplementedError
 
+    @abstractmethod
     def band(self, spec: ModelSpec, sl: Slice, band: Rows) -> Part:
         """The part of ``sl`` that computes ``band`` of ``band_range``: itself a valid slice."""
-        raise NotImplementedError
 
 
 class RowsStrategy(SlicingStrategy):
