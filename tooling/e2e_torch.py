@@ -19,7 +19,7 @@ One run measures, with ``threads`` torch threads:
 
 Each side is measured twice, in two processes: with OpenMP's default wait policy (its threads spin
 a while between parallel regions: fastest when the process has the cores to itself) and with
-``OMP_WAIT_POLICY=PASSIVE`` (what the stack's services run with, since they share the cores); the
+``OMP_WAIT_POLICY=PASSIVE`` (what the stack's services ran with until 2026-11-30); the
 reference takes the better of the two for every figure (``best_of``), so the ratios never flatter
 the stack. On the shared development machine under load, the default policy took 286 ms per forward
 where PASSIVE took 112 ms.

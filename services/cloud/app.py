@@ -151,7 +151,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        torch.set_num_threads(settings.threads)
+        torch.set_num_threads(1)  # only the compute thread (``PriorityCompute``) has a team
         loading = asyncio.create_task(state.load())
         try:
             yield

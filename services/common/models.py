@@ -88,7 +88,13 @@ def load_part(spec: ModelSpec, part: Part, weights_dir: Path | None, seed: int) 
 
 def load_deployed(specs: dict[str, ModelSpec], part: Part, weights_dir: Path | None,
                   seed: int) -> dict[str, Deployed]:
-    """Load every deployed model (seconds for large ones: run it off the event loop)."""
+    """Load every deployed model (seconds for large ones: run it off the event loop).
+
+    On one intra-op thread: copying weights in parallel would give this (pooled, long-lived) thread
+    an OpenMP team of its own, and with more libgomp threads in the process than cores every team's
+    idle threads stop spinning at once, which cost a 2-thread slice its second core after an idle
+    gap (``services.common.serve``)."""
+    torch.set_num_threads(1)
     return {name: load_part(spec, part, weights_dir, seed) for name, spec in specs.items()}
 
 

@@ -27,11 +27,16 @@ def serve(settings_cls: type[S], create_app: Callable[[], Callable[[S], FastAPI]
     ``create_app`` returns the app factory: the app's heavy imports (torch) wait until the settings
     are known to be valid, so bad settings fail in well under a second.
     """
-    # Idle OpenMP threads sleep instead of spinning: the services share cores (several pods on a node,
-    # or the whole local stack on one machine), and a process spinning after its slice slowed the next
-    # stage's process (the cloud's FC layers by 3-4 ms, docs/BENCHMARKS.md). Read once, when torch
+    # Idle OpenMP threads spin briefly, then sleep. Not the default spin (300000 rounds, ~17 ms): the
+    # services share cores (several pods on a node, or the whole local stack on one machine), and a
+    # process spinning after its slice slowed the next stage's process (the cloud's FC layers by
+    # 3-4 ms). Not OMP_WAIT_POLICY=PASSIVE either (the setting until 2026-11-30): a team whose idle
+    # threads sleep at once lost its second core after every idle gap, because each of a forward's
+    # parallel regions then waited for a halted CPU to wake: alexnet-paper's edge part at 2 threads
+    # took 33 ms after a 50 ms gap against 18 ms with a short spin (docs/BENCHMARKS.md). 30000 rounds
+    # bridge the gaps between one forward's regions and stop soon after it. Read once, when torch
     # loads its OpenMP runtime, so it is set before the app (and torch) is imported.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("GOMP_SPINCOUNT", "30000")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         # from the environment, and from files named like the variables in SECRETS_DIR when it exists
