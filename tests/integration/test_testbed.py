@@ -121,6 +121,21 @@ def test_cluster_file_carries_measured_speeds_links_and_overheads(bed: Testbed) 
     assert all(min(g.efficiency) > 0 and len(g.units) <= 4 for g in profile.groups)
 
 
+def test_recalibrate_measures_again_and_rewrites_the_cluster_file(bed: Testbed) -> None:
+    """What ``bench testbed`` does before each host count: new per-core figures, in the cluster file,
+    the measured overheads kept."""
+    before = dict(bed.per_core or {})
+    overheads = [s.overhead_s for s in load_cluster(bed.cluster_path).servers]
+    bed.recalibrate()
+    after = bed.per_core
+    assert after is not None and after is not before and set(after) == set(before)
+    assert after != before  # a fresh measurement: timings never repeat to the last bit
+    cluster = load_cluster(bed.cluster_path)
+    assert cluster.servers[0].flops_per_thread == after["edge_flops_per_core"]
+    assert cluster.cloud.conv_flops == pytest.approx(after["conv_flops_per_core"] * bed.desc.cloud.cpus)
+    assert [s.overhead_s for s in cluster.servers] == overheads
+
+
 def test_down_after_a_kill_of_up_leaves_nothing(tmp_path: Path) -> None:
     """``testbed up`` killed with SIGKILL while it runs, then ``testbed down``: nothing of the prefix left,
     no process of its hosts still alive."""

@@ -189,6 +189,15 @@ class Testbed(LocalStack):
             raise
         return self
 
+    def recalibrate(self) -> None:
+        """Measure the per-core figures again (``_calibrate``) and rewrite the cluster file. This
+        machine's speed drifts by tens of percent within minutes (one core's FLOPS on alexnet-paper read
+        75.8 G at 09:21 and 98.9 G at 11:25 on 2026-11-30), so a benchmark re-measures just before the
+        points it compares with each other and with their predictions."""
+        if self.measure:
+            self.per_core = self._calibrate()
+            self.write_cluster()
+
     def _calibrate(self) -> dict[str, float]:
         """Per core of quota: ``edge_flops_per_core`` (the edge layers) measured inside the first edge
         host, ``fc_flops_per_core`` and ``conv_flops_per_core`` inside the cloud host, each divided by

@@ -4,7 +4,10 @@ One testbed of the largest host count is built once; each point (model, hosts, m
 orchestrator on a cluster file of the first ``hosts`` hosts, then measures the single-task latency on
 the idle testbed (median of ``runs`` tasks, one at a time) and the throughput of ``burst`` tasks
 submitted at once, and sets the simulator's prediction for the same cluster file beside them
-(``edgesplit.sim.served``).
+(``edgesplit.sim.served``). The modes of one host count run one after another, after the per-core
+figures are measured again (``Testbed.recalibrate``): the machine's speed drifts within minutes, and
+measuring every mode at 8 hosts minutes apart made DADS and edgesplit's plan compare across a drift
+(2026-11-30: DADS predicted 147.9 ms, measured 103.1 ms, the calibration minutes older).
 
 Zones: a sub-zone is at least one worker thread, so a zone of one worker (the pod's default on a
 0.2-core quota) holds one stage, and a split plan would have to fuse all five convs of alexnet-paper
@@ -102,23 +105,32 @@ def run_bench(hosts: Sequence[int] = (1, 2, 4, 8), modes: Sequence[ServedMode] =
         progress(f"testbed up: {len(desc.edges)} hosts, per core {tb.per_core}, overheads "
                  f"{ {k: round(1e3 * v, 2) for k, v in tb.overheads.items()} } ms, controller "
                  f"{1e3 * tb.controller_overhead_s:.1f} ms")
-        # the planned modes last: their zones need an executor restart
-        ordered = sorted(modes, key=lambda m: SERVED[m].serving.planned)
-        zoned = False
-        for mode in ordered:
-            zone = SPLIT_ZONE if SERVED[mode].serving.planned else None
-            if zone is not None and not zoned:
-                progress(f"restarting the executors with zones of {zone} worker threads")
-                _set_zones(tb, zone)
-                zoned = True
-            for model in models:
-                for n in hosts:
+        # The modes of one host count are measured together, right after a fresh calibration, so the
+        # machine's drift (Testbed.recalibrate) enters neither their comparison nor the predictions.
+        # Planned and unplanned modes need different zones (an executor restart): their order
+        # alternates between host counts, so each host count costs one restart.
+        by_zone = sorted(modes, key=lambda m: SERVED[m].serving.planned)
+        zone_now: int | None = None
+        for model in models:
+            for k, n in enumerate(hosts):
+                if k or model != models[0]:
+                    progress(f"re-measuring the per-core figures before the {n}-host points")
+                    tb.recalibrate()
+                full = load_cluster(tb.cluster_path)
+                order = by_zone if zone_now is None else by_zone[::-1]
+                for mode in order:
+                    zone = SPLIT_ZONE if SERVED[mode].serving.planned else None
+                    if zone != zone_now:
+                        progress(f"restarting the executors with zones of {zone or 'one'} worker thread(s)")
+                        _set_zones(tb, zone)
+                        zone_now = zone
                     cluster = full.take(n)
                     if zone is not None:
                         servers = tuple(replace(s, threads=zone) for s in cluster.servers)
                         cluster = replace(cluster, servers=servers)
                     path = tb.home / f"cluster-{model}-{mode}-{n}.yaml"
                     point = measure_point(tb, model, mode, cluster, path, runs, burst)
+                    point["per_core"] = dict(tb.per_core or {})
                     points.append(point)
                     progress(f"{model} {mode:9s} {n} hosts: measured {point['measured_ms']:.1f} ms, "
                              f"predicted {point['predicted_ms']:.1f} ms, "
