@@ -41,7 +41,8 @@ def train_allocator(
     out: Path = typer.Option(..., help="output directory"),
     obs: str = typer.Option("extended", help="extended (eq. 9 + each server's speed and link rate, drawn "
                             "at random per episode) or paper (eq. 9)"),
-    action: str = typer.Option("share", help="share (around the sqrt-FLOPs split), residual, paper "
+    action: str = typer.Option("dithered", help="dithered (around the sqrt-FLOPs split, servers rounding "
+                               "in turn), share (the same, rounded alike), residual, paper "
                                "(floor(r*R), Algorithm 2) or fair"),
     split: str = typer.Option("edgesplit", help="edgesplit (rows, kernel-rows, channels) or paper"),
     scenario_seed: int = typer.Option(0, help="seed of the scenario's link draws"),

@@ -1,7 +1,7 @@
 """The seed sweep behind the shipped policies: train each (model, algo, seed), judge it on held-out draws.
 
 ``sweep`` trains ``train.TrainConfig(model, algo, seed, steps)`` (the shipped recipe: speed-aware
-observation, ``share`` action, best weights kept on validation draws) for every combination, judges
+observation, ``dithered`` action, best weights kept on validation draws) for every combination, judges
 each kept policy on the ``heldout`` draws, and writes into ``out``: one training directory per run
 (``{model}-{algo}-s{seed}``), ``sweep.json`` (per run: the command, the CPU seconds, the per-draw
 gaps and their median and worst; per (model, algo): the median and worst over seeds of the runs'

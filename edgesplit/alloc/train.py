@@ -47,7 +47,7 @@ class TrainConfig:
     scenario: str = "paper"
     scenario_seed: int = 0
     obs: ObsKind = "extended"
-    action: ActionKind = "share"
+    action: ActionKind = "dithered"
     split: AllocSplit = "edgesplit"
     net_arch: tuple[int, ...] = (64, 64)
     learning_starts: int = 1_000

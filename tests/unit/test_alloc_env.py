@@ -20,7 +20,7 @@ SPEC = get_spec("alexnet-paper")
 
 
 @pytest.mark.parametrize("obs", ["paper", "extended"])
-@pytest.mark.parametrize("action", ["paper", "residual", "share"])
+@pytest.mark.parametrize("action", ["paper", "residual", "share", "dithered"])
 def test_env_checker_passes(obs: str, action: str) -> None:
     env = AllocEnv(SPEC, SERVERS, obs=obs, action=action)  # type: ignore[arg-type]
     with warnings.catch_warnings():
@@ -29,7 +29,7 @@ def test_env_checker_passes(obs: str, action: str) -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.sampled_from(["paper", "residual", "share"]),
+@given(st.sampled_from(["paper", "residual", "share", "dithered"]),
        st.lists(st.lists(st.sampled_from([0.0, 0.03, 0.5, 0.97, 1.0]), min_size=8, max_size=8),
                 min_size=5, max_size=5))
 def test_clipping_keeps_every_allocation_valid(action: str, actions: list[list[float]]) -> None:
@@ -95,3 +95,28 @@ def test_share_action_at_one_half_splits_each_zone_by_the_sqrt_of_the_convs_flop
     weights = env.model.weights / env.model.weights.sum()
     assert np.abs(alloc[0] - 20 * weights).max() <= 1.0
     assert alloc[0].tolist() == [1, 6, 7, 5, 1]
+
+
+def test_dithered_action_rounds_the_servers_in_turn_toward_the_sqrt_flops_split() -> None:
+    """At r = 0.5 every server aims at the same ``share`` targets, but the rounding offsets differ by
+    server and stage, so the servers' rows differ and each stage's total over the 8 servers is within
+    the servers' count of the continuous target (``share`` rounds them all alike: steps of 8 threads)."""
+    spec = get_spec("vgg16-paper")  # 13 convs on 20 threads: 1 or 2 threads a stage on each server
+    totals = {}
+    for kind in ("share", "dithered"):
+        env = AllocEnv(spec, SERVERS, action=kind)  # type: ignore[arg-type]
+        env.reset(seed=0)
+        done = False
+        while not done:
+            _, _, done, _, info = env.step(np.full(8, 0.5, dtype=np.float32))
+        alloc = info["allocation"]
+        assert (alloc >= 1).all() and (alloc.sum(axis=1) == 20).all()
+        totals[kind] = alloc.sum(axis=0)
+        if kind == "share":
+            assert (alloc == alloc[0]).all() and set(totals[kind].tolist()) <= {8, 16, 24}
+        else:
+            assert len({tuple(row) for row in alloc.tolist()}) > 1
+    target = 8 * 20 * env.model.weights / env.model.weights.sum()
+    assert np.abs(totals["dithered"] - target).sum() < np.abs(totals["share"] - target).sum()
+    problem = build_problem(spec, SERVERS)
+    assert problem.value(alloc, "sum") < problem.value(np.tile(totals["share"] // 8, (8, 1)), "sum")
