@@ -62,6 +62,24 @@ def test_baseline_modes_give_the_unsplit_result(mode: str, tmp_path: Path) -> No
         assert all(i["timings"]["cloud"]["layers"][0] == cut for i in infos)
 
 
+def test_no_split_serves_on_the_warm_executor_and_around_a_dead_one(tmp_path: Path) -> None:
+    """One task at a time takes the slot freed last, so the same (warm) executor serves them all;
+    with that executor killed, the tasks go to the other one and still equal the unsplit model."""
+    settings = StackSettings(models=("alexnet-paper",), log_dir=tmp_path,
+                             executor=ExecutorGroup(count=2, threads=1),
+                             orchestrator=OrchestratorGroup(mode="no-split"))
+    with LocalStack(settings) as st, OrchestratorClient(st.url) as oc:
+        spec = get_spec("alexnet-paper")
+        x = np.random.default_rng(3).standard_normal((1, *spec.input)).astype(np.float32)
+        one_by_one = [oc.run(wire.encode(x), "alexnet-paper", priority=2, logits=False) for _ in range(4)]
+        servers = {m for i in one_by_one for s in i["timings"]["stages"] for m in s["servers"]}
+        assert len(servers) == 1, servers
+        warm = servers.pop()
+        st.kill_executor(warm)
+        infos = _exact(oc, "alexnet-paper", range(3))  # each equals the unsplit model
+    assert {m for i in infos for s in i["timings"]["stages"] for m in s["servers"]} == {1 - warm}
+
+
 def _run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO)
 

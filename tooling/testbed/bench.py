@@ -12,7 +12,7 @@ measuring every mode at 8 hosts minutes apart made DADS and edgesplit's plan com
 Zones: a sub-zone is at least one worker thread, so a zone of one worker (the pod's default on a
 0.2-core quota) holds one stage, and a split plan would have to fuse all five convs of alexnet-paper
 into one group whose halo makes every host recompute most of the map. The split modes (``paper``,
-``edgesplit``) therefore run with every executor's zone set to ``SPLIT_ZONE`` worker threads, as the
+``edgesplit``) therefore run with every executor's zone set to ``split_zone`` worker threads, as the
 paper's servers have many threads (20); they share the host's quota, and the planner knows it (the
 host's cores: five threads on 0.2 core compute no faster than one). No Split and DADS keep the pod's
 default (one worker), which is all a whole-model task can use.
@@ -32,6 +32,7 @@ from edgesplit.models import get_spec
 from edgesplit.plan.cluster import Cluster, dump_cluster, load_cluster
 from edgesplit.plan.modes import SERVED
 from edgesplit.sim.served import SERVED_MODES, ServedMode, predict_served
+from edgesplit.split import conv_groups
 from tooling.proc import wait_ready
 from tooling.stack import StackSettings
 from tooling.testbed.bed import Testbed
@@ -44,7 +45,10 @@ from tooling.testbed.description import TestbedDescription, uniform
 # input, DADS would send everything to the cloud and the split would not be exercised.
 CLOUD_CPUS = 0.5
 REFERENCE: ServedMode = "edgesplit"  # the configuration the others' latencies are divided by
-SPLIT_ZONE = 5  # alexnet-paper has 5 convs: room for one sub-zone per conv on every host
+def split_zone(models: Sequence[str]) -> int:
+    """Worker threads per executor for the split modes: one sub-zone per conv of the model with the
+    most convs (alexnet-paper 5, vgg16-paper 13), so the paper's plan fits on every host."""
+    return max(len(conv_groups(get_spec(m))) for m in models)
 Progress = Callable[[str], None]
 
 
@@ -119,7 +123,7 @@ def run_bench(hosts: Sequence[int] = (1, 2, 4, 8), modes: Sequence[ServedMode] =
                 full = load_cluster(tb.cluster_path)
                 order = by_zone if zone_now is None else by_zone[::-1]
                 for mode in order:
-                    zone = SPLIT_ZONE if SERVED[mode].serving.planned else None
+                    zone = split_zone(models) if SERVED[mode].serving.planned else None
                     if zone != zone_now:
                         progress(f"restarting the executors with zones of {zone or 'one'} worker thread(s)")
                         _set_zones(tb, zone)
