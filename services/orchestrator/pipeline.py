@@ -6,7 +6,7 @@
 * ``LockstepPipeline``: the paper's fig. 2 exactly: a global tick runs every busy stage at once and
   waits for all of them; then every task moves one stage on and stage 0 takes the next task.
 * ``ParallelRunner`` (modes ``no-split`` and ``dads``): tasks run whole and concurrently, one per
-  executor sub-zone, on the least loaded executor.
+  executor sub-zone; a task takes the sub-zone freed last (its executor is the warm one).
 
 The cloud (fully connected layers) is the last stage of each pipeline. A route with a different
 number of stages (a new plan) starts only once the tasks of the previous one have left.
