@@ -4,7 +4,7 @@
 ``module[L:]``: a DADS cut inside the edge part, whose remaining convs then run here. The cloud keeps
 the whole model for that (the conv weights are small next to the fully connected ones).
 ``?priority=P`` (1 the most urgent) orders the requests waiting for the compute thread
-(``services.cloud.compute``).
+(``services.common.compute``).
 
 Endpoints: ``POST /v1/infer/{model}``, ``GET /v1/info``, ``GET /metrics`` (behind the bearer token when
 one is configured), ``GET /v2/health/live`` and ``GET /v2/health/ready`` (open).
@@ -27,8 +27,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from edgesplit import wire
 from edgesplit.errors import InvalidInput
-from services.cloud.compute import LAST, PriorityCompute
 from services.cloud.settings import CloudSettings
+from services.common.compute import LAST, ComputeThread
 from services.common.httpmetrics import instrument_http
 from services.common.models import Deployed, ModelHost, deployment_specs
 from services.common.security import bearer_auth, read_body
@@ -47,8 +47,8 @@ class CloudState(ModelHost):
         specs = deployment_specs(settings.models, settings.model_files)
         super().__init__("cloud", settings.name, specs, "all")
         self.settings = settings
-        # one request at a time, the most urgent first (services.cloud.compute), ``threads`` torch threads
-        self.compute = PriorityCompute(settings.threads)
+        # one request at a time, the most urgent first (services.common.compute), ``threads`` torch threads
+        self.compute = ComputeThread(settings.threads, "es-cloud")
         self.registry = r = CollectorRegistry()
         self.latency = Histogram(f"{NS}_infer_seconds", "Compute time of a request's FC layers", ["model"],
                                  buckets=BUCKETS, registry=r)
@@ -114,7 +114,7 @@ def _routes(router: APIRouter, state: CloudState) -> None:
         state.queued.inc()
         try:
             logits, started = await asyncio.wrap_future(
-                state.compute.submit(priority, lambda: _forward(deployed, x, first)))
+                state.compute.submit(lambda: _forward(deployed, x, first), priority))
         finally:
             state.queued.dec()
         state.wait.labels(model).observe(started - arrived)
@@ -151,7 +151,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        torch.set_num_threads(1)  # only the compute thread (``PriorityCompute``) has a team
+        torch.set_num_threads(1)  # only the compute thread (``ComputeThread``) has a team
         loading = asyncio.create_task(state.load())
         try:
             yield

@@ -20,21 +20,19 @@ A slice cancelled while it waits (its caller went away) leaves the queue without
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import math
-import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
 from edgesplit.errors import CapacityExceeded, InvalidInput, ModelNotFound, Overloaded
 from edgesplit.split import Slice, compute_slice
 from services.common.channels import QUOTA_OPERATOR, QUOTA_OWNERS
+from services.common.compute import ComputeThread
 from services.common.models import Deployed
 from services.common.settings import cpu_quota
 from services.executor.work import Part, slice_flops, worker_parts
@@ -73,44 +71,6 @@ class SliceRun:
     done_at: float = 0.0
 
 
-class Worker:
-    """A dedicated thread running the jobs it is given, one after another, torch at one intra-op thread.
-
-    A thread not started by OpenMP gets the process's initial OpenMP team size (all cores), not
-    the one ``torch.set_num_threads`` gave the main thread: without its own call, each worker's conv
-    spreads over every core and k workers oversubscribe them (3x slower measured with 2 workers on
-    2 cores). So each worker sets it first.
-    """
-
-    def __init__(self, name: str) -> None:
-        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], concurrent.futures.Future[Any]] | None] = \
-            queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        torch.set_num_threads(1)
-        while (job := self._jobs.get()) is not None:
-            fn, future = job
-            if future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(fn())
-                except BaseException as e:  # handed to the awaiting coroutine
-                    future.set_exception(e)
-
-    def submit(self, fn: Callable[[], Any]) -> concurrent.futures.Future[Any]:
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._jobs.put((fn, future))
-        return future
-
-    def stop(self) -> None:
-        """Let the thread end after its current job."""
-        self._jobs.put(None)
-
-    def join(self, timeout_s: float) -> None:
-        self._thread.join(timeout_s)
-
-
 class SubZone:
     """The k worker threads of one (model, stage); one slice at a time, FIFO."""
 
@@ -120,7 +80,7 @@ class SubZone:
         self.queue_max = queue_max
         self.last_compute_s = 0.0
         self.lock = asyncio.Lock()
-        self.threads: list[Worker] = []
+        self.threads: list[ComputeThread] = []
         self.queued = 0
         self.busy = 0
         self.last_workers = 0
@@ -130,7 +90,7 @@ class SubZone:
         while len(self.threads) > self.target:
             self.threads.pop().stop()
         while len(self.threads) < self.target:
-            self.threads.append(Worker(f"es-{self.model}-{self.index}-{len(self.threads)}"))
+            self.threads.append(ComputeThread(1, f"es-{self.model}-{self.index}-{len(self.threads)}"))
 
     async def run(self, deployed: Deployed, sl: Slice, x: torch.Tensor, delay_s: float = 0.0) -> SliceRun:
         """Wait for the sub-zone (FIFO), then compute ``sl`` on ``x`` with its k workers."""
@@ -216,7 +176,7 @@ def _whole_job(module: torch.nn.Sequential, deployed: Deployed, sl: Slice, x: to
     def job() -> tuple[torch.Tensor, int]:
         if threads <= 1:
             return compute_slice(module, deployed.spec, sl, x), threading.get_ident()
-        torch.set_num_threads(threads)  # this thread's OpenMP team only (see Worker)
+        torch.set_num_threads(threads)  # this thread's OpenMP team only (services.common.compute)
         try:
             return compute_slice(module, deployed.spec, sl, x), threading.get_ident()
         finally:

@@ -174,7 +174,7 @@ class Engine:
 
     async def _cloud_call(self, features: np.ndarray, start: int, priority: int) -> np.ndarray:
         """The cloud's logits for ``features``, the input of layer ``start``; ``priority`` (the job's
-        most urgent task's) orders the requests waiting at the cloud (``services.cloud.compute``).
+        most urgent task's) orders the requests waiting at the cloud (``services.common.compute``).
 
         A DADS cut inside the edge part (``start < n_edge``) has the cloud run the remaining convs too
         (``POST /v1/infer/{model}?start=L``): the cut's map goes there as it is.

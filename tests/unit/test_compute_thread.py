@@ -1,4 +1,5 @@
-"""The cloud's compute thread takes the most urgent waiting request first, arrival order among equals."""
+"""The compute thread (the cloud's, the executor's workers): the most urgent waiting call first, arrival
+order among equals; stop drains, shutdown cancels."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import time
 from concurrent.futures import Future
 from typing import Any
 
-from services.cloud.compute import LAST, PriorityCompute
+from services.common.compute import LAST, ComputeThread
 
 
 def _running(f: Future[Any]) -> None:
@@ -18,12 +19,12 @@ def _running(f: Future[Any]) -> None:
 
 
 def test_waiting_calls_run_most_urgent_first_then_in_arrival_order() -> None:
-    compute = PriorityCompute(threads=1)
+    compute = ComputeThread(threads=1)
     release, ran = threading.Event(), []
     try:
-        busy = compute.submit(5, lambda: release.wait(30))
+        busy = compute.submit(lambda: release.wait(30), 5)
         _running(busy)  # the thread is busy while the others queue
-        futures = [compute.submit(p, lambda p=p, i=i: ran.append((p, i)))  # type: ignore[misc]
+        futures = [compute.submit(lambda p=p, i=i: ran.append((p, i)), p)  # type: ignore[misc]
                    for i, p in enumerate([5, LAST, 3, 1, 5, 1])]
         release.set()
         assert busy.result(30) is True
@@ -35,21 +36,35 @@ def test_waiting_calls_run_most_urgent_first_then_in_arrival_order() -> None:
 
 
 def test_a_failing_call_fails_its_own_future_only() -> None:
-    compute = PriorityCompute(threads=1)
+    compute = ComputeThread(threads=1)
     try:
-        boom = compute.submit(1, lambda: 1 // 0)
-        after = compute.submit(1, lambda: "fine")
+        boom = compute.submit(lambda: 1 // 0, 1)
+        after = compute.submit(lambda: "fine", 1)
         assert isinstance(boom.exception(30), ZeroDivisionError) and after.result(30) == "fine"
     finally:
         compute.shutdown()
 
 
 def test_shutdown_lets_the_running_call_end_and_cancels_the_waiting_ones() -> None:
-    compute = PriorityCompute(threads=1)
+    compute = ComputeThread(threads=1)
     release = threading.Event()
-    busy = compute.submit(2, lambda: release.wait(30))
+    busy = compute.submit(lambda: release.wait(30), 2)
     _running(busy)
-    left = compute.submit(1, lambda: "never")
+    left = compute.submit(lambda: "never", 1)
     threading.Timer(0.2, release.set).start()
     compute.shutdown()
     assert busy.result(30) is True and left.cancelled()
+
+
+def test_stop_lets_the_queued_calls_run_then_ends_the_thread() -> None:
+    """What an executor's sub-zone does when it shrinks: the worker finishes what it was given."""
+    compute = ComputeThread(threads=1)
+    release, ran = threading.Event(), []
+    busy = compute.submit(lambda: release.wait(30))
+    _running(busy)
+    queued = [compute.submit(lambda i=i: ran.append(i)) for i in range(3)]  # type: ignore[misc]
+    compute.stop()
+    release.set()
+    compute.join(30)
+    assert not compute.alive
+    assert [f.result(0) for f in queued] == [None, None, None] and ran == [0, 1, 2]
