@@ -172,11 +172,10 @@ class ParallelRunner(Runner):
         """The slot for a job claimed with ``held``: a slot freed while the claim waited for a task
         ran just now, so its executor is the warmer one; then that slot serves the job (its route
         moved to that executor) and ``held`` goes back."""
-        if free.empty():
-            return held
-        top = free.get_nowait()
-        if top[0] == held[0] or top[0] in self.engine.pool.down:
-            free.put_nowait(top)
+        top = self._pop_up(free)
+        if top is None or top[0] == held[0]:
+            if top is not None:
+                free.put_nowait(top)
             return held
         free.put_nowait(held)
         job.route = self.plans.single(top[0])
@@ -188,24 +187,30 @@ class ParallelRunner(Runner):
         per = [min(s.threads, n_edge) for s in self.plans.cluster.servers]
         return [(m, z) for z in range(max(per)) for m in range(len(per)) if z < per[m]]
 
+    def _pop_up(self, free: asyncio.LifoQueue[tuple[int, int]]) -> tuple[int, int] | None:
+        """The most recently freed slot on an executor that is up, or None; the slots of down
+        executors stay where they were."""
+        down: list[tuple[int, int]] = []
+        found = None
+        while found is None and not free.empty():
+            slot = free.get_nowait()
+            if slot[0] in self.engine.pool.down:
+                down.append(slot)
+            else:
+                found = slot
+        for slot in reversed(down):
+            free.put_nowait(slot)
+        return found
+
     async def _take(self, free: asyncio.LifoQueue[tuple[int, int]]) -> tuple[int, int]:
-        """The most recently freed slot on an executor that is up. Slots of down executors are set
-        aside while looking and put back after; when only they are free, it waits and looks again."""
-        aside: list[tuple[int, int]] = []
-        try:
-            while True:
-                if free.empty() and aside:
-                    for slot in aside:
-                        free.put_nowait(slot)
-                    aside.clear()
-                    await asyncio.sleep(0.05)
-                slot = await free.get()
-                if slot[0] not in self.engine.pool.down:
-                    return slot
-                aside.append(slot)
-        finally:
-            for slot in aside:
-                free.put_nowait(slot)
+        """``_pop_up``, waiting for a slot to come back (or, when only down executors' slots are
+        free, looking again every 50 ms)."""
+        while (slot := self._pop_up(free)) is None:
+            if free.empty():
+                free.put_nowait(await free.get())
+            else:
+                await asyncio.sleep(0.05)
+        return slot
 
     async def _whole(self, job: Job, zone: int, slot: tuple[int, int],
                      free: asyncio.LifoQueue[tuple[int, int]]) -> None:

@@ -114,6 +114,7 @@ def run_bench(hosts: Sequence[int] = (1, 2, 4, 8), modes: Sequence[ServedMode] =
         # Planned and unplanned modes need different zones (an executor restart): their order
         # alternates between host counts, so each host count costs one restart.
         by_zone = sorted(modes, key=lambda m: SERVED[m].serving.planned)
+        planned_zone = split_zone(models)
         zone_now: int | None = None
         for model in models:
             for k, n in enumerate(hosts):
@@ -123,7 +124,7 @@ def run_bench(hosts: Sequence[int] = (1, 2, 4, 8), modes: Sequence[ServedMode] =
                 full = load_cluster(tb.cluster_path)
                 order = by_zone if zone_now is None else by_zone[::-1]
                 for mode in order:
-                    zone = split_zone(models) if SERVED[mode].serving.planned else None
+                    zone = planned_zone if SERVED[mode].serving.planned else None
                     if zone != zone_now:
                         progress(f"restarting the executors with zones of {zone or 'one'} worker thread(s)")
                         _set_zones(tb, zone)
