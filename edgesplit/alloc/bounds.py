@@ -27,7 +27,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgesplit.alloc.cost import AllocProblem, FloatArray, IntArray, Objective, StageTables
+from edgesplit.alloc.cost import (
+    AllocProblem,
+    FloatArray,
+    IntArray,
+    Objective,
+    StageTables,
+    candidate_latencies,
+)
 
 NEG = -(10**9)
 
@@ -47,22 +54,13 @@ def _reach(t: FloatArray, thresholds: FloatArray, kmax: list[int]) -> IntArray:
     return np.maximum.accumulate(reach, axis=1)
 
 
-def _column_latency(t: FloatArray, column: IntArray) -> float:
-    units = t.shape[1] - 1
-    values = t[np.arange(len(column)), 1:, column].ravel()
-    return float(np.partition(values, units - 1)[units - 1])
-
-
 def _curve_one(t: FloatArray, kmax: list[int]) -> FloatArray:
     """``g(s)`` for one strategy table (see module docstring), s = 0..sum(kmax); inf below M.
 
     Latency is nonincreasing in every k, so ``g`` lies between the latency with every server at its
     most threads and with one thread each: only table values in that range are searched."""
     units = t.shape[1] - 1
-    low = _column_latency(t, np.asarray(kmax, dtype=np.int64))
-    high = _column_latency(t, np.ones(len(kmax), dtype=np.int64))
-    values = np.unique(t[:, 1:, 1:])
-    values = values[(values >= low) & (values <= high)]
+    values = candidate_latencies(t, kmax)
     total = sum(kmax)
     wanted = np.arange(len(kmax), total + 1)
     lo = np.zeros(len(wanted), dtype=np.int64)

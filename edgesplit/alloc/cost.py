@@ -60,13 +60,26 @@ class StageTables:
     def latency(self, column: Sequence[int] | IntArray) -> float:
         """Stage latency (s) of threads ``column[m]``: the optimal integer min-max split (module doc)."""
         k = np.asarray(column, dtype=np.int64)
-        best = np.inf
-        rows = np.arange(len(k))
-        for t in self.times:
-            d = t.shape[1] - 1
-            values = t[rows, 1:, k].ravel()
-            best = min(best, float(np.partition(values, d - 1)[d - 1]))
-        return best
+        return min(table_latency(t, k) for t in self.times)
+
+
+def table_latency(t: FloatArray, column: IntArray) -> float:
+    """One strategy table's stage latency (s) for threads ``column[m]``: the D-th smallest of the
+    servers' unit costs ``t[m, 1:, column[m]]`` (D = the group's units), the optimal integer min-max
+    split's makespan."""
+    units = t.shape[1] - 1
+    values = t[np.arange(len(column)), 1:, column].ravel()
+    return float(np.partition(values, units - 1)[units - 1])
+
+
+def candidate_latencies(t: FloatArray, kmax: Sequence[int]) -> FloatArray:
+    """The values a column's ``table_latency`` can take with 1..kmax[m] threads per server, sorted:
+    the table's values between every server at its most threads and every server at one (latency
+    is nonincreasing in each server's threads)."""
+    low = table_latency(t, np.asarray(kmax, dtype=np.int64))
+    high = table_latency(t, np.ones(len(kmax), dtype=np.int64))
+    values = np.unique(t[:, 1:, 1:])
+    return values[(values >= low) & (values <= high)]
 
 
 @dataclass(frozen=True)

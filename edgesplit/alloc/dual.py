@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from edgesplit.alloc.cost import AllocProblem, FloatArray, IntArray
+from edgesplit.alloc.cost import AllocProblem, FloatArray, IntArray, candidate_latencies
 
 Caps = npt.NDArray[np.int16]  # units per (threshold, server, threads - 1); D <= 32767
 
@@ -45,10 +45,7 @@ class _Table:
         self.width = max(kmax)
         self.rows = [[np.ascontiguousarray(t[m, 1:, k]) for k in range(1, kmax[m] + 1)]
                      for m in range(t.shape[0])]
-        low = _latency(t, np.asarray(kmax, dtype=np.int64))
-        high = _latency(t, np.ones(len(kmax), dtype=np.int64))
-        values = np.unique(t[:, 1:, 1:])
-        self.values = values[(values >= low) & (values <= high)]
+        self.values = candidate_latencies(t, kmax)
         self.all_caps: Caps = self.caps(self.values).astype(np.int16)  # prices change, caps do not
         self.hints: list[int] = []  # threshold indices to price first (``_stage_min``)
 
@@ -85,12 +82,6 @@ class _Table:
         for m, k in enumerate(self.kmax):
             costs[m, k:] = np.inf
         return costs
-
-
-def _latency(t: FloatArray, column: IntArray) -> float:
-    units = t.shape[1] - 1
-    values = t[np.arange(len(column)), 1:, column].ravel()
-    return float(np.partition(values, units - 1)[units - 1])
 
 
 def _knapsack(caps: Caps, costs: FloatArray, units: int, picks: list[IntArray] | None) -> FloatArray:
