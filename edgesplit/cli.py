@@ -10,6 +10,7 @@ progress on stderr. Domain errors exit with status 2 and a one-line message.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 
@@ -43,6 +44,21 @@ def register_all(areas: Sequence[Register]) -> None:
             register(app, bench_app)
 
 
+def _click_errors() -> tuple[type[Exception], ...]:
+    """``ClickException`` of click and of the copy typer vendors (``typer._click``, typer >= 0.26),
+    whichever are installed: typer raises its own copy's, which is not click's class."""
+    kinds: list[type[Exception]] = []
+    for module in ("click.exceptions", "typer._click.exceptions"):
+        try:
+            kinds.append(importlib.import_module(module).ClickException)
+        except ImportError:
+            continue
+    return tuple(kinds)
+
+
+CLICK_ERRORS = _click_errors()
+
+
 def run() -> None:
     """Run the app, turning domain errors into one line on stderr and exit status 2."""
     try:
@@ -55,13 +71,9 @@ def run() -> None:
         sys.exit(code)
     except typer.Abort:
         sys.exit(130)
-    except Exception as e:
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise
+    except CLICK_ERRORS as e:  # bad options or arguments: click's one-line usage error, status 2
+        e.show()  # type: ignore[attr-defined]
+        sys.exit(e.exit_code)  # type: ignore[attr-defined]
 
 
 def main() -> None:

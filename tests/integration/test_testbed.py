@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -176,10 +177,19 @@ def test_stop_removes_every_namespace_link_and_cgroup(tmp_path: Path) -> None:
 
 def test_without_root_the_cli_refuses_with_one_line() -> None:
     """``testbed up`` as an unprivileged user: the modules are imported as root (the clone may sit in a
-    folder only root can read), then the process drops to uid 65534 before the command runs."""
-    drop = ("import os, sys; import tooling.cli as c, tooling.testbed.net, tooling.testbed.cgroups; "
-            "c.core.register_all(c.AREAS); os.setgroups([]); os.setgid(65534); "
-            "os.setuid(65534); sys.argv = ['edgesplit', 'testbed', 'up', '--prefix', 'estn']; c.main()")
+    folder only root can read, as ``mktemp -d`` makes it), the command line parsed once (``--help``:
+    the parser imports more of typer lazily), then the process drops to uid 65534 and runs it."""
+    drop = textwrap.dedent("""
+        import contextlib, io, os, sys
+        import tooling.cli as c, tooling.testbed.net, tooling.testbed.cgroups
+        c.core.register_all(c.AREAS)
+        sys.argv = ["edgesplit", "testbed", "up", "--help"]
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+            c.main()
+        os.setgroups([]); os.setgid(65534); os.setuid(65534)
+        sys.argv = ["edgesplit", "testbed", "up", "--prefix", "estn"]
+        c.main()
+    """)
     done = subprocess.run([sys.executable, "-c", drop], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "HOME": "/tmp"})
     assert done.returncode == 2, done.stderr

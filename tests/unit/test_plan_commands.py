@@ -74,6 +74,18 @@ def test_cli_exits_non_zero_with_one_line() -> None:
         "edgesplit: error: the number of servers must be at least 1, got 0"]
 
 
+@pytest.mark.parametrize(("args", "says"), [(["--bogus"], "No such option: --bogus"),
+                                            (["--servers", "two"], "Invalid value for '--servers'")])
+def test_cli_usage_errors_exit_2_without_a_traceback(args: list[str], says: str) -> None:
+    """Typer raises its vendored click's usage errors, not click's own class: both end as click's
+    usage message and status 2."""
+    proc = subprocess.run([sys.executable, "-m", "edgesplit.cli", "plan", *args],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == "" and "Traceback" not in proc.stderr
+    assert f"Error: {says}" in proc.stderr
+
+
 def test_bench_plan_json(app: typer.Typer) -> None:
     report = cli_json(app, "bench", "plan", "--repeats", "1")
     rows = {(c["model"], c["scenario"]): c for c in report["comparisons"]}
