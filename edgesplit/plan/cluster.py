@@ -7,7 +7,11 @@ a fixed cost per request (serialisation, HTTP, scheduling). The ``Cloud`` holds 
 connected layers: ``flops`` is k_c of eq. (2), ``link_bps`` the edge-cloud rate ra_c of eq. (4).
 ``controller_overhead_s`` (``controller: {overhead_s: ...}`` in a file) is a fixed cost per task at
 co1 that the paper does not count: the client's request, the queue, Redis, the result's way back
-(measured by ``edgesplit testbed up``; 0 in the named scenarios).
+(measured by ``edgesplit testbed up``; 0 in the named scenarios). ``fanout_s`` (``controller:
+{fanout_s: {n: seconds}}``) is what a stage of n slice requests sent at once costs beyond the model's
+per-server terms: the controller sends and receives the n requests one after another, and hosts that
+share a machine's physical cores run their bursts at once; measured on the testbed (``testbed up``),
+absent elsewhere (:func:`fanout_at`).
 
 The paper's servers are separate machines. Executors may instead share one: pods on one node, or
 the whole local stack on one computer. ``host`` names the machine a server runs on and
@@ -36,11 +40,12 @@ cloud and runs everything there: 17 ms = 98,304 b / 115 Mb/s (the link's mid-ran
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
@@ -131,6 +136,11 @@ class Cluster:
     models: tuple[str, ...] = field(default_factory=tuple)
     controller_overhead_s: float = 0.0  # per task at co1: API, queue, Redis, result (not in the paper)
     profiles: tuple[SliceProfile, ...] = ()  # measured slice efficiency per model (split.profile)
+    fanout_s: tuple[tuple[int, float], ...] = ()  # (requests in a stage, seconds): module docstring
+
+    def fanout(self, requests: int) -> float:
+        """Seconds a stage of ``requests`` requests costs beyond its slowest server (:func:`fanout_at`)."""
+        return fanout_at(self.fanout_s, requests)
 
     def profile(self, model: str) -> SliceProfile | None:
         """The slice efficiency profile of ``model``, if the cluster file gives one."""
@@ -232,6 +242,8 @@ class _CloudModel(BaseModel):
 class _ControllerModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
     overhead_s: float = Field(default=0.0, ge=0)
+    fanout_s: dict[Annotated[int, Field(ge=2, le=1024)], Annotated[float, Field(ge=0)]] = \
+        Field(default_factory=dict)
 
 
 class _ClusterModel(BaseModel):
@@ -242,6 +254,21 @@ class _ClusterModel(BaseModel):
     models: list[str] = Field(default_factory=list)
     hosts: dict[str, _HostModel] = Field(default_factory=dict)
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+def fanout_at(points: Sequence[tuple[int, float]], requests: int) -> float:
+    """A stage's fan-out cost for ``requests`` requests from measured ``(n, seconds)`` points: 0 for
+    one request or none measured, linear between points (from 0 at one request), the last segment's
+    slope beyond the last point. Not in the paper, whose latency model sends a stage's requests in
+    parallel at no cost."""
+    if requests <= 1 or not points:
+        return 0.0
+    known = [(1, 0.0), *sorted((n, s) for n, s in points if n > 1)]
+    for (n0, s0), (n1, s1) in itertools.pairwise(known):
+        if requests <= n1:
+            return s0 + (s1 - s0) * (requests - n0) / (n1 - n0)
+    (n0, s0), (n1, s1) = known[-2], known[-1]
+    return max(0.0, s1 + (s1 - s0) * (requests - n1) / (n1 - n0))
 
 
 def cluster_from_dict(raw: Mapping[str, Any], where: str = "cluster") -> Cluster:
@@ -268,7 +295,8 @@ def cluster_from_dict(raw: Mapping[str, Any], where: str = "cluster") -> Cluster
     try:
         cloud = Cloud(c.flops, c.link_bps, c.url, c.overhead_s, c.conv_flops)
         profiles = tuple(SliceProfile.from_dict(model, raw) for model, raw in parsed.profiles.items())
-        return Cluster(servers, cloud, tuple(parsed.models), parsed.controller.overhead_s, profiles)
+        return Cluster(servers, cloud, tuple(parsed.models), parsed.controller.overhead_s, profiles,
+                       tuple(sorted(parsed.controller.fanout_s.items())))
     except InvalidPlan as e:
         raise InvalidInput(f"{where}: {e}") from e
 
@@ -283,8 +311,9 @@ def cluster_to_dict(cluster: Cluster) -> dict[str, Any]:
     cloud = {"url": c.url, "flops": c.flops, "link_bps": c.link_bps, "overhead_s": c.overhead_s,
              **({"conv_flops": c.conv_flops} if c.conv_flops is not None else {})}
     out: dict[str, Any] = {"executors": executors, "cloud": cloud, "models": list(cluster.models)}
-    if cluster.controller_overhead_s:
-        out["controller"] = {"overhead_s": cluster.controller_overhead_s}
+    if cluster.controller_overhead_s or cluster.fanout_s:
+        out["controller"] = {"overhead_s": cluster.controller_overhead_s,
+                             **({"fanout_s": dict(cluster.fanout_s)} if cluster.fanout_s else {})}
     if cluster.profiles:
         out["profiles"] = {p.model: p.to_dict() for p in cluster.profiles}
     if cluster.hosts():

@@ -11,7 +11,8 @@ receives and returns per strategy:
   output channels.
 
 A server's time in a stage is compute (eq. 1) + round trip (eq. 3) + its ``overhead_s`` (one request
-per stage); servers sharing a host that is short of cores for them compute slower
+per stage) + the stage's fan-out cost for its n requests where the cluster has one measured
+(``Cluster.fanout``, the testbed's); servers sharing a host that is short of cores for them compute slower
 (:func:`host_slowdown`); a stage takes the slowest server's time; a task takes the sum of its stages (eq. 5/6)
 plus the edge-cloud transfer (eq. 4), the cloud's request overhead and the cloud compute (eq. 2).
 Work at the controller (merges, kernel-rows' post layers) is neglected, as the paper does.
@@ -209,7 +210,7 @@ def server_times(spec: ModelSpec, cluster: Cluster, stage: StageLike,
             slow *= profile.factor(stage.start, stage.stop, stage.strategy, n)
         out.append(ServerTime(m, slow * compute_time(batch * load.flops, k, srv.flops_per_thread),
                               round_trip_time(batch * load.out_bytes, batch * load.in_bytes, srv.link_bps),
-                              srv.overhead_s + throttle_delay(srv, in_stage)))
+                              srv.overhead_s + throttle_delay(srv, in_stage) + cluster.fanout(in_stage)))
     return out
 
 

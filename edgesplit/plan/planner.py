@@ -318,7 +318,7 @@ def make_plan(spec: ModelSpec, cluster: Cluster, split: Split = "edgesplit",
     the search also chooses the edge-cloud cut (``_best_cut``).
     """
     family = PLANNER_FAMILIES[split]
-    facts = SpecFacts.of(spec, cluster.profile(spec.name))
+    facts = SpecFacts.of(spec, cluster.profile(spec.name), cluster.fanout_s)
     return family.plan(facts, cluster, active_servers(cluster, exclude), threads, one_conv_per_group, groups)
 
 

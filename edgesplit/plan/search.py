@@ -28,7 +28,7 @@ import numpy.typing as npt
 
 from edgesplit.errors import InvalidPlan
 from edgesplit.models.spec import Conv2d, ModelSpec, is_window
-from edgesplit.plan.cluster import Server
+from edgesplit.plan.cluster import Server, fanout_at
 from edgesplit.plan.latency import BYTES_PER_VALUE, host_slowdown, throttle_delay
 from edgesplit.plan.ratios import minmax_split
 from edgesplit.profiles import SliceProfile
@@ -45,10 +45,12 @@ class SpecFacts:
     shapes: tuple[tuple[int, int, int], ...]
     flops: tuple[float, ...]
     profile: SliceProfile | None = None  # measured slice efficiency (edgesplit.profiles), if any
+    fanout_s: tuple[tuple[int, float], ...] = ()  # the cluster's measured fan-out (Cluster.fanout_s)
 
     @classmethod
-    def of(cls, spec: ModelSpec, profile: SliceProfile | None = None) -> SpecFacts:
-        return cls(spec, tuple(spec.shapes()), tuple(spec.layer_flops()[: spec.n_edge]), profile)
+    def of(cls, spec: ModelSpec, profile: SliceProfile | None = None,
+           fanout_s: tuple[tuple[int, float], ...] = ()) -> SpecFacts:
+        return cls(spec, tuple(spec.shapes()), tuple(spec.layer_flops()[: spec.n_edge]), profile, fanout_s)
 
     @property
     def edge_flops(self) -> float:
@@ -138,9 +140,10 @@ UNIT_LOADS: dict[Strategy, Callable[[SpecFacts, int, int], UnitLoads]] = {
 
 
 def cost_table(loads: UnitLoads, servers: Sequence[Server], threads: Sequence[float],
-               slowdown: Sequence[float] | None = None) -> Array:
+               slowdown: Sequence[float] | None = None, fanout_s: float = 0.0) -> Array:
     """``table[m, n]``: seconds for n units on ``servers[m]`` with ``threads[m]`` threads, 0 at n = 0;
-    ``slowdown[m]`` (>= 1, ``inf`` to leave the server out) divides its computing rate."""
+    ``slowdown[m]`` (>= 1, ``inf`` to leave the server out) divides its computing rate; ``fanout_s``
+    is the stage's fan-out cost (``Cluster.fanout``), added like the throttling wait."""
     speed = np.array([k * s.flops_per_thread for s, k in zip(servers, threads, strict=True)])
     out = np.zeros(len(servers), dtype=bool)
     if slowdown is not None:
@@ -149,7 +152,7 @@ def cost_table(loads: UnitLoads, servers: Sequence[Server], threads: Sequence[fl
         speed = speed / np.where(out, 1.0, slow)
     link = np.array([s.link_bps for s in servers])
     # the throttling wait as if every candidate server took part (the split is not known yet)
-    overhead = np.array([s.overhead_s + throttle_delay(s, len(servers)) for s in servers])
+    overhead = np.array([s.overhead_s + throttle_delay(s, len(servers)) + fanout_s for s in servers])
     table = (loads.flops[None, :] / speed[:, None]
              + 8.0 * (loads.in_bytes + loads.out_bytes)[None, :] / link[:, None]
              + overhead[:, None])
@@ -211,7 +214,8 @@ def best_stage(f: SpecFacts, start: int, stop: int, servers: Sequence[Server], t
         total = part_total(f.spec, start, stop, strategy)
         loads = unit_loads(f, start, stop, strategy)
         for slowdown in candidates:
-            parts, cost = minmax_split(total, cost_table(loads, servers, threads, slowdown))
+            parts, cost = minmax_split(total, cost_table(loads, servers, threads, slowdown,
+                                                         fanout_at(f.fanout_s, len(servers))))
             if best is None or cost < best.cost_s:
                 best = StageChoice(start, stop, strategy, tuple(parts), cost)
     return best

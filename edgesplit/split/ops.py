@@ -18,6 +18,25 @@ def conv_of(module: nn.Sequential, index: int) -> nn.Conv2d:
     return conv
 
 
+def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: tuple[int, int],
+           padding: tuple[int, int], dilation: tuple[int, int]) -> torch.Tensor:
+    """``F.conv2d`` that always takes oneDNN's kernel for float32 CPU tensors outside autograd.
+
+    For a single image with 3x3 (or 1x1) kernels and an input under 20480 values, torch picks its
+    native im2col + GEMM kernel (``Slow2d``) over oneDNN, which suits a whole small layer but not the
+    thin bands a split makes: one output row of alexnet-paper's last conv (input 384x3x7) took 1.68 ms
+    that way against 0.58 ms through oneDNN, and a 192x3x15 band 0.75 against 0.43 ms; where torch
+    already takes oneDNN the time is the same (docs/BENCHMARKS.md, "slice kernels"). Values agree to
+    float rounding (a different summation order), as any split's do.
+    """
+    if (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
+            and not torch.is_grad_enabled() and torch.backends.mkldnn.is_available()
+            and torch.backends.mkldnn.enabled and not x.is_mkldnn):
+        return torch.ops.aten.mkldnn_convolution(x.contiguous(), weight.contiguous(), bias, list(padding),
+                                                 list(stride), list(dilation), 1)
+    return F.conv2d(x, weight, bias, stride, padding, dilation)
+
+
 def _pad_rows(x: torch.Tensor, top: int, bottom: int, value: float) -> torch.Tensor:
     if top == 0 and bottom == 0:
         return x
@@ -44,7 +63,7 @@ def apply_window(mod: nn.Module, layer: Conv2d | MaxPool2d | AvgPool2d, x: torch
         assert isinstance(mod, nn.Conv2d)
         w = mod.weight if weight is None else weight
         b = mod.bias if weight is None else bias
-        return F.conv2d(x, w, b, layer.stride, pad, layer.dilation)
+        return conv2d(x, w, b, layer.stride, pad, layer.dilation)
     if isinstance(layer, MaxPool2d):
         return F.max_pool2d(x, layer.kernel, layer.stride, pad, layer.dilation)
     return F.avg_pool2d(x, layer.kernel, layer.stride, pad, count_include_pad=True)

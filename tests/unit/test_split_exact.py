@@ -137,3 +137,21 @@ def test_bad_parts_and_groups_are_refused() -> None:
         make_slices(spec, 0, 4, "kernel-rows", [4, 4])
     with pytest.raises(InvalidPlan, match="edge layers"):
         make_slices(spec, 0, 99, "rows", [1])
+
+
+@pytest.mark.parametrize("shape", [(1, 384, 3, 7), (1, 192, 3, 15), (2, 64, 8, 31), (1, 3, 5, 5)])
+def test_band_conv_takes_onednn_and_matches_torch(shape: tuple[int, int, int, int]) -> None:
+    """The bands' conv (``ops.conv2d``) equals ``F.conv2d`` to float rounding, also for the thin
+    single-image bands torch would send to its native kernel; with autograd on it is ``F.conv2d``."""
+    from edgesplit.split.ops import conv2d
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(*shape, generator=g)
+    w = torch.randn(16, shape[1], 3, 3, generator=g)
+    b = torch.randn(16, generator=g)
+    ref = torch.nn.functional.conv2d(x, w, b, (1, 1), (0, 1), (1, 1))
+    with torch.no_grad():
+        torch.testing.assert_close(conv2d(x, w, b, (1, 1), (0, 1), (1, 1)), ref, rtol=1e-4, atol=1e-4)
+    wg = w.clone().requires_grad_(True)
+    out = conv2d(x, wg, b, (1, 1), (0, 1), (1, 1))
+    assert out.grad_fn is not None and "Convolution" in type(out.grad_fn).__name__

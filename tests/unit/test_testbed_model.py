@@ -154,3 +154,32 @@ def test_a_cut_plan_becomes_a_route_whose_cloud_starts_at_the_cut() -> None:
     route = route_from_plan(plan, SPEC, "static")
     assert route.cloud_from == plan.cloud_from and route.steps[-1].stop == plan.cloud_from
     assert [s.start for s in route.steps] == [s.start for s in plan.stages]
+
+
+def test_fanout_cost_is_interpolated_filed_and_priced_per_stage() -> None:
+    """A stage of n requests costs the measured fan-out for n (linear between the measured counts,
+    0 for one request); the cluster file keeps it; a large one turns the planner from a split to the
+    cloud, while the prediction of a stage grows by exactly the fan-out of its request count."""
+    from edgesplit.plan.cluster import fanout_at
+    from edgesplit.plan.planner import StagePlan
+    from edgesplit.split import part_total
+
+    points = ((2, 0.001), (4, 0.003), (8, 0.009))
+    assert fanout_at(points, 1) == 0.0 and fanout_at((), 8) == 0.0
+    assert fanout_at(points, 2) == pytest.approx(0.001) and fanout_at(points, 3) == pytest.approx(0.002)
+    assert fanout_at(points, 6) == pytest.approx(0.006) and fanout_at(points, 10) == pytest.approx(0.012)
+    base = _cluster(8, 0.2, threads=5, conv_flops=40e9)
+    fan = replace(base, fanout_s=points)
+    again = cluster_from_dict(cluster_to_dict(fan))
+    assert again.fanout_s == points and again.fanout(6) == pytest.approx(0.006)
+    with pytest.raises(InvalidInput, match="fanout_s"):
+        cluster_from_dict({**cluster_to_dict(fan), "controller": {"fanout_s": {1: 0.5}}})
+    total = part_total(SPEC, 0, 4, "rows")
+    parts = tuple(total // 8 + (1 if i < total % 8 else 0) for i in range(8))
+    stage = StagePlan(0, 4, "rows", tuple(range(8)), parts, (5,) * 8)
+    plain, with_fan = predict(SPEC, base, [stage]), predict(SPEC, fan, [stage])
+    assert with_fan.total_s - plain.total_s == pytest.approx(fan.fanout(8), rel=1e-9)
+    split = make_plan(SPEC, base, "edgesplit")
+    assert split.stages, "without a fan-out cost the planner splits on this cluster"
+    costly = make_plan(SPEC, replace(base, fanout_s=((8, 0.05),)), "edgesplit")
+    assert costly.cloud_from == 0 and costly.stages == ()

@@ -7,8 +7,8 @@ the executor's capacity and speed read by the executor from its own cgroup, as i
 orchestrator (and the allocator) run on the gateway, the bridge's address in the root namespace, with
 Redis. Before the orchestrator starts, the testbed measures what the planner needs and writes it into
 the cluster file: each host's FLOPS (quota x a per-core figure measured here), the link rates (the tbf
-rates, read back from the kernel), and the per-request overhead of each service (``calibrate``); after
-it starts, the controller's per-task overhead from a few real tasks.
+rates, read back from the kernel), the per-request overhead of each service and a stage's fan-out
+cost (``calibrate``); after it starts, the controller's per-task overhead from a few real tasks.
 
 A state file (``<state_dir>/<prefix>/state.json``) records what ``up`` made, and ``down`` removes every
 namespace, link, cgroup and process named from the prefix whether or not the state file survived.
@@ -33,7 +33,8 @@ from typing import Any
 
 from edgesplit import wire
 from edgesplit.models import get_spec
-from edgesplit.plan.cluster import cluster_from_dict, dump_cluster
+from edgesplit.plan.cluster import Server, cluster_from_dict, dump_cluster
+from edgesplit.plan.latency import throttle_delay
 from tooling.proc import ServiceProcess, spawn, wait_ready
 from tooling.stack import MODULES, LocalStack, StackSettings
 from tooling.testbed import calibrate, cgroups, net
@@ -80,6 +81,8 @@ class Testbed(LocalStack):
         self.profiles: dict[str, dict[str, Any]] = {}
         self.overheads: dict[str, float] = {}
         self.controller_overhead_s = 0.0
+        self.stage_times: dict[int, float] = {}  # calibrate.stage_times
+        self.fanout_s: dict[int, float] = {}  # Cluster.fanout_s (_measure_fanout)
         self._built = False
 
     # --- where each role runs ------------------------------------------------------------------
@@ -148,7 +151,7 @@ class Testbed(LocalStack):
                       "conv_flops": conv * d.cloud.cpus,
                       "link_bps": 1e6 * min(d.cloud.up_mbps, d.cloud.down_mbps),
                       "overhead_s": self.overheads.get("cloud", 0.0)},
-            "controller": {"overhead_s": self.controller_overhead_s},
+            "controller": {"overhead_s": self.controller_overhead_s, "fanout_s": self.fanout_s},
             "models": self.models, "profiles": self.profiles}
         self.home.mkdir(parents=True, exist_ok=True)
         dump_cluster(cluster_from_dict(raw), self.cluster_path)
@@ -174,8 +177,9 @@ class Testbed(LocalStack):
                 assert svc is not None
                 wait_ready(svc, timeout_s=timeout_s)
             if self.measure:
-                self.progress("measuring each host's per-request overhead")
+                self.progress("measuring each host's per-request overhead, and a stage's fan-out")
                 self._measure_overheads()
+                self._measure_fanout()
             self.write_cluster()
             wait_ready(self.start_orchestrator(), timeout_s=timeout_s)
             if self.with_allocator:
@@ -226,6 +230,19 @@ class Testbed(LocalStack):
             edge = self.desc.edges[i]
             self.overheads[f"executor-{i}"] = calibrate.slice_overhead(svc.url, self.token, self.models[0],
                                                                1e6 * min(edge.up_mbps, edge.down_mbps))
+
+    def _measure_fanout(self) -> None:
+        """The cluster's fan-out cost (``Cluster.fanout``): how much a stage of n one-row slices sent
+        at once takes beyond one (``calibrate.stage_times``), less what the model's CFS wait for the
+        slowest of n hosts already adds (``latency.throttle_delay``, the first host's quota)."""
+        urls = [svc.url for svc in self.executors if svc is not None]
+        self.stage_times = calibrate.stage_times(urls, self.token, self.models[0])
+        e = self.desc.edges[0]
+        host = Server("e0", 1, 1.0, 1.0, host="e0", host_cores=e.cpus,
+                      host_period_s=self.desc.cpu_period_ms / 1000)
+        base = self.stage_times[1] - throttle_delay(host, 1)
+        self.fanout_s = {n: max(0.0, t - throttle_delay(host, n) - base)
+                         for n, t in self.stage_times.items() if n > 1}
 
     def _measure_controller(self) -> None:
         """The controller's per-task overhead: from a few real tasks, the client's time less what the

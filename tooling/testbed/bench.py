@@ -141,7 +141,8 @@ def run_bench(hosts: Sequence[int] = (1, 2, 4, 8), modes: Sequence[ServedMode] =
                              f"predicted {point['predicted_ms']:.1f} ms, "
                              f"{point['throughput_per_s']:.1f} tasks/s")
         setup = {"per_core": tb.per_core, "overheads_s": tb.overheads, "profiled": sorted(tb.profiles),
-                 "controller_overhead_s": tb.controller_overhead_s, "description": desc.model_dump()}
+                 "controller_overhead_s": tb.controller_overhead_s, "stage_times_s": tb.stage_times,
+                 "fanout_s": tb.fanout_s, "description": desc.model_dump()}
     return {"points": points, "setup": setup, "summary": summarize(points)}
 
 

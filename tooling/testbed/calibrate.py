@@ -13,6 +13,11 @@
   executor reports and the bytes' time at the link's rate (HTTP, auth, NPY decode and encode, the
   hand-off to a worker, all inside the host's CPU quota).
 * ``echo_overhead``: the same for the cloud, from a tiny NPY body to its ``/v1/echo``.
+* ``stage_times``: a stage of n one-row slices sent at once from the gateway, as the orchestrator
+  sends a stage's requests, for n = 1, 2, 4, ... and every host: the median stage time. What it
+  grows by with n, beyond the growth the latency model already has, is the cluster's fan-out cost
+  (``Cluster.fanout``): the gateway handles the n requests one after another, and the hosts' bursts
+  share the machine's physical cores.
 """
 
 from __future__ import annotations
@@ -160,6 +165,51 @@ def slice_overhead(url: str, token: str, model: str, link_bps: float, runs: int 
                 spent.append(max(0.0, elapsed - inside - link_s))
             time.sleep(0.02)
     return statistics.median(spent)
+
+
+def stage_counts(hosts: int) -> list[int]:
+    """1, 2, 4, ... below ``hosts``, and ``hosts``."""
+    out, n = [], 1
+    while n < hosts:
+        out.append(n)
+        n *= 2
+    return [*out, hosts]
+
+
+def stage_times(urls: Sequence[str], token: str, model: str, runs: int = 20) -> dict[int, float]:
+    """Median seconds of a stage of n one-row slices (module docstring) for each n of ``stage_counts``."""
+    import asyncio
+
+    from edgesplit.models import get_spec
+    from edgesplit.plan.search import cut_points
+    from edgesplit.split import make_slices, part_total
+    from services.common.http import new_http_client
+    from services.executor.client import ExecutorClient
+
+    spec = get_spec(model)
+    start, stop = cut_points(spec)[-2:]
+    sl = make_slices(spec, start, stop, "rows", (1, part_total(spec, start, stop, "rows") - 1))[0]
+    x = np.random.default_rng(0).standard_normal((1, *sl.in_shape(spec)[1:])).astype(np.float32)
+
+    async def measure() -> dict[int, float]:
+        http = new_http_client(60.0)  # one pool for every host, as the orchestrator's
+        clients = [ExecutorClient(url, token, 60.0, http) for url in urls]
+        out = {}
+        try:
+            for n in stage_counts(len(urls)):
+                times = []
+                for i in range(runs + 3):
+                    t0 = time.perf_counter()
+                    await asyncio.gather(*(c.run_slice(model, sl, x, 0) for c in clients[:n]))
+                    if i >= 3:
+                        times.append(time.perf_counter() - t0)
+                    await asyncio.sleep(0.03)  # an idle gap, as between tasks: the quotas refill
+                out[n] = statistics.median(times)
+        finally:
+            await http.aclose()
+        return out
+
+    return asyncio.run(measure())
 
 
 def main(argv: Sequence[str]) -> None:

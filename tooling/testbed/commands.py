@@ -69,7 +69,8 @@ def up(
         bed.start()
     report = {**status(desc.prefix), "api_token": bed.api_token, "seconds": round(time.monotonic() - t0, 1),
               "per_core": bed.per_core, "overheads_s": bed.overheads,
-              "controller_overhead_s": bed.controller_overhead_s}
+              "controller_overhead_s": bed.controller_overhead_s, "stage_times_s": bed.stage_times,
+              "fanout_s": bed.fanout_s}
     if as_json:
         print(json.dumps(report))
         return
