@@ -19,7 +19,8 @@ err = Console(stderr=True)
 
 
 def _config(modes: str, users: str, step_s: float, out: Path, model: str, api: str, priority_mix: str,
-            executors: int, threads: int, think_s: float, seed: int, max_batch: int = 1) -> SweepConfig:
+            executors: int, threads: int, think_s: float, seed: int, max_batch: int = 1,
+            express: bool = True) -> SweepConfig:
     names = [m.strip() for m in modes.split(",") if m.strip()]
     if not names or any(m not in MODES for m in names):
         raise InvalidInput(f"--modes {modes!r}: expected a comma list of {', '.join(MODES)}")
@@ -37,7 +38,7 @@ def _config(modes: str, users: str, step_s: float, out: Path, model: str, api: s
     return SweepConfig(modes=chosen, users=counts, step_s=step_s, out=out, model=model,
                        api=api,  # type: ignore[arg-type]
                        mix=priority_mix, executors=executors, threads=threads, think_s=think_s, seed=seed,
-                       orchestrator_extra={"max_batch": max_batch})
+                       orchestrator_extra={"max_batch": max_batch, "express_lane": express})
 
 
 def _print(summary: dict[str, Any]) -> None:
@@ -70,11 +71,13 @@ def sweep(
     seed: int = typer.Option(0, help="seed of the weights, the samples and the customers' choices"),
     max_batch: int = typer.Option(1, help="the orchestrator's dynamic batching: tasks of one model run "
                                           "as one unit (1 = off)"),
+    express: bool = typer.Option(True, "--express/--no-express",
+                                 help="with batching, the orchestrator's express lane for priority-1 tasks"),
     as_json: bool = typer.Option(False, "--json", help="one JSON object on stdout"),
 ) -> None:
     """Latency by priority vs customer density for each serving mode, on the real local stack."""
     cfg = _config(modes, users, step_s, out, model, api, priority_mix, executors, threads, think_s, seed,
-                  max_batch)
+                  max_batch, express)
     summary = run_sweep(cfg, progress=lambda msg: err.print(msg))
     if as_json:
         print(json.dumps(summary))

@@ -100,7 +100,13 @@ def wait_ready(svc: ServiceProcess, path: str = "/v2/health/ready", timeout_s: f
 def spawn(name: str, argv: Sequence[str], env: Mapping[str, str], port: int,
           log_dir: Path | None = None) -> ServiceProcess:
     """Start ``argv`` with ``env`` added to this process's environment; do not wait. A ``port`` from
-    :func:`free_port` goes to the process as its bound socket on stdin (``services.common.listen``)."""
+    :func:`free_port` goes to the process as its bound socket on stdin (``services.common.listen``).
+
+    The process gets a process group of its own (a terminal's Ctrl-C reaches the launcher, which stops
+    it in order) but stays in the launcher's session: with the kernel's autogroup scheduling each
+    session is one scheduling group weighed equally against the others whatever its threads' nice
+    values, so services in sessions of their own would share the cores evenly and the bulk lanes'
+    ``bulk_nice`` (``services.common.compute``) would not yield to another service's urgent lane."""
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="edgesplit-"))
     log_path = log_dir / f"{name}.log"
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
@@ -109,7 +115,7 @@ def spawn(name: str, argv: Sequence[str], env: Mapping[str, str], port: int,
         with log_path.open("wb") as log:
             proc = subprocess.Popen(list(argv), env=full_env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                     stdin=None if reserved is None else reserved.fileno(),
-                                    start_new_session=True)
+                                    process_group=0)
     finally:
         if reserved is not None:
             reserved.close()  # the child holds it now

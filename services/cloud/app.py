@@ -4,7 +4,8 @@
 ``module[L:]``: a DADS cut inside the edge part, whose remaining convs then run here. The cloud keeps
 the whole model for that (the conv weights are small next to the fully connected ones).
 ``?priority=P`` (1 the most urgent) orders the requests waiting for the compute thread
-(``services.common.compute``).
+(``services.common.compute``); a request at or below ``urgent_priority`` runs on the urgent lane, a
+compute thread of its own beside the bulk one, which is niced (``bulk_nice``).
 
 Endpoints: ``POST /v1/infer/{model}``, ``GET /v1/info``, ``GET /metrics`` (behind the bearer token when
 one is configured), ``GET /v2/health/live`` and ``GET /v2/health/ready`` (open).
@@ -48,7 +49,9 @@ class CloudState(ModelHost):
         super().__init__("cloud", settings.name, specs, "all")
         self.settings = settings
         # one request at a time, the most urgent first (services.common.compute), ``threads`` torch threads
-        self.compute = ComputeThread(settings.threads, "es-cloud")
+        self.compute = ComputeThread(settings.threads, "es-cloud", settings.bulk_nice)
+        # the urgent lane (ServiceSettings.urgent): its own thread at the default nice, started at once
+        self.urgent = ComputeThread(settings.threads, "es-cloud-urgent")
         self.registry = r = CollectorRegistry()
         self.latency = Histogram(f"{NS}_infer_seconds", "Compute time of a request's FC layers", ["model"],
                                  buckets=BUCKETS, registry=r)
@@ -113,8 +116,9 @@ def _routes(router: APIRouter, state: CloudState) -> None:
         arrived = time.perf_counter()
         state.queued.inc()
         try:
+            lane = state.urgent if s.urgent(priority) else state.compute
             logits, started = await asyncio.wrap_future(
-                state.compute.submit(lambda: _forward(deployed, x, first), priority))
+                lane.submit(lambda: _forward(deployed, x, first), priority))
         finally:
             state.queued.dec()
         state.wait.labels(model).observe(started - arrived)
@@ -158,6 +162,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
         finally:
             loading.cancel()
             state.compute.shutdown()
+            state.urgent.shutdown()
 
     app = base_app(f"edgesplit cloud {settings.name}", settings.max_body_bytes, settings.docs, lifespan)
     instrument_http(app, state.registry)

@@ -122,6 +122,9 @@ class ServiceSettings(BaseSettings):
     ``weights_dir``: a folder of ``<model>.safetensors`` (a model without a file there, or every model
     when unset, gets seeded weights from ``seed``: every process builds the same weights);
     ``threads``: thread capacity, default the CPU limit the process sees (cgroup quota included).
+    ``urgent_priority``: requests whose ``?priority=`` is at most this (1 = the most urgent class) run
+    on the service's urgent lane, beside the bulk work rather than behind it (0: no urgent lane);
+    ``bulk_nice``: the niceness of the bulk lane's compute threads (``services.common.compute``).
     """
 
     model_config = SettingsConfigDict(extra="ignore")
@@ -148,6 +151,12 @@ class ServiceSettings(BaseSettings):
     trace_exporter: Literal["none", "console", "otlp"] = "none"
     trace_endpoint: str = "http://127.0.0.1:4318/v1/traces"  # OTLP over HTTP, with trace_exporter=otlp
     trace_sample_ratio: float = Field(1.0, ge=0.0, le=1.0)  # of the traces started here (parent-based)
+    urgent_priority: int = Field(1, ge=0, le=1 << 20)
+    bulk_nice: int = Field(10, ge=0, le=19)
+
+    def urgent(self, priority: int) -> bool:
+        """Whether a request of ``priority`` runs on the urgent lane."""
+        return self.urgent_priority > 0 and priority <= self.urgent_priority
 
     @field_validator("models", "model_files", mode="before")
     @classmethod

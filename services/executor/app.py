@@ -21,6 +21,7 @@ from edgesplit import wire
 from edgesplit.errors import InvalidInput, Overloaded
 from edgesplit.split import Slice
 from services.common.channels import QUOTA_OWNERS
+from services.common.compute import LAST
 from services.common.httpmetrics import instrument_http
 from services.common.models import ModelHost, deployment_specs
 from services.common.security import bearer_auth, read_body
@@ -44,7 +45,7 @@ class ExecutorState(ModelHost):
                          "edge")
         self.settings = settings
         self.pool = ZonePool(settings.capacity, {n: s.n_edge for n, s in self.specs.items()},
-                             settings.halo_max, settings.queue_max)
+                             settings.halo_max, settings.queue_max, settings.bulk_nice)
         self.metrics = ExecutorMetrics(self.pool)
         self._slices: dict[tuple[str, tuple[str | None, ...]], Slice] = {}
 
@@ -96,7 +97,10 @@ def _slice_routes(router: APIRouter, state: ExecutorState) -> None:
     @router.post("/v1/slices/{model}", response_class=Response)
     async def run_slice(model: str, request: Request,
                         subzone: Annotated[int, Query(ge=0, le=4096, description="sub-zone (stage) index")],
-                        task_id: Annotated[str, Query(max_length=128, pattern=TASK_ID)] = "") -> Response:
+                        task_id: Annotated[str, Query(max_length=128, pattern=TASK_ID)] = "",
+                        priority: Annotated[int, Query(ge=-(1 << 20), le=LAST,
+                                                       description="the task's (1 the most urgent)")] = LAST
+                        ) -> Response:
         deployed = state.deployed(model)
         spec = deployed.spec
         sl = state.slice_of(model, request.query_params)
@@ -110,7 +114,8 @@ def _slice_routes(router: APIRouter, state: ExecutorState) -> None:
                                f"[N>=1, {c}, {h}, {w}]")
         try:  # a slice whose caller went away is not computed (services.executor.gone)
             run = await unless_gone(request, state.pool.run(deployed, subzone, sl, torch.from_numpy(x),
-                                                            state.settings.slice_delay_s))
+                                                            state.settings.slice_delay_s,
+                                                            state.settings.urgent(priority)))
         except Overloaded:
             state.metrics.refused.labels(model, str(subzone)).inc()
             raise

@@ -75,9 +75,12 @@ class SubZone:
     """The k worker threads of one (model, stage); one slice at a time, FIFO."""
 
     def __init__(self, model: str, index: int, workers: int, halo_max: float | None = None,
-                 queue_max: int = 1 << 30) -> None:
+                 queue_max: int = 1 << 30, bulk_nice: int = 0) -> None:
         self.model, self.index, self.target, self.halo_max = model, index, workers, halo_max
         self.queue_max = queue_max
+        self.bulk_nice = bulk_nice
+        self.urgent_lane: ComputeThread | None = None  # started with the first urgent slice
+        self.urgent_lock = asyncio.Lock()
         self.last_compute_s = 0.0
         self.lock = asyncio.Lock()
         self.threads: list[ComputeThread] = []
@@ -90,10 +93,15 @@ class SubZone:
         while len(self.threads) > self.target:
             self.threads.pop().stop()
         while len(self.threads) < self.target:
-            self.threads.append(ComputeThread(1, f"es-{self.model}-{self.index}-{len(self.threads)}"))
+            self.threads.append(ComputeThread(1, f"es-{self.model}-{self.index}-{len(self.threads)}",
+                                              self.bulk_nice))
 
-    async def run(self, deployed: Deployed, sl: Slice, x: torch.Tensor, delay_s: float = 0.0) -> SliceRun:
-        """Wait for the sub-zone (FIFO), then compute ``sl`` on ``x`` with its k workers."""
+    async def run(self, deployed: Deployed, sl: Slice, x: torch.Tensor, delay_s: float = 0.0,
+                  urgent: bool = False) -> SliceRun:
+        """Wait for the sub-zone (FIFO), then compute ``sl`` on ``x`` with its k workers; ``urgent``:
+        on the urgent lane instead (:meth:`run_urgent`)."""
+        if urgent:
+            return await self.run_urgent(deployed, sl, x, delay_s)
         arrived = time.perf_counter()
         if self.queued >= self.queue_max:
             wait = (self.queued + 1) * max(self.last_compute_s, 0.01)
@@ -121,6 +129,26 @@ class SubZone:
         self.last_workers = k if intra else len(set(idents))
         self.last_compute_s = done - started
         return SliceRun(out, started - arrived, done - started, self.last_workers, flops, started, done)
+
+    async def run_urgent(self, deployed: Deployed, sl: Slice, x: torch.Tensor,
+                         delay_s: float = 0.0) -> SliceRun:
+        """An urgent slice (``ServiceSettings.urgent``): on the sub-zone's urgent lane, a thread of its
+        own at the default nice with the zone's k intra-op threads, beside the bulk workers (niced,
+        ``bulk_nice``) rather than behind the slices queued for them; urgent slices among themselves
+        one at a time. The kernel then gives this lane the zone's cores while both compute."""
+        arrived = time.perf_counter()
+        async with self.urgent_lock:
+            started = time.perf_counter()
+            if delay_s > 0:
+                await asyncio.sleep(delay_s)
+            if self.urgent_lane is None:
+                self.urgent_lane = ComputeThread(1, f"es-{self.model}-{self.index}-urgent")
+            k = max(1, min(self.target, usable_cores()))
+            job = _whole_job(deployed.module, deployed, sl, x, k)
+            out, _ = await asyncio.wrap_future(self.urgent_lane.submit(job))
+            done = time.perf_counter()
+        return SliceRun(out, started - arrived, done - started, k, slice_flops(deployed.spec, sl, x.shape[0]),
+                        started, done)
 
     def _cut(self, deployed: Deployed, sl: Slice, workers: int,
              batch: int) -> tuple[list[Part], float, float]:
@@ -162,11 +190,13 @@ class SubZone:
         return out, [r[1] for r in results]
 
     def stop(self) -> None:
-        for w in self.threads:
+        lanes = [*self.threads, *([self.urgent_lane] if self.urgent_lane is not None else [])]
+        for w in lanes:
             w.stop()
-        for w in self.threads:
+        for w in lanes:
             w.join(10.0)
         self.threads.clear()
+        self.urgent_lane = None
 
 
 def _whole_job(module: torch.nn.Sequential, deployed: Deployed, sl: Slice, x: torch.Tensor,
@@ -205,8 +235,9 @@ class ZonePool:
     """
 
     def __init__(self, capacity: int | Callable[[], int], n_edge: Mapping[str, int],
-                 halo_max: float | None = None, queue_max: int = 1 << 30) -> None:
+                 halo_max: float | None = None, queue_max: int = 1 << 30, bulk_nice: int = 0) -> None:
         self._capacity = capacity
+        self.bulk_nice = bulk_nice
         self.halo_max = halo_max
         self.queue_max = queue_max
         self._n_edge = dict(n_edge)
@@ -262,13 +293,13 @@ class ZonePool:
         zone = self.subzones.get((model, index))
         if zone is None:
             zone = SubZone(model, index, self._quotas.get(model, {}).get(index, 1), self.halo_max,
-                           self.queue_max)
+                           self.queue_max, self.bulk_nice)
             self.subzones[(model, index)] = zone
         return zone
 
     async def run(self, deployed: Deployed, index: int, sl: Slice, x: torch.Tensor,
-                  delay_s: float = 0.0) -> SliceRun:
-        return await self.subzone(deployed.spec.name, index).run(deployed, sl, x, delay_s)
+                  delay_s: float = 0.0, urgent: bool = False) -> SliceRun:
+        return await self.subzone(deployed.spec.name, index).run(deployed, sl, x, delay_s, urgent)
 
     def shutdown(self) -> None:
         for zone in self.subzones.values():

@@ -131,7 +131,7 @@ class Engine:
             if sl.empty:
                 continue
             x = crop_input(job.x, sl).contiguous().numpy()
-            calls.append((server, sl, self._slice(server, sl, x, subzone, job.task.id)))
+            calls.append((server, sl, self._slice(server, sl, x, subzone, job.task.id, job.task.priority)))
         job.calls = [asyncio.ensure_future(c) for _, _, c in calls]
         try:
             results = await asyncio.gather(*job.calls, return_exceptions=True)
@@ -165,12 +165,13 @@ class Engine:
         return {"layers": [step.start, step.stop], "strategy": step.strategy, "servers": list(step.servers),
                 "parts": list(step.parts), "slices": timings, "merge_s": time.time() - t_merge}
 
-    async def _slice(self, server: int, sl: Any, x: np.ndarray, subzone: int, task_id: str) -> Any:
+    async def _slice(self, server: int, sl: Any, x: np.ndarray, subzone: int, task_id: str,
+                     priority: int | None = None) -> Any:
         """One slice call in a span of its own (the executor's request continues its trace)."""
         with tracing.TRACER.start_as_current_span(
                 f"slice {server}", attributes={"edgesplit.server": server, "edgesplit.subzone": subzone,
                                                "edgesplit.task_id": task_id}):
-            return await self.pool.run(server, self.model, sl, x, subzone, task_id)
+            return await self.pool.run(server, self.model, sl, x, subzone, task_id, priority)
 
     async def _cloud_call(self, features: np.ndarray, start: int, priority: int) -> np.ndarray:
         """The cloud's logits for ``features``, the input of layer ``start``; ``priority`` (the job's

@@ -3,6 +3,10 @@
 * ``AsyncPipeline`` (default): one asyncio worker per stage, connected by one-slot queues; stage k of
   task t runs while stage k-1 of task t+1 does, each on its own sub-zone. Stage 0 claims the next task
   from Redis only when it is free, so the most urgent task waiting at that moment goes next.
+  With dynamic batching, an *express lane* beside it claims the priority-1 tasks as they come and
+  runs each through every step and the cloud at once, with its priority, so the executors and the
+  cloud compute it on their urgent lanes (``ServiceSettings.urgent``) instead of after the batches
+  queued in the pipeline's stages and one-slot queues.
 * ``LockstepPipeline``: the paper's fig. 2 exactly: a global tick runs every busy stage at once and
   waits for all of them; then every task moves one stage on and stage 0 takes the next task.
 * ``ParallelRunner`` (modes ``no-split`` and ``dads``): tasks run whole and concurrently, one per
@@ -15,6 +19,7 @@ number of stages (a new plan) starts only once the tasks of the previous one hav
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -47,10 +52,11 @@ class AsyncPipeline(Runner):
         tasks = [asyncio.create_task(self._head(first, n, inbox, holdover))]
         tasks += [asyncio.create_task(self._stage(k, inbox)) for k in range(1, n)]
         tasks += [asyncio.create_task(self._cloud(inbox[n])) for _ in range(self.settings.cloud_concurrency)]
+        express = asyncio.create_task(self._express()) if self._express_on() else None
         try:
             await asyncio.gather(*tasks)
         finally:
-            for t in tasks:
+            for t in [*tasks, *([express] if express is not None else [])]:
                 t.cancel()
         return holdover.result()
 
@@ -67,9 +73,33 @@ class AsyncPipeline(Runner):
                 return
             if n == 0:
                 await inbox[0].put(job)
-            elif await self.step(job, 0, interlude=lambda: self._urgent(n, inbox)):
+            elif await self.step(job, 0, interlude=None if self._express_on() else
+                                 lambda: self._urgent(n, inbox)):
                 await inbox[1].put(job)
             job = None
+
+    def _express_on(self) -> bool:
+        return self.batches is not None and self.settings.express_lane
+
+    async def _express(self) -> None:
+        """The express lane (module docstring): claim the priority-1 tasks at the queue's head as they
+        come, each claim one job run whole by :meth:`_run_whole` beside the pipeline."""
+        while True:
+            self.urgent_wake.clear()  # before the claim: a submit after it sets the event again
+            job = await self.claim_urgent()
+            if job is None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.urgent_wake.wait(), timeout=0.5)
+                continue
+            running = asyncio.create_task(self._run_whole(job))
+            self.express_jobs.add(running)  # the loop holds only weak references to tasks
+            running.add_done_callback(self.express_jobs.discard)
+
+    async def _run_whole(self, job: Job) -> None:
+        for k in range(len(job.route.steps)):
+            if not await self.step(job, k):
+                return
+        await self.cloud(job)
 
     async def _urgent(self, n: int, inbox: list[asyncio.Queue[Job | None]]) -> None:
         """Between two chunks of a batch's first step (``Runner.step``): the priority-1 tasks queued

@@ -34,7 +34,7 @@ class SliceClient(Protocol):
     """What the pool needs of an executor client (``services.executor.client.ExecutorClient``)."""
 
     async def run_slice_timed(self, model: str, slice: Slice, x: np.ndarray, subzone: int,
-                              task_id: str = "") -> SliceResult: ...
+                              task_id: str = "", priority: int | None = None) -> SliceResult: ...
 
     async def get_quotas(self, owner: str | None = None) -> dict[str, dict[int, int]]: ...
 
@@ -120,7 +120,7 @@ class ExecutorPool:
                                       (m - self._rr) % len(self.clients)))
 
     async def run(self, server: int, model: str, sl: Slice, x: np.ndarray, subzone: int,
-                  task_id: str) -> tuple[SliceResult, float, float]:
+                  task_id: str, priority: int | None = None) -> tuple[SliceResult, float, float]:
         """Compute one slice on ``server``; returns (result, start, end), wall-clock seconds.
 
         Raises ExecutorFailed when it cannot (counting a failure of the server, module docstring); a
@@ -131,7 +131,7 @@ class ExecutorPool:
         self.busy[server] += 1
         t0 = time.time()
         try:
-            out = await self._send(server, model, sl, x, subzone, task_id)
+            out = await self._send(server, model, sl, x, subzone, task_id, priority)
         except Unreachable as e:
             self.mark_down(server, f"unreachable: {e}")
             raise ExecutorFailed(server, str(e)) from e
@@ -148,7 +148,7 @@ class ExecutorPool:
         return out, t0, time.time()
 
     async def _send(self, server: int, model: str, sl: Slice, x: np.ndarray, subzone: int,
-                    task_id: str) -> SliceResult:
+                    task_id: str, priority: int | None = None) -> SliceResult:
         """The slice call, sent again after each ``Overloaded`` answer's Retry-After (capped at
         ``overload_wait_s``) until ``slice_timeout_s`` has passed since the first try."""
         give_up = time.monotonic() + self.slice_timeout_s
@@ -156,7 +156,8 @@ class ExecutorPool:
             left = give_up - time.monotonic()
             try:
                 return await asyncio.wait_for(
-                    self.clients[server].run_slice_timed(model, sl, x, subzone, task_id), max(left, 0.001))
+                    self.clients[server].run_slice_timed(model, sl, x, subzone, task_id, priority),
+                    max(left, 0.001))
             except Overloaded as e:
                 self.overloaded += 1
                 wait = min(e.retry_after_s, self.overload_wait_s)

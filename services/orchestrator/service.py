@@ -300,6 +300,7 @@ class Orchestrator:
         runner = self.runners.get(model)
         if runner is not None:
             runner.wake.set()
+            runner.urgent_wake.set()
 
     async def _probe_cloud(self) -> None:
         while True:

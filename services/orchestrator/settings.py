@@ -106,6 +106,9 @@ class OrchestratorSettings(ServiceSettings):
     # meanwhile go through between two chunks; otherwise a batch's step runs whole (faster)
     batch_chunk: int = Field(1, ge=0, le=256)
     urgent_window_s: float = Field(10.0, ge=0.0, le=3600.0)
+    # with batching, the async pipeline's express lane (services.orchestrator.pipeline) runs priority-1
+    # tasks whole beside the pipeline, on the services' urgent lanes; then batches are not chunked
+    express_lane: bool = True
 
     @field_validator("api_token", "cloud_token")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -61,3 +62,30 @@ async def test_a_slice_whose_caller_went_away_is_not_computed(spawn: Spawner) ->
     computed = re.search(r'^edgesplit_executor_slice_seconds_count\{model="digits-cnn",stage="0"\} (\S+)$',
                          metrics, re.M)
     assert computed is not None and float(computed.group(1)) == 1.0, "only the slice still wanted ran"
+
+
+async def test_an_urgent_slice_runs_beside_the_queued_bulk_slices(spawn: Spawner) -> None:
+    """``?priority=1`` (at most ``urgent_priority``) runs on the sub-zone's urgent lane: sent after three
+    bulk slices (1 s each, one at a time), it is answered before the third starts, with the same
+    result; the bulk worker's thread runs at ``bulk_nice`` (10), the others at the default."""
+    ex = spawn.executor("lanes", token=TOKEN, models="digits-cnn", threads=1, slice_delay_s=1.0)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    done: list[str] = []
+
+    async def send(name: str, priority: int) -> httpx.Response:
+        r = await c.post(URL, params={**PARAMS, "priority": str(priority)}, content=BODY)
+        done.append(name)
+        return r
+
+    async with httpx.AsyncClient(base_url=ex.url, headers=auth, timeout=30) as c:
+        bulk = [asyncio.create_task(send(f"bulk{i}", 5)) for i in range(3)]
+        await asyncio.sleep(0.3)
+        urgent = await send("urgent", 1)
+        answers = [await t for t in bulk]
+    assert urgent.status_code == 200 and all(a.status_code == 200 for a in answers)
+    assert done.index("urgent") < done.index("bulk2"), done
+    assert float(urgent.headers["X-Wait-Seconds"]) < float(answers[2].headers["X-Wait-Seconds"])
+    assert wire.decode(urgent.content).tolist() == wire.decode(answers[0].content).tolist()
+    nices = [int((task / "stat").read_text().rsplit(")", 1)[1].split()[16])  # field 19 of stat
+             for task in Path(f"/proc/{ex.proc.pid}/task").iterdir()]
+    assert 10 in nices and 0 in nices, nices  # the bulk worker; the urgent lane and the event loop

@@ -1,6 +1,8 @@
 """Dynamic batching through a real stack: exact per-task results, priority order, urgent tasks never wait.
 
-``digits-cnn`` split on 2 executors whose every slice takes at least 0.1 s more (``slice_delay_s``).
+``digits-cnn`` split on 2 executors whose every slice takes at least 0.1 s more (``slice_delay_s``),
+without the express lane (``express_lane`` false: the urgent tasks go through the pipeline, between
+two chunks of a batch; ``test_express_lane`` runs them beside it).
 Tasks are queued while the orchestrator runs without workers (``workers=false``: the API only), then
 it restarts with them, so the claims see a known queue.
 Assertions are on results and on what the services record (claim times, batch sizes), never on
@@ -39,7 +41,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
             executor=ExecutorGroup(count=2, threads=2, extra={"slice_delay_s": 0.1}),  # steps take a while
             cloud=CloudGroup(extra={"max_batch": 4}),  # refuses larger batches (the last test)
             orchestrator=OrchestratorGroup(extra={"max_batch": 4, "max_queue_delay_s": NO_DELAY,
-                                                  "urgent_window_s": 60}))) as st:
+                                                  "urgent_window_s": 60, "express_lane": False}))) as st:
         yield st
 
 
@@ -158,3 +160,26 @@ def test_a_batch_the_cloud_refuses_runs_one_by_one_from_there(stack: LocalStack)
         with torch.no_grad():
             ref = module(torch.from_numpy(_input(seed)))
         torch.testing.assert_close(torch.tensor(r["logits"]).view_as(ref), ref)
+
+
+def test_express_lane_runs_an_urgent_task_beside_a_running_batch(stack: LocalStack) -> None:
+    """With the express lane (the default), an urgent task submitted while a batch is in its first
+    step starts its own first step before that step ends (on the executors' urgent lanes, beside the
+    batch rather than after it or between chunks); its result is exact; batches are not chunked."""
+    stack.restart_orchestrator(max_batch=4, max_queue_delay_s=NO_DELAY, express_lane=True)
+    with httpx.Client(base_url=stack.url, timeout=60) as c:
+        low_ids = _queued(stack, c, [(90 + i, 5) for i in range(4)])
+        deadline = time.monotonic() + 30
+        while c.get(f"/v1/tasks/{low_ids[0]}").json()["status"] == "queued":
+            assert time.monotonic() < deadline, "the batch never started"
+            time.sleep(0.005)
+        late = _result(c, _submit(c, 95, 1))
+        low = [_result(c, i) for i in low_ids]
+    assert late["status"] == "done" and all(r["status"] == "done" for r in low)
+    module = load_model(get_spec(MODEL), seed=0)
+    with torch.no_grad():
+        ref = module(torch.from_numpy(_input(95)))
+    torch.testing.assert_close(torch.tensor(late["logits"]).view_as(ref), ref)
+    stage0 = low[0]["timings"]["stages"][0]
+    assert low[0]["timings"]["batch"] == 4 and "chunks" not in stage0
+    assert late["timings"]["stages"][0]["start"] < stage0["end"]  # beside the batch's step, not after
