@@ -46,6 +46,7 @@ class ComputeThread:
         self._seq = itertools.count()
         self._threads = threads
         self.nice = nice
+        self._busy = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -66,10 +67,18 @@ class ComputeThread:
                 return
             if not fut.set_running_or_notify_cancel():
                 continue
+            self._busy = True
             try:
                 fut.set_result(fn())
             except BaseException as e:  # handed to whoever submitted it
                 fut.set_exception(e)
+            finally:
+                self._busy = False
+
+    @property
+    def idle(self) -> bool:
+        """Nothing running and nothing waiting (a moment's view: another thread may submit next)."""
+        return not self._busy and self._queue.empty()
 
     def stop(self) -> None:
         """Let the thread end once the calls queued so far have run; do not wait."""

@@ -41,6 +41,7 @@ Quotas = dict[str, dict[int, int]]
 
 
 _CORES_TTL_S = 1.0
+QUIET_S = 0.25  # no bulk work for this long: an urgent slice takes the sub-zone itself (run_urgent)
 _cores_read: list[float] = [-_CORES_TTL_S, 0.0]  # (when, cores) of the last reading
 
 
@@ -81,6 +82,7 @@ class SubZone:
         self.bulk_nice = bulk_nice
         self.urgent_lane: ComputeThread | None = None  # started with the first urgent slice
         self.urgent_lock = asyncio.Lock()
+        self.bulk_at = -float("inf")  # time.monotonic() when bulk work last ended here
         self.last_compute_s = 0.0
         self.lock = asyncio.Lock()
         self.threads: list[ComputeThread] = []
@@ -99,9 +101,13 @@ class SubZone:
     async def run(self, deployed: Deployed, sl: Slice, x: torch.Tensor, delay_s: float = 0.0,
                   urgent: bool = False) -> SliceRun:
         """Wait for the sub-zone (FIFO), then compute ``sl`` on ``x`` with its k workers; ``urgent``:
-        on the urgent lane instead (:meth:`run_urgent`)."""
-        if urgent:
+        on the urgent lane instead (:meth:`run_urgent`) unless the sub-zone has been free of bulk work
+        for ``QUIET_S``: a quiet sub-zone takes it at once with all its workers."""
+        if urgent and (self.lock.locked() or self.queued or time.monotonic() - self.bulk_at < QUIET_S):
             return await self.run_urgent(deployed, sl, x, delay_s)
+        if urgent and self.urgent_lane is not None and not self.urgent_lock.locked():
+            self.urgent_lane.stop()  # quiet: its OpenMP team goes with its thread (run_urgent)
+            self.urgent_lane = None
         arrived = time.perf_counter()
         if self.queued >= self.queue_max:
             wait = (self.queued + 1) * max(self.last_compute_s, 0.01)
@@ -126,16 +132,26 @@ class SubZone:
             done = time.perf_counter()
         finally:
             self.lock.release()
+            if not urgent:
+                self.bulk_at = time.monotonic()
         self.last_workers = k if intra else len(set(idents))
         self.last_compute_s = done - started
         return SliceRun(out, started - arrived, done - started, self.last_workers, flops, started, done)
 
     async def run_urgent(self, deployed: Deployed, sl: Slice, x: torch.Tensor,
                          delay_s: float = 0.0) -> SliceRun:
-        """An urgent slice (``ServiceSettings.urgent``): on the sub-zone's urgent lane, a thread of its
-        own at the default nice with the zone's k intra-op threads, beside the bulk workers (niced,
-        ``bulk_nice``) rather than behind the slices queued for them; urgent slices among themselves
-        one at a time. The kernel then gives this lane the zone's cores while both compute."""
+        """An urgent slice (``ServiceSettings.urgent``) on the sub-zone's urgent lane: a thread of its
+        own at the default nice, beside the bulk workers (niced, ``bulk_nice``) rather than behind
+        the slices queued for them, with the zone's k intra-op threads; urgent slices among themselves
+        one at a time. The kernel gives it the cores while both compute. Only while the sub-zone is
+        busy (:meth:`run`): once a second OpenMP team exists in the process, libgomp cuts every team's
+        spin to 100 rounds (more of its threads than cores), and alexnet-paper's 2-thread edge part
+        then took 33-37 ms at idle instead of 23-25; so a lone urgent slice, with no bulk work for
+        ``QUIET_S``, takes the quiet sub-zone (:meth:`run`). Not merely a free one: under load the
+        sub-zone is free for moments between batches, and an urgent slice on the niced bulk threads
+        then lost the cores (p95 at 16 customers over 1: 2.9-3.2 against 2.4-2.6, docs/BENCHMARKS.md
+        run 7), as it did with one intra-op thread here. A quiet sub-zone also ends the lane's thread,
+        and its OpenMP team with it, so the spin is whole again once the load has gone."""
         arrived = time.perf_counter()
         async with self.urgent_lock:
             started = time.perf_counter()
