@@ -5,8 +5,8 @@
 the whole model for that (the conv weights are small next to the fully connected ones).
 ``?priority=P`` (1 the most urgent) orders the requests waiting for the compute thread
 (``services.common.compute``); a request at or below ``urgent_priority`` runs on the urgent lane, a
-compute thread of its own beside the bulk one, which is niced (``bulk_nice``), while bulk requests
-came in the last ``QUIET_S``; otherwise the bulk thread computes it and the lane's thread ends.
+compute thread of its own beside the bulk one, which is niced (``bulk_nice``), while there is bulk
+work beside it (``UrgentLane``); otherwise the bulk thread computes it.
 
 Endpoints: ``POST /v1/infer/{model}``, ``GET /v1/info``, ``GET /metrics`` (behind the bearer token when
 one is configured), ``GET /v2/health/live`` and ``GET /v2/health/ready`` (open).
@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from edgesplit import wire
 from edgesplit.errors import InvalidInput
 from services.cloud.settings import CloudSettings
-from services.common.compute import LAST, ComputeThread
+from services.common.compute import LAST, ComputeThread, UrgentLane
 from services.common.httpmetrics import instrument_http
 from services.common.models import Deployed, ModelHost, deployment_specs
 from services.common.security import bearer_auth, read_body
@@ -39,7 +39,6 @@ from services.common.web import base_app, check_npy_request, health_router, metr
 
 log = logging.getLogger("edgesplit.cloud")
 NS = "edgesplit_cloud"
-QUIET_S = 0.25  # no bulk request for this long: an urgent one takes the bulk thread (SubZone.run_urgent)
 BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
 
@@ -52,11 +51,7 @@ class CloudState(ModelHost):
         self.settings = settings
         # one request at a time, the most urgent first (services.common.compute), ``threads`` torch threads
         self.compute = ComputeThread(settings.threads, "es-cloud", settings.bulk_nice)
-        # the urgent lane (ServiceSettings.urgent) while the compute thread is busy: its own thread at
-        # the default nice (only then: a second OpenMP team throttles every team's spin,
-        # services.executor.pool.SubZone.run_urgent)
-        self.urgent: ComputeThread | None = None  # started when needed, ended when quiet
-        self.bulk_at = -float("inf")  # time.monotonic() when a bulk request's compute last ended
+        self.urgent = UrgentLane(settings.threads, "es-cloud-urgent")  # ServiceSettings.urgent
         self.registry = r = CollectorRegistry()
         self.latency = Histogram(f"{NS}_infer_seconds", "Compute time of a request's FC layers", ["model"],
                                  buckets=BUCKETS, registry=r)
@@ -72,19 +67,6 @@ class CloudState(ModelHost):
             return
         self.ready.set(1)
         log.info("cloud %s ready: models %s, %d threads", s.name, ", ".join(self.specs), s.threads)
-
-    def urgent_lane(self) -> ComputeThread:
-        """The urgent lane's thread, started if it is not running."""
-        if self.urgent is None:
-            self.urgent = ComputeThread(self.settings.threads, "es-cloud-urgent")
-        return self.urgent
-
-    def end_urgent_lane(self) -> None:
-        """End the urgent lane's thread, and its OpenMP team with it, when nothing waits for it: a
-        second team makes libgomp throttle every team's spin (``services.executor.pool.SubZone``)."""
-        if self.urgent is not None and self.urgent.idle:
-            self.urgent.stop()
-            self.urgent = None
 
     def info(self) -> dict[str, Any]:
         return {"name": self.settings.name, "threads": self.settings.threads,
@@ -135,16 +117,13 @@ def _routes(router: APIRouter, state: CloudState) -> None:
         state.queued.inc()
         try:
             urgent = s.urgent(priority)
-            quiet = state.compute.idle and time.monotonic() - state.bulk_at >= QUIET_S
-            lane = state.urgent_lane() if urgent and not quiet else state.compute
-            if quiet:
-                state.end_urgent_lane()
+            lane = state.urgent if urgent and state.urgent.wanted(not state.compute.idle) else state.compute
             try:
                 logits, started = await asyncio.wrap_future(
                     lane.submit(lambda: _forward(deployed, x, first), priority))
             finally:
                 if not urgent:
-                    state.bulk_at = time.monotonic()
+                    state.urgent.bulk_done()
         finally:
             state.queued.dec()
         state.wait.labels(model).observe(started - arrived)
@@ -188,8 +167,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
         finally:
             loading.cancel()
             state.compute.shutdown()
-            if state.urgent is not None:
-                state.urgent.shutdown()
+            state.urgent.shutdown()
 
     app = base_app(f"edgesplit cloud {settings.name}", settings.max_body_bytes, settings.docs, lifespan)
     instrument_http(app, state.registry)

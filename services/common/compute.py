@@ -26,6 +26,7 @@ import itertools
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
@@ -35,6 +36,7 @@ import torch
 LAST = 1 << 30  # the priority of a call that gives none
 _STOP = -(1 << 62)  # sorts before every call: ``shutdown``
 _DRAIN = LAST + 1  # sorts after every call: ``stop``
+QUIET_S = 0.25  # bulk work ended this long ago: an urgent call goes to the bulk side (UrgentLane)
 
 
 class ComputeThread:
@@ -102,3 +104,56 @@ class ComputeThread:
                 return
             if fut is not None:
                 fut.cancel()
+
+
+class UrgentLane:
+    """A service's urgent lane (module docstring, *Lanes*): a :class:`ComputeThread` at the default nice
+    with ``threads`` torch threads, used only while there is bulk work to run beside.
+
+    An urgent call takes the lane while the bulk side is busy, or its work ended less than
+    ``quiet_s`` ago (:meth:`wanted`); otherwise the bulk side takes it at once, and the lane's thread,
+    if idle, ends. Why both: once a second OpenMP team exists in a process, libgomp cuts every team's
+    spin to 100 rounds (more of its threads than cores), and alexnet-paper's 2-thread edge part then
+    took 33-37 ms at idle instead of 23-25; ending the thread ends its team, so the spin is whole
+    again once the load has gone. But not whenever the bulk side is merely free: under load it is
+    free for moments between batches, and an urgent call on the niced bulk threads then lost the
+    cores (priority-1 p95 at 16 customers over 1: 2.9-3.2 against 2.4-2.6; one torch thread on the
+    lane, which keeps the spin, measured 2.9-3.0; docs/BENCHMARKS.md run 7).
+    """
+
+    def __init__(self, threads: int, name: str, quiet_s: float = QUIET_S) -> None:
+        self.threads, self.name, self.quiet_s = threads, name, quiet_s
+        self.thread: ComputeThread | None = None  # started by ``submit``, ended by ``wanted``
+        self._bulk_at = -float("inf")  # time.monotonic() when bulk work last ended
+
+    def bulk_done(self) -> None:
+        """Record that a bulk call ended now."""
+        self._bulk_at = time.monotonic()
+
+    def wanted(self, bulk_busy: bool) -> bool:
+        """Whether an urgent call goes to the lane now (class docstring); when not, the lane's idle
+        thread ends."""
+        if bulk_busy or time.monotonic() - self._bulk_at < self.quiet_s:
+            return True
+        if self.thread is not None and self.thread.idle:
+            self.thread.stop()
+            self.thread = None
+        return False
+
+    def submit(self, fn: Callable[[], Any], priority: int = LAST) -> Future[Any]:
+        """``fn`` on the lane's thread, started if it is not running."""
+        if self.thread is None:
+            self.thread = ComputeThread(self.threads, self.name)
+        return self.thread.submit(fn, priority)
+
+    def stop(self) -> ComputeThread | None:
+        """End the lane's thread once its calls have run; the thread, to join, or None."""
+        thread, self.thread = self.thread, None
+        if thread is not None:
+            thread.stop()
+        return thread
+
+    def shutdown(self) -> None:
+        if self.thread is not None:
+            self.thread.shutdown()
+            self.thread = None

@@ -32,7 +32,7 @@ import torch
 from edgesplit.errors import CapacityExceeded, InvalidInput, ModelNotFound, Overloaded
 from edgesplit.split import Slice, compute_slice
 from services.common.channels import QUOTA_OPERATOR, QUOTA_OWNERS
-from services.common.compute import ComputeThread
+from services.common.compute import ComputeThread, UrgentLane
 from services.common.models import Deployed
 from services.common.settings import cpu_quota
 from services.executor.work import Part, slice_flops, worker_parts
@@ -41,7 +41,6 @@ Quotas = dict[str, dict[int, int]]
 
 
 _CORES_TTL_S = 1.0
-QUIET_S = 0.25  # no bulk work for this long: an urgent slice takes the sub-zone itself (run_urgent)
 _cores_read: list[float] = [-_CORES_TTL_S, 0.0]  # (when, cores) of the last reading
 
 
@@ -80,9 +79,8 @@ class SubZone:
         self.model, self.index, self.target, self.halo_max = model, index, workers, halo_max
         self.queue_max = queue_max
         self.bulk_nice = bulk_nice
-        self.urgent_lane: ComputeThread | None = None  # started with the first urgent slice
+        self.urgent_lane = UrgentLane(1, f"es-{model}-{index}-urgent")  # k intra-op threads per job
         self.urgent_lock = asyncio.Lock()
-        self.bulk_at = -float("inf")  # time.monotonic() when bulk work last ended here
         self.last_compute_s = 0.0
         self.lock = asyncio.Lock()
         self.threads: list[ComputeThread] = []
@@ -101,13 +99,10 @@ class SubZone:
     async def run(self, deployed: Deployed, sl: Slice, x: torch.Tensor, delay_s: float = 0.0,
                   urgent: bool = False) -> SliceRun:
         """Wait for the sub-zone (FIFO), then compute ``sl`` on ``x`` with its k workers; ``urgent``:
-        on the urgent lane instead (:meth:`run_urgent`) unless the sub-zone has been free of bulk work
-        for ``QUIET_S``: a quiet sub-zone takes it at once with all its workers."""
-        if urgent and (self.lock.locked() or self.queued or time.monotonic() - self.bulk_at < QUIET_S):
+        on the urgent lane instead (:meth:`run_urgent`) while there is bulk work beside it
+        (``UrgentLane.wanted``); a quiet sub-zone takes it at once with all its workers."""
+        if urgent and self.urgent_lane.wanted(self.lock.locked() or self.queued > 0):
             return await self.run_urgent(deployed, sl, x, delay_s)
-        if urgent and self.urgent_lane is not None and not self.urgent_lock.locked():
-            self.urgent_lane.stop()  # quiet: its OpenMP team goes with its thread (run_urgent)
-            self.urgent_lane = None
         arrived = time.perf_counter()
         if self.queued >= self.queue_max:
             wait = (self.queued + 1) * max(self.last_compute_s, 0.01)
@@ -133,32 +128,23 @@ class SubZone:
         finally:
             self.lock.release()
             if not urgent:
-                self.bulk_at = time.monotonic()
+                self.urgent_lane.bulk_done()
         self.last_workers = k if intra else len(set(idents))
         self.last_compute_s = done - started
         return SliceRun(out, started - arrived, done - started, self.last_workers, flops, started, done)
 
     async def run_urgent(self, deployed: Deployed, sl: Slice, x: torch.Tensor,
                          delay_s: float = 0.0) -> SliceRun:
-        """An urgent slice (``ServiceSettings.urgent``) on the sub-zone's urgent lane: a thread of its
-        own at the default nice, beside the bulk workers (niced, ``bulk_nice``) rather than behind
-        the slices queued for them, with the zone's k intra-op threads; urgent slices among themselves
-        one at a time. The kernel gives it the cores while both compute. Only while the sub-zone is
-        busy (:meth:`run`): once a second OpenMP team exists in the process, libgomp cuts every team's
-        spin to 100 rounds (more of its threads than cores), and alexnet-paper's 2-thread edge part
-        then took 33-37 ms at idle instead of 23-25; so a lone urgent slice, with no bulk work for
-        ``QUIET_S``, takes the quiet sub-zone (:meth:`run`). Not merely a free one: under load the
-        sub-zone is free for moments between batches, and an urgent slice on the niced bulk threads
-        then lost the cores (p95 at 16 customers over 1: 2.9-3.2 against 2.4-2.6, docs/BENCHMARKS.md
-        run 7), as it did with one intra-op thread here. A quiet sub-zone also ends the lane's thread,
-        and its OpenMP team with it, so the spin is whole again once the load has gone."""
+        """An urgent slice (``ServiceSettings.urgent``) on the sub-zone's urgent lane
+        (``services.common.compute.UrgentLane``): a thread of its own at the default nice with the
+        zone's k intra-op threads, beside the bulk workers (niced, ``bulk_nice``) rather than behind
+        the slices queued for them; urgent slices among themselves one at a time. The kernel gives it
+        the cores while both compute."""
         arrived = time.perf_counter()
         async with self.urgent_lock:
             started = time.perf_counter()
             if delay_s > 0:
                 await asyncio.sleep(delay_s)
-            if self.urgent_lane is None:
-                self.urgent_lane = ComputeThread(1, f"es-{self.model}-{self.index}-urgent")
             k = max(1, min(self.target, usable_cores()))
             job = _whole_job(deployed.module, deployed, sl, x, k)
             out, _ = await asyncio.wrap_future(self.urgent_lane.submit(job))
@@ -206,13 +192,12 @@ class SubZone:
         return out, [r[1] for r in results]
 
     def stop(self) -> None:
-        lanes = [*self.threads, *([self.urgent_lane] if self.urgent_lane is not None else [])]
-        for w in lanes:
+        for w in self.threads:
             w.stop()
-        for w in lanes:
+        urgent = self.urgent_lane.stop()
+        for w in [*self.threads, *([urgent] if urgent is not None else [])]:
             w.join(10.0)
         self.threads.clear()
-        self.urgent_lane = None
 
 
 def _whole_job(module: torch.nn.Sequential, deployed: Deployed, sl: Slice, x: torch.Tensor,

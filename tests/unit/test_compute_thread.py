@@ -1,5 +1,5 @@
 """The compute thread (the cloud's, the executor's workers): the most urgent waiting call first, arrival
-order among equals; stop drains, shutdown cancels."""
+order among equals; stop drains, shutdown cancels; the urgent lane."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 from concurrent.futures import Future
 from typing import Any
 
-from services.common.compute import LAST, ComputeThread
+from services.common.compute import LAST, ComputeThread, UrgentLane
 
 
 def _running(f: Future[Any]) -> None:
@@ -68,3 +68,22 @@ def test_stop_lets_the_queued_calls_run_then_ends_the_thread() -> None:
     compute.join(30)
     assert not compute.alive
     assert [f.result(0) for f in queued] == [None, None, None] and ran == [0, 1, 2]
+
+
+def test_the_urgent_lane_runs_beside_bulk_work_and_ends_when_quiet() -> None:
+    """``UrgentLane``: wanted while the bulk side is busy or its work ended within ``quiet_s``; once
+    quiet, not wanted, and its idle thread (with its OpenMP team) ends; the next use starts another."""
+    lane = UrgentLane(1, "t-urgent", quiet_s=30.0)
+    assert not lane.wanted(bulk_busy=False) and lane.thread is None  # no bulk work yet
+    assert lane.wanted(bulk_busy=True)
+    lane.bulk_done()
+    assert lane.wanted(bulk_busy=False)  # bulk work ended just now
+    assert lane.submit(lambda: 6 * 7).result(timeout=30) == 42
+    first = lane.thread
+    assert first is not None and first.alive
+    lane.quiet_s = 0.0  # the bulk side has been quiet long enough
+    assert not lane.wanted(bulk_busy=False) and lane.thread is None
+    first.join(10.0)
+    assert not first.alive
+    assert lane.submit(lambda: "again").result(timeout=30) == "again" and lane.thread is not first
+    lane.shutdown()
