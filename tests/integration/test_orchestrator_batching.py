@@ -164,22 +164,30 @@ def test_a_batch_the_cloud_refuses_runs_one_by_one_from_there(stack: LocalStack)
 
 def test_express_lane_runs_an_urgent_task_beside_a_running_batch(stack: LocalStack) -> None:
     """With the express lane (the default), an urgent task submitted while a batch is in its first
-    step starts its own first step before that step ends (on the executors' urgent lanes, beside the
-    batch rather than after it or between chunks); its result is exact; batches are not chunked."""
+    step can start its own first step before that step ends (on the executors' urgent lanes, beside the
+    batch; without the lane it waits for the step, or for a chunk of it); its result is exact; batches
+    are not chunked. The step lasts 0.1 s and a loaded machine may take that long to submit and claim
+    the urgent task, so up to three tries: without the express lane none can overlap."""
     stack.restart_orchestrator(max_batch=4, max_queue_delay_s=NO_DELAY, express_lane=True)
-    with httpx.Client(base_url=stack.url, timeout=60) as c:
-        low_ids = _queued(stack, c, [(90 + i, 5) for i in range(4)])
-        deadline = time.monotonic() + 30
-        while c.get(f"/v1/tasks/{low_ids[0]}").json()["status"] == "queued":
-            assert time.monotonic() < deadline, "the batch never started"
-            time.sleep(0.005)
-        late = _result(c, _submit(c, 95, 1))
-        low = [_result(c, i) for i in low_ids]
-    assert late["status"] == "done" and all(r["status"] == "done" for r in low)
     module = load_model(get_spec(MODEL), seed=0)
-    with torch.no_grad():
-        ref = module(torch.from_numpy(_input(95)))
-    torch.testing.assert_close(torch.tensor(late["logits"]).view_as(ref), ref)
-    stage0 = low[0]["timings"]["stages"][0]
-    assert low[0]["timings"]["batch"] == 4 and "chunks" not in stage0
-    assert late["timings"]["stages"][0]["start"] < stage0["end"]  # beside the batch's step, not after
+    overlapped = []
+    with httpx.Client(base_url=stack.url, timeout=60) as c:
+        for attempt in range(3):
+            low_ids = _queued(stack, c, [(90 + 5 * attempt + i, 5) for i in range(4)])
+            deadline = time.monotonic() + 30
+            while c.get(f"/v1/tasks/{low_ids[0]}").json()["status"] == "queued":
+                assert time.monotonic() < deadline, "the batch never started"
+                time.sleep(0.005)
+            seed = 94 + 5 * attempt
+            late = _result(c, _submit(c, seed, 1))
+            low = [_result(c, i) for i in low_ids]
+            assert late["status"] == "done" and all(r["status"] == "done" for r in low)
+            with torch.no_grad():
+                ref = module(torch.from_numpy(_input(seed)))
+            torch.testing.assert_close(torch.tensor(late["logits"]).view_as(ref), ref)
+            stage0 = low[0]["timings"]["stages"][0]
+            assert low[0]["timings"]["batch"] == 4 and "chunks" not in stage0
+            overlapped.append(late["timings"]["stages"][0]["start"] < stage0["end"])  # beside, not after
+            if overlapped[-1]:
+                break
+    assert any(overlapped), overlapped
