@@ -33,6 +33,7 @@ import numpy as np
 import yaml
 
 from edgesplit import wire
+from edgesplit.errors import InvalidPlan
 from edgesplit.models import get_spec
 from services.orchestrator.client import OrchestratorClient
 from tooling.proc import ServiceProcess, start_module, wait_ready
@@ -71,6 +72,7 @@ class AdaptConfig:
     testbed: bool = False  # on testbed hosts (root): the slowdown lowers one host's CPU quota
     cpus: float = 0.5  # testbed: each edge host's quota, cores
     slow_factor: float = 4.0  # testbed: the slowed host keeps 1 / slow_factor of its quota
+    cloud_cpus: float | None = None  # testbed: the cloud host's quota (None: the testbed bench's)
 
 
 def _stats(latencies: list[float]) -> dict[str, Any]:
@@ -87,6 +89,18 @@ def _moment(d: dict[str, Any], name: str, t_slow: float) -> dict[str, Any]:
     return {"t": round(d["time"] - t_slow, 3), "trigger": d["trigger"], "served": d.get("served"),
             "published": d["published"], "units": d["units"].get(name),
             "speed": measured.get("flops_per_thread"), "overhead_s": measured.get("overhead_s")}
+
+
+def busiest(units: dict[str, int]) -> str:
+    """The executor with the most units of the plan, the one to slow down; InvalidPlan when none has
+    any (the edge-cloud cut sends the whole model to the cloud): slowing one would change nothing, and
+    the benchmark would time a recovery from nothing."""
+    name = max(units, key=lambda n: units[n])
+    if units[name] == 0:
+        raise InvalidPlan("the plan puts no layer on an edge host (the edge-cloud cut sends the whole "
+                          f"model to the cloud: units {units}), so slowing one would change nothing; "
+                          "give the cloud less CPU (--cloud-cpus) or the hosts more (--cpus)")
+    return name
 
 
 class Adapt:
@@ -167,7 +181,7 @@ class Adapt:
         st = self.stack
         assert st is not None
         units = alloc.get("/v1/decisions", params={"limit": 1}).json()["decisions"][-1]["units"]
-        name = max(units, key=units.get)
+        name = busiest(units)
         if isinstance(st, Testbed):  # a real slow server: its host keeps a fraction of its CPU quota
             index = int(name.rsplit("-", 1)[1])
             cpus = st.desc.edges[index].cpus / self.c.slow_factor
@@ -214,7 +228,8 @@ class Adapt:
 
             # the testbed bench's half-core cloud: with a whole core the planner's edge-cloud cut sends
             # alexnet-paper to the cloud whole, and slowing an edge host would change nothing
-            desc = uniform(c.executors, cpus=c.cpus, models=[c.model], cloud_cpus=CLOUD_CPUS)
+            desc = uniform(c.executors, cpus=c.cpus, models=[c.model],
+                           cloud_cpus=CLOUD_CPUS if c.cloud_cpus is None else c.cloud_cpus)
             return Testbed(desc, StackSettings(seed=c.seed))
         return LocalStack(StackSettings(models=(c.model,), seed=c.seed, shared_host=False,
                                         executor=ExecutorGroup(count=c.executors, threads=c.threads)))

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from edgesplit.plan.modes import SERVING_MODES
 from edgesplit.registry import Registry
@@ -35,6 +36,10 @@ _STOP = None
 
 class AsyncPipeline(Runner):
     """Stage workers connected by one-slot queues (module docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.express_jobs: set[asyncio.Task[None]] = set()  # urgent jobs running beside the pipeline
 
     async def run(self) -> None:
         carry: Job | None = None

@@ -60,7 +60,6 @@ class Runner(abc.ABC):
         self.metrics = metrics
         self.wake = asyncio.Event()
         self.urgent_wake = asyncio.Event()  # set with ``wake``: the async pipeline's express lane
-        self.express_jobs: set[asyncio.Task[None]] = set()  # urgent jobs running beside the pipeline
         self.active: dict[str, Job] = {}  # by attempt token (module docstring)
         self.draining = False
         self._claim_failing = False

@@ -30,6 +30,8 @@ def adapt(
     cpus: float = typer.Option(0.5, help="--testbed: CPU quota of each edge host, cores"),
     slow_factor: float = typer.Option(4.0, min=1.0,
                                       help="--testbed: the slowed host keeps 1/this of its quota"),
+    cloud_cpus: float = typer.Option(None, min=0.01, help="--testbed: CPU quota of the cloud host, cores "
+                                     "(default: the testbed bench's 0.5)"),
     as_json: bool = typer.Option(False, "--json", help="one JSON object on stdout"),
 ) -> None:
     """Slow one executor of a local stack down and time the allocator's recovery of the latency."""
@@ -41,7 +43,7 @@ def adapt(
     config = AdaptConfig(model=model, executors=executors, threads=threads, delay_s=delay, period_s=period,
                          measure_s=min(0.25, period), policy=policy, train_steps=train_steps,
                          before_tasks=before, after_tasks=after, window=window, timeout_s=timeout, seed=seed,
-                         testbed=testbed, cpus=cpus, slow_factor=slow_factor)
+                         testbed=testbed, cpus=cpus, slow_factor=slow_factor, cloud_cpus=cloud_cpus)
     result = Adapt(config, lambda line: err.print(f"[adapt] {line}")).run()
     if as_json:
         print(json.dumps(result))
