@@ -31,12 +31,16 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
 
 from edgesplit import wire
+
+if TYPE_CHECKING:
+    from edgesplit.models.spec import ModelSpec
+    from edgesplit.split import Slice
 
 
 def _forward_s(module: object, x: object, runs: int, fastest: bool) -> float:
@@ -136,19 +140,26 @@ def echo_overhead(url: str, token: str, runs: int = 25) -> float:
     return statistics.median(times)
 
 
+def one_row_slice(spec: ModelSpec) -> tuple[Slice, np.ndarray]:
+    """The probe of the overhead measurements: the first one-row ``rows`` slice of the model's last
+    group of layers, and a seeded input of its shape."""
+    from edgesplit.plan.search import cut_points
+    from edgesplit.split import make_slices, part_total
+
+    start, stop = cut_points(spec)[-2:]
+    sl = make_slices(spec, start, stop, "rows", (1, part_total(spec, start, stop, "rows") - 1))[0]
+    x = np.random.default_rng(0).standard_normal((1, *sl.in_shape(spec)[1:])).astype(np.float32)
+    return sl, x
+
+
 def slice_overhead(url: str, token: str, model: str, link_bps: float, runs: int = 25) -> float:
     """Median seconds of a one-row slice's round trip beyond its compute, wait and link time."""
     from edgesplit.models import get_spec
     from edgesplit.plan.latency import slice_load
-    from edgesplit.plan.search import cut_points
-    from edgesplit.split import make_slices, part_total
 
     spec = get_spec(model)
-    start, stop = cut_points(spec)[-2:]
-    total = part_total(spec, start, stop, "rows")
-    sl = make_slices(spec, start, stop, "rows", (1, total - 1))[0]
+    sl, x = one_row_slice(spec)
     load = slice_load(spec, sl)
-    x = np.random.default_rng(0).standard_normal((1, *sl.in_shape(spec)[1:])).astype(np.float32)
     params = {**wire.slice_to_params(sl), "subzone": "0"}
     headers = {"Authorization": f"Bearer {token}", "Content-Type": wire.CONTENT_TYPE}
     link_s = 8.0 * (load.in_bytes + load.out_bytes) / link_bps
@@ -181,15 +192,10 @@ def stage_times(urls: Sequence[str], token: str, model: str, runs: int = 20) -> 
     import asyncio
 
     from edgesplit.models import get_spec
-    from edgesplit.plan.search import cut_points
-    from edgesplit.split import make_slices, part_total
     from services.common.http import new_http_client
     from services.executor.client import ExecutorClient
 
-    spec = get_spec(model)
-    start, stop = cut_points(spec)[-2:]
-    sl = make_slices(spec, start, stop, "rows", (1, part_total(spec, start, stop, "rows") - 1))[0]
-    x = np.random.default_rng(0).standard_normal((1, *sl.in_shape(spec)[1:])).astype(np.float32)
+    sl, x = one_row_slice(get_spec(model))
 
     async def measure() -> dict[int, float]:
         http = new_http_client(60.0)  # one pool for every host, as the orchestrator's
