@@ -30,8 +30,8 @@ def adapt(
     cpus: float = typer.Option(0.5, help="--testbed: CPU quota of each edge host, cores"),
     slow_factor: float = typer.Option(4.0, min=1.0,
                                       help="--testbed: the slowed host keeps 1/this of its quota"),
-    cloud_cpus: float = typer.Option(None, min=0.01, help="--testbed: CPU quota of the cloud host, cores "
-                                     "(default: the testbed bench's 0.5)"),
+    cloud_cpus: float | None = typer.Option(None, min=0.01, help="--testbed: CPU quota of the cloud "
+                                            "host, cores (default: the testbed bench's 0.5)"),
     as_json: bool = typer.Option(False, "--json", help="one JSON object on stdout"),
 ) -> None:
     """Slow one executor of a local stack down and time the allocator's recovery of the latency."""
