@@ -66,8 +66,8 @@ async def test_a_slice_whose_caller_went_away_is_not_computed(spawn: Spawner) ->
 
 async def test_an_urgent_slice_runs_beside_the_queued_bulk_slices(spawn: Spawner) -> None:
     """``?priority=1`` (at most ``urgent_priority``) runs on the sub-zone's urgent lane: sent after three
-    bulk slices (1 s each, one at a time), it is answered before the third starts, with the same
-    result; the bulk worker's thread runs at ``bulk_nice`` (10), the others at the default."""
+    bulk slices (1 s each, one at a time), it is answered before the second bulk slice served ends, with
+    the same result; the bulk worker's thread runs at ``bulk_nice`` (10), the others at the default."""
     ex = spawn.executor("lanes", token=TOKEN, models="digits-cnn", threads=1, slice_delay_s=1.0)
     auth = {"Authorization": f"Bearer {TOKEN}"}
     done: list[str] = []
@@ -83,8 +83,10 @@ async def test_an_urgent_slice_runs_beside_the_queued_bulk_slices(spawn: Spawner
         urgent = await send("urgent", 1)
         answers = [await t for t in bulk]
     assert urgent.status_code == 200 and all(a.status_code == 200 for a in answers)
-    assert done.index("urgent") < done.index("bulk2"), done
-    assert float(urgent.headers["X-Wait-Seconds"]) < float(answers[2].headers["X-Wait-Seconds"])
+    # the bulk requests reach the executor in any order (three connections at once): the urgent one is
+    # answered before the last two bulk slices served, and waited less than the last one served did
+    assert done.index("urgent") <= 1, done
+    assert float(urgent.headers["X-Wait-Seconds"]) < max(float(a.headers["X-Wait-Seconds"]) for a in answers)
     assert wire.decode(urgent.content).tolist() == wire.decode(answers[0].content).tolist()
     nices = [int((task / "stat").read_text().rsplit(")", 1)[1].split()[16])  # field 19 of stat
              for task in Path(f"/proc/{ex.proc.pid}/task").iterdir()]
