@@ -183,3 +183,19 @@ def test_fanout_cost_is_interpolated_filed_and_priced_per_stage() -> None:
     assert split.stages, "without a fan-out cost the planner splits on this cluster"
     costly = make_plan(SPEC, replace(base, fanout_s=((8, 0.05),)), "edgesplit")
     assert costly.cloud_from == 0 and costly.stages == ()
+
+
+@pytest.mark.parametrize(("args", "names"), [
+    (["--hosts", "40"], "at most 32"), (["--hosts", "x"], "--hosts 'x'"),
+    (["--cloud-cpus", "0"], "cloud.cpus"), (["--models", "nope"], "unknown built-in model")])
+def test_bench_testbed_refuses_bad_options_with_one_line(args: list[str], names: str) -> None:
+    """``edgesplit bench testbed`` checks its options before it needs root or builds anything: exit 2
+    and one line naming the value (a host count over the description's 32 gave a pydantic traceback)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "tooling.cli", "bench", "testbed", *args, "--json"],
+                          capture_output=True, text=True, timeout=120)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and len(lines) == 1 and names in lines[0], done.stderr
+    assert done.stdout == ""

@@ -144,7 +144,10 @@ def bench_testbed(
     from edgesplit.sim.served import SERVED_MODES, ServedMode
     from tooling.testbed.bench import run_bench, write_outputs
 
-    counts = sorted({int(h) for h in hosts.split(",") if h.strip()})
+    try:
+        counts = sorted({int(h) for h in hosts.split(",") if h.strip()})
+    except ValueError as e:
+        raise InvalidInput(f"--hosts {hosts!r}: expected a comma list of host counts, e.g. 1,2,4,8") from e
     chosen = [m.strip() for m in modes.split(",") if m.strip()]
     unknown = [m for m in chosen if m not in SERVED_MODES]
     if not counts or min(counts) < 1 or unknown or not chosen:

@@ -130,10 +130,12 @@ class TestbedDescription(BaseModel):
 
 def uniform(edges: int, cpus: float = 0.2, edge_mbps: float = 1000.0, cloud_cpus: float = 1.0,
             cloud_mbps: float = 100.0, threads: int | None = None, **extra: Any) -> TestbedDescription:
-    """``edges`` identical edge hosts (the benchmark's cluster: 0.2 core, 1 Gb/s; cloud at 100 Mb/s)."""
-    return TestbedDescription(
-        edges=[EdgeHost(cpus=cpus, up_mbps=edge_mbps, down_mbps=edge_mbps, threads=threads)] * edges,
-        cloud=CloudHost(cpus=cloud_cpus, up_mbps=cloud_mbps, down_mbps=cloud_mbps), **extra)
+    """``edges`` identical edge hosts (the benchmark's cluster: 0.2 core, 1 Gb/s; cloud at 100 Mb/s);
+    InvalidInput names the first bad value, as for a description file."""
+    edge = {"cpus": cpus, "up_mbps": edge_mbps, "down_mbps": edge_mbps, "threads": threads}
+    return parse_description({"edges": [edge] * edges,
+                              "cloud": {"cpus": cloud_cpus, "up_mbps": cloud_mbps, "down_mbps": cloud_mbps},
+                              **extra}, "testbed")
 
 
 def parse_description(raw: Any, where: str = "testbed description") -> TestbedDescription:
