@@ -149,8 +149,8 @@ class SubZone:
             job = _whole_job(deployed.module, deployed, sl, x, k)
             out, _ = await asyncio.wrap_future(self.urgent_lane.submit(job))
             done = time.perf_counter()
-        return SliceRun(out, started - arrived, done - started, k, slice_flops(deployed.spec, sl, x.shape[0]),
-                        started, done)
+        flops = self._cut(deployed, sl, 1, x.shape[0])[2]  # the whole slice's, remembered as the bulk path's
+        return SliceRun(out, started - arrived, done - started, k, flops, started, done)
 
     def _cut(self, deployed: Deployed, sl: Slice, workers: int,
              batch: int) -> tuple[list[Part], float, float]:
