@@ -53,6 +53,9 @@ class Metrics:
                                      "priority", ["model", "priority"], buckets=LATENCY_BUCKETS, registry=r)
         self.orphans = Counter(f"{ns}_orphans_total", "Queued ids found without their task record, dropped "
                                "by a claim", ["model"], registry=r)
+        self.claimed_at_submit = Counter(f"{ns}_claimed_at_submit_total", "Tasks claimed by their own submit "
+                                         "and started at once (none queued before them)", ["model"],
+                                         registry=r)
 
     def set_pending(self, model: str, counts: dict[int, int], known: set[int]) -> None:
         """Set the pending gauge from Redis counts; priorities seen before and now empty go to 0."""

@@ -28,6 +28,7 @@ from edgesplit.plan.modes import SERVING_MODES
 from edgesplit.registry import Registry
 from edgesplit.type_aliases import PipelineMode, ServingModeName
 from services.orchestrator.engine import Job
+from services.orchestrator.queue import Claimed
 from services.orchestrator.runner import Runner
 
 log = logging.getLogger("edgesplit.orchestrator")
@@ -86,6 +87,30 @@ class AsyncPipeline(Runner):
     def _express_on(self) -> bool:
         return self.batches is not None and self.settings.express_lane
 
+    def takes_now(self, priority: int) -> bool:
+        """A priority-1 task when the express lane is on (it runs every one as it comes); any task
+        when stage 0 is idle, waiting on an empty queue, and nothing was handed to it yet (without
+        batching: with it, a partial batch may wait for more tasks)."""
+        if self.draining:
+            return False
+        if self._express_on() and priority <= 1:
+            return True
+        return self.batches is None and self._idle and not self._handed
+
+    async def adopt(self, task: Claimed) -> None:
+        """An urgent task goes to the express lane at once; any other to stage 0 (``Runner.adopt``)."""
+        if not (self._express_on() and task.priority <= 1):
+            await super().adopt(task)
+            return
+        job = await self._adopted_job(task)
+        if job is not None:
+            self._express_run(job)
+
+    def _express_run(self, job: Job) -> None:
+        running = asyncio.create_task(self._run_whole(job))
+        self.express_jobs.add(running)  # the loop holds only weak references to tasks
+        running.add_done_callback(self.express_jobs.discard)
+
     async def _express(self) -> None:
         """The express lane (module docstring): claim the priority-1 tasks at the queue's head as they
         come, each claim one job run whole by :meth:`_run_whole` beside the pipeline."""
@@ -96,9 +121,7 @@ class AsyncPipeline(Runner):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.urgent_wake.wait(), timeout=0.5)
                 continue
-            running = asyncio.create_task(self._run_whole(job))
-            self.express_jobs.add(running)  # the loop holds only weak references to tasks
-            running.add_done_callback(self.express_jobs.discard)
+            self._express_run(job)
 
     async def _run_whole(self, job: Job) -> None:
         for k in range(len(job.route.steps)):

@@ -42,6 +42,7 @@ from services.orchestrator.engine import Engine, Job, JobLost, TaskFailed
 from services.orchestrator.metrics import Metrics
 from services.orchestrator.plans import PlanSource
 from services.orchestrator.queue import Claimed, TaskQueue
+from services.orchestrator.routes import Route
 from services.orchestrator.settings import OrchestratorSettings
 
 log = logging.getLogger("edgesplit.orchestrator")
@@ -71,6 +72,35 @@ class Runner(abc.ABC):
                                   s.max_batch_by_priority) if s.max_batch > 1 else None
         self._wait_until: float | None = None  # a partial batch may wait until then (Unix seconds)
         self._urgent_at = -float("inf")  # when a priority-1 task was last claimed (monotonic seconds)
+        self._handed: list[Job] = []  # claimed by their submit (``adopt``): the next claims return them
+        self._idle = False  # a claim(block=True) waits on an empty queue
+
+    def takes_now(self, priority: int) -> bool:
+        """Whether a task of ``priority`` submitted now would start here at once; the submit then claims
+        it in its own script (``TaskQueue.submit``'s ``claim_lease_s``) and hands it over with
+        :meth:`adopt`. None here; the async pipeline says when."""
+        return False
+
+    async def adopt(self, task: Claimed) -> None:
+        """Start ``task``, claimed by a submit of this process because :meth:`takes_now` said so: the
+        next claim returns it (its lease is renewed from now on, as any claimed task's)."""
+        job = await self._adopted_job(task)
+        if job is not None:
+            self._handed.append(job)
+            self.wake.set()
+
+    async def _adopted_job(self, task: Claimed) -> Job | None:
+        """The job of a task claimed by its submit; when no route can be had now (no executor up),
+        the task goes back to the queue, as if never claimed, for a later claim to retry."""
+        try:
+            route = await self.plans.route()
+        except EdgesplitError as e:
+            log.warning("task %s of %s: no route now (%s); queued instead", task.id, self.model, e)
+            with contextlib.suppress(EdgesplitError):  # else its lease brings it back
+                await self.queue.give_back(task)
+            self.wake.set()
+            return None
+        return await self._job_of([task], route)
 
     @abc.abstractmethod
     async def run(self) -> None:
@@ -80,6 +110,8 @@ class Runner(abc.ABC):
         """The next task as a job (None when ``block`` is False and the queue is empty)."""
         while True:
             self.wake.clear()  # before the claim: a submit after it sets the event again
+            if self._handed:
+                return self._handed.pop(0)
             if self.draining:  # shutting down: claim nothing more, let the tasks in flight finish
                 if not block:
                     return None
@@ -99,8 +131,12 @@ class Runner(abc.ABC):
             timeout = 0.5
             if self._wait_until is not None:  # a partial batch: claim again when it may go
                 timeout = min(timeout, max(0.0005, self._wait_until - time.time()))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout=timeout)
+            self._idle = True
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), timeout=timeout)
+            finally:
+                self._idle = False
 
     async def claim_urgent(self) -> Job | None:
         """The priority-1 tasks at the head of the queue, claimed now as one job (batching only); None
@@ -127,8 +163,13 @@ class Runner(abc.ABC):
         for tid in orphans:
             log.error("queued task %s of %s had no record; dropped from the queue", tid, self.model)
             self.metrics.orphans.labels(self.model).inc()
-        if not tasks:
-            return None
+        for task in tasks:
+            self.metrics.pending.labels(self.model, str(task.priority)).dec()
+        return await self._job_of(tasks, route) if tasks else None
+
+    async def _job_of(self, tasks: list[Claimed], route: Route) -> Job | None:
+        """The job of tasks just claimed, on ``route`` (None when none of their inputs is usable);
+        each is registered in ``active``."""
         self.metrics.plan_version.labels(self.model).set(route.version)
         now = time.time()
         rows: list[tuple[Claimed, torch.Tensor]] = []
@@ -136,7 +177,6 @@ class Runner(abc.ABC):
             if task.priority <= 1:
                 self._urgent_at = time.monotonic()
             waited = max(0.0, now - task.submitted)
-            self.metrics.pending.labels(self.model, str(task.priority)).dec()
             self.metrics.queue_time.labels(self.model).observe(waited)
             self.metrics.queue_delay.labels(self.model, str(task.priority)).observe(waited)
             x = await self._input(Job(task, torch.zeros(0), route, now))

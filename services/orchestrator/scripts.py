@@ -49,9 +49,14 @@ local function report(head)
 end
 """
 
-# KEYS: q, dl, pending, seq, epoch, idem-or-empty
+# KEYS: q, dl, pending, seq, epoch, idem-or-empty, inflight
 # ARGV: prefix, id, model, priority, now, deadline, max_queue, input, idem_ttl, fingerprint, timeout,
-#       aging, shift (the last two: QueueOrder.lua_args())
+#       aging, shift (QueueOrder.lua_args()), claim token ('' for none), lease_s
+# With a claim token (a runner of the caller's process starts the task at once: ``TaskQueue.submit``),
+# a task that a claim would take next anyway (the queue is empty, or its head comes after this task
+# in ``QueueOrder``) is claimed in the same script, as CLAIM would: it goes to ``inflight`` under
+# that token and lease, never to ``q`` (no pending count, no ``new`` message); returns
+# {'claimed', id}. Otherwise it is queued as usual.
 SUBMIT = REFUSED_WHEN_FULL + QueueOrder.LUA + """
 local p = ARGV[1]
 local id = ARGV[2]
@@ -71,10 +76,18 @@ local key = p .. 'task:' .. id
 redis.call('HSET', key, 'id', id, 'model', ARGV[3], 'priority', ARGV[4],
   'score', string.format('%.17g', score), 'status', 'queued', 'submitted', ARGV[5],
   'deadline', ARGV[6], 'timeout', ARGV[11], 'input', ARGV[8], 'attempts', '0', 'fingerprint', ARGV[10])
+if KEYS[6] ~= '' then redis.call('SET', KEYS[6], id, 'EX', tonumber(ARGV[9])) end
+if (ARGV[14] or '') ~= '' then
+  local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  if #head == 0 or tonumber(head[2]) > score then
+    redis.call('HSET', key, 'status', 'running', 'lease', ARGV[14], 'claimed', ARGV[5], 'attempts', '1')
+    redis.call('ZADD', KEYS[7], tonumber(ARGV[5]) + tonumber(ARGV[15]), id)
+    return {'claimed', id, '0'}
+  end
+end
 redis.call('ZADD', KEYS[1], score, id)
 redis.call('ZADD', KEYS[2], tonumber(ARGV[6]), id)
 local c = redis.call('HINCRBY', KEYS[3], ARGV[4], 1)
-if KEYS[6] ~= '' then redis.call('SET', KEYS[6], id, 'EX', tonumber(ARGV[9])) end
 redis.call('PUBLISH', p .. 'new:' .. ARGV[3], id)
 return {'ok', id, tostring(c)}
 """

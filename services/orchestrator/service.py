@@ -357,10 +357,17 @@ class Orchestrator:
         if idem_key is not None and not 0 < len(idem_key) <= 200:
             raise InvalidInput("Idempotency-Key must have 1 to 200 characters")
         fingerprint = hashlib.sha256(f"{model}|{priority}|{timeout_s}|".encode() + data).hexdigest()
+        runner = self.runners.get(model)
+        direct = runner is not None and runner.takes_now(priority)  # then claimed by the submit itself
         sub = await self.queue.submit(model, data, priority, timeout_s, max_queue=s.max_queue,
                                       aging_s=s.aging_s, idem_key=idem_key, fingerprint=fingerprint,
-                                      retry_after_s=lambda: self._retry_after(model))
-        if not sub.duplicate:
+                                      retry_after_s=lambda: self._retry_after(model),
+                                      claim_lease_s=s.lease_s if direct else None)
+        if sub.claimed is not None and runner is not None:
+            self._known_prios[model].add(priority)
+            self.metrics.claimed_at_submit.labels(model).inc()
+            await runner.adopt(sub.claimed)
+        elif not sub.duplicate:
             self.metrics.pending.labels(model, str(priority)).inc()
             self._known_prios[model].add(priority)
             self._wake(model)  # this process's pipeline now, without waiting for the pub/sub message

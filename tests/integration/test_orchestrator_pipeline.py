@@ -17,8 +17,11 @@ import httpx
 import numpy as np
 import pytest
 import redis
+import torch
 
 from edgesplit import wire
+from edgesplit.models import get_spec
+from edgesplit.models.build import load_model
 from services.common.channels import plan_key, xfer_stream
 from tooling.stack import ExecutorGroup, LocalStack, StackSettings
 
@@ -66,6 +69,34 @@ def test_urgent_task_overtakes_every_queued_one(stack: LocalStack) -> None:
     assert len(waiting) >= 10, "the pipeline drained the queue before the urgent task came"
     assert all(u["finished"] < w["finished"] for w in waiting)
     assert all(u["started"] < w["started"] for w in waiting)
+
+
+def _claimed_at_submit(c: httpx.Client) -> float:
+    for line in c.get("/metrics").text.splitlines():
+        if line.startswith('edgesplit_orchestrator_claimed_at_submit_total{model="digits-cnn"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_a_task_submitted_to_an_idle_pipeline_is_claimed_by_its_submit(stack: LocalStack) -> None:
+    """Stage 0 idle and nothing queued: the submit claims its task and hands it to the pipeline (no
+    separate claim); its result is the unsplit model's. A task submitted while stage 0 is busy is
+    queued and claimed later, as before."""
+    module = load_model(get_spec("digits-cnn"), seed=0)
+    with httpx.Client(base_url=stack.url, timeout=30) as c:
+        _results(c, [])  # nothing in flight
+        time.sleep(0.5)
+        before = _claimed_at_submit(c)
+        first = _submit(c, 3)
+        queued_behind = _submit(c, 3)  # stage 0 runs the first for at least 0.1 s
+        assert c.get(f"/v1/tasks/{queued_behind}").json()["status"] == "queued"
+        res = c.get(f"/v1/tasks/{first}", params={"wait": 60}).json()
+        _results(c, [queued_behind])
+        after = _claimed_at_submit(c)
+    assert res["status"] == "done" and after == before + 1
+    with torch.no_grad():
+        ref = module(torch.from_numpy(np.array(wire.decode(BODY)).reshape(1, 1, 8, 8)))
+    torch.testing.assert_close(torch.tensor(res["logits"]).view_as(ref), ref)
 
 
 def _intervals(info: dict) -> list[tuple[float, float]]:

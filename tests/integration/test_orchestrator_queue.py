@@ -144,3 +144,37 @@ async def test_plan_roundtrip(queue: TaskQueue) -> None:
     await queue.put_plan(MODEL, {"version": 3, "stages": []})
     assert (await queue.get_plan(MODEL)) == {"version": 3, "stages": []}
     assert time.time() > 0
+
+
+async def test_a_submit_claims_its_task_only_when_a_claim_would_take_it_next(queue: TaskQueue) -> None:
+    """``claim_lease_s``: the submit claims its own task when the queue holds nothing that comes
+    before it, exactly as a claim would (running, in ``inflight`` under its token, never queued);
+    else it queues it, and the order of the queue is kept."""
+    alone = await queue.submit(MODEL, b"x", 3, 60, max_queue=100, claim_lease_s=30)
+    assert alone.claimed is not None and alone.claimed.id == alone.id and alone.claimed.attempts == 1
+    record = await queue.get(alone.id)
+    assert (record["status"], record["attempts"]) == ("running", "1")
+    assert await queue.inflight(MODEL) == 1 and await queue.queue_len(MODEL) == 0
+    assert await queue.pending(MODEL) == {}
+    assert await queue.finish(alone.claimed, "done", {"logits": b"y"}) is not None  # its token holds
+
+    low = await _submit(queue, 5)
+    urgent = await queue.submit(MODEL, b"x", 1, 60, max_queue=100, claim_lease_s=30)
+    assert urgent.claimed is not None  # it comes before the queued priority-5 task
+    second = await _submit(queue, 1)
+    late = await queue.submit(MODEL, b"x", 1, 60, max_queue=100, claim_lease_s=30)
+    assert late.claimed is None, "claimed past a priority-1 task queued before it"
+    assert await queue.pending(MODEL) == {1: 2, 5: 1}
+    assert await _drain(queue) == [second, late.id, low]
+
+
+async def test_a_task_claimed_by_its_submit_comes_back_when_its_lease_runs_out(queue: TaskQueue) -> None:
+    """A submit's claim holds a lease like any claim: if its process dies before running the task,
+    the reaper puts it back in the queue and nothing is lost."""
+    sub = await queue.submit(MODEL, b"x", 2, 60, max_queue=100, claim_lease_s=0.05)
+    assert sub.claimed is not None
+    await asyncio.sleep(0.1)
+    assert await queue.reap(MODEL) == 1
+    assert (await queue.get(sub.id))["status"] == "queued"
+    assert not await queue.finish(sub.claimed, "done", {})
+    assert await _drain(queue) == [sub.id]

@@ -21,9 +21,10 @@ async def _submit_at(q: TaskQueue, order: QueueOrder, priority: int, arrival: fl
     """The real SUBMIT script with ``now`` = ``arrival`` (Unix seconds); the task's deadline is a
     minute from the real now, so it is claimable."""
     tid = new_task_id()
-    keys = [q.key("q", MODEL), q.key("dl", MODEL), q.key("pending", MODEL), f"{q.p}seq", f"{q.p}epoch", ""]
+    keys = [q.key("q", MODEL), q.key("dl", MODEL), q.key("pending", MODEL), f"{q.p}seq", f"{q.p}epoch", "",
+            q.key("inflight", MODEL)]
     args = [q.p, tid, MODEL, priority, repr(arrival), repr(time.time() + 60), 10_000, b"x", 60, "", "60",
-            *order.lua_args()]
+            *order.lua_args(), "", "0"]
     out = await q.r.register_script(scripts.SUBMIT)(keys=keys, args=args)
     assert out[0] == b"ok"
     return tid
