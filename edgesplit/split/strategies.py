@@ -31,6 +31,7 @@ from edgesplit.models.spec import Conv2d, ModelSpec, Shape, is_window
 from edgesplit.registry import Registry
 from edgesplit.split.geometry import Rows, clip, group_needs, split_counts
 from edgesplit.split.ops import apply_window, conv_of
+from edgesplit.split.pause import pause_point
 from edgesplit.type_aliases import Strategy
 
 
@@ -119,6 +120,7 @@ def _run_layers(module: nn.Sequential, spec: ModelSpec, sl: Slice, x: torch.Tens
     needs = group_needs(spec, sl.start, sl.stop, sl.out_rows)
     shapes = spec.shapes()
     for j, i in enumerate(range(sl.start, sl.stop)):
+        pause_point()  # a bulk thread may wait here while urgent work computes (``split.pause``)
         layer = spec.layers[i]
         top, bottom = needs[j].pad_top, needs[j].pad_bottom
         rows_out = needs[j + 1].rows if j + 1 < len(needs) else sl.out_rows

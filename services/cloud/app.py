@@ -29,8 +29,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from edgesplit import wire
 from edgesplit.errors import InvalidInput
+from edgesplit.split.pause import pause_point
 from services.cloud.settings import CloudSettings
-from services.common.compute import LAST, ComputeThread, UrgentLane
+from services.common.compute import LAST, ComputeThread, UrgentGate, UrgentLane
 from services.common.httpmetrics import instrument_http
 from services.common.models import Deployed, ModelHost, deployment_specs
 from services.common.security import bearer_auth, read_body
@@ -50,8 +51,9 @@ class CloudState(ModelHost):
         super().__init__("cloud", settings.name, specs, "all")
         self.settings = settings
         # one request at a time, the most urgent first (services.common.compute), ``threads`` torch threads
-        self.compute = ComputeThread(settings.threads, "es-cloud", settings.bulk_nice)
-        self.urgent = UrgentLane(settings.threads, "es-cloud-urgent")  # ServiceSettings.urgent
+        gate = UrgentGate(settings.urgent_pause_s)  # the bulk thread pauses while urgent calls compute
+        self.compute = ComputeThread(settings.threads, "es-cloud", settings.bulk_nice, gate)
+        self.urgent = UrgentLane(settings.threads, "es-cloud-urgent", gate=gate)  # ServiceSettings.urgent
         self.registry = r = CollectorRegistry()
         self.latency = Histogram(f"{NS}_infer_seconds", "Compute time of a request's FC layers", ["model"],
                                  buckets=BUCKETS, registry=r)
@@ -149,9 +151,15 @@ def _routes(router: APIRouter, state: CloudState) -> None:
 
 @torch.no_grad()
 def _forward(deployed: Deployed, x: np.ndarray, start: int) -> tuple[np.ndarray, float]:
-    """Logits of ``module[start:]`` (the whole model is loaded) on ``x``; and when compute started."""
+    """Logits of ``module[start:]`` (the whole model is loaded) on ``x``, layer by layer with a pause
+    point before each (``edgesplit.split.pause``: the bulk thread gives way to urgent calls there);
+    and when compute started."""
     started = time.perf_counter()
-    return deployed.module[start:](torch.from_numpy(x)).numpy(), started
+    y = torch.from_numpy(x)
+    for layer in list(deployed.module)[start:]:
+        pause_point()
+        y = layer(y)
+    return y.numpy(), started
 
 
 def create_app(settings: CloudSettings) -> FastAPI:

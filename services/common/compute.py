@@ -13,6 +13,12 @@ the kernel gives the urgent thread (and the OpenMP team it creates, which inheri
 all of the cores: CFS weighs nice 10 at 110 against 1024 for nice 0. Raising one's own nice needs
 no privilege. Where the platform has no per-thread nice the setting is ignored.
 
+Pauses: the nice alone left an urgent slice under load at 1.8-2x its idle time (the bulk threads
+still ran, memory bandwidth and caches are shared, and a 2-core machine has no core to spare). So
+a process's bulk threads also *wait* between two layers of their slice (``edgesplit.split.pause``)
+while an urgent call computes on its lane (:class:`UrgentGate`), each wait at most ``hold_s`` (the
+service's ``urgent_pause_s``), so that bulk work is never starved.
+
 The thread sets its own torch intra-op thread count first: a thread not started by OpenMP gets the
 process's initial OpenMP team size (all cores), not the one ``torch.set_num_threads`` gave the main
 thread. Without it each executor worker's conv spread over every core and k workers oversubscribed
@@ -33,21 +39,56 @@ from typing import Any
 
 import torch
 
+from edgesplit.split.pause import pause_with
+
 LAST = 1 << 30  # the priority of a call that gives none
 _STOP = -(1 << 62)  # sorts before every call: ``shutdown``
 _DRAIN = LAST + 1  # sorts after every call: ``stop``
 QUIET_S = 0.25  # bulk work ended this long ago: an urgent call goes to the bulk side (UrgentLane)
 
 
-class ComputeThread:
-    """One daemon thread running submitted calls (module docstring) with ``threads`` torch threads."""
+class UrgentGate:
+    """Closed while urgent calls compute in this process; bulk threads wait at their pause points
+    while it is closed, at most ``hold_s`` each time (module docstring, *Pauses*; 0: never)."""
 
-    def __init__(self, threads: int = 1, name: str = "es-compute", nice: int = 0) -> None:
+    def __init__(self, hold_s: float = 0.25) -> None:
+        self.hold_s = hold_s
+        self._urgent = 0
+        self._lock = threading.Lock()
+        self._open = threading.Event()
+        self._open.set()
+
+    def run(self, fn: Callable[[], Any]) -> Any:
+        """``fn()`` with the gate closed (an urgent call)."""
+        with self._lock:
+            self._urgent += 1
+            self._open.clear()
+        try:
+            return fn()
+        finally:
+            with self._lock:
+                self._urgent -= 1
+                if not self._urgent:
+                    self._open.set()
+
+    def wait(self) -> None:
+        """A bulk thread's pause point: return once no urgent call computes, or after ``hold_s``."""
+        if self.hold_s > 0:
+            self._open.wait(self.hold_s)
+
+
+class ComputeThread:
+    """One daemon thread running submitted calls (module docstring) with ``threads`` torch threads;
+    with a ``gate``, a bulk thread that waits at its pause points while the gate is closed."""
+
+    def __init__(self, threads: int = 1, name: str = "es-compute", nice: int = 0,
+                 gate: UrgentGate | None = None) -> None:
         self._queue: queue.PriorityQueue[tuple[int, int, Callable[[], Any] | None, Future[Any] | None]] = \
             queue.PriorityQueue()
         self._seq = itertools.count()
         self._threads = threads
         self.nice = nice
+        self.gate = gate
         self._busy = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -63,6 +104,8 @@ class ComputeThread:
             with contextlib.suppress(OSError, AttributeError):
                 os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
         torch.set_num_threads(self._threads)
+        if self.gate is not None:
+            pause_with(self.gate.wait)
         while True:
             _, _, fn, fut = self._queue.get()
             if fn is None or fut is None:
@@ -121,8 +164,10 @@ class UrgentLane:
     lane, which keeps the spin, measured 2.9-3.0; docs/BENCHMARKS.md run 7).
     """
 
-    def __init__(self, threads: int, name: str, quiet_s: float = QUIET_S) -> None:
+    def __init__(self, threads: int, name: str, quiet_s: float = QUIET_S,
+                 gate: UrgentGate | None = None) -> None:
         self.threads, self.name, self.quiet_s = threads, name, quiet_s
+        self.gate = gate  # closed while the lane computes: the bulk threads wait at their pause points
         self.thread: ComputeThread | None = None  # started by ``submit``, ended by ``wanted``
         self._bulk_at = -float("inf")  # time.monotonic() when bulk work last ended
 
@@ -144,7 +189,8 @@ class UrgentLane:
         """``fn`` on the lane's thread, started if it is not running."""
         if self.thread is None:
             self.thread = ComputeThread(self.threads, self.name)
-        return self.thread.submit(fn, priority)
+        gate = self.gate
+        return self.thread.submit(fn if gate is None else lambda: gate.run(fn), priority)
 
     def stop(self) -> ComputeThread | None:
         """End the lane's thread once its calls have run; the thread, to join, or None."""

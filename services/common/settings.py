@@ -124,7 +124,10 @@ class ServiceSettings(BaseSettings):
     ``threads``: thread capacity, default the CPU limit the process sees (cgroup quota included).
     ``urgent_priority``: requests whose ``?priority=`` is at most this (1 = the most urgent class) run
     on the service's urgent lane, beside the bulk work rather than behind it (0: no urgent lane);
-    ``bulk_nice``: the niceness of the bulk lane's compute threads (``services.common.compute``).
+    ``bulk_nice``: the niceness of the bulk lane's compute threads (``services.common.compute``);
+    ``urgent_pause_s``: while an urgent call computes on the urgent lane, the bulk threads wait at
+    their next pause point (between two layers) for it to end, at most this long each time
+    (``services.common.compute.UrgentGate``; 0: they never wait).
     """
 
     model_config = SettingsConfigDict(extra="ignore")
@@ -153,6 +156,7 @@ class ServiceSettings(BaseSettings):
     trace_sample_ratio: float = Field(1.0, ge=0.0, le=1.0)  # of the traces started here (parent-based)
     urgent_priority: int = Field(1, ge=0, le=1 << 20)
     bulk_nice: int = Field(10, ge=0, le=19)
+    urgent_pause_s: float = Field(0.25, ge=0.0, le=10.0)
 
     def urgent(self, priority: int) -> bool:
         """Whether a request of ``priority`` runs on the urgent lane."""

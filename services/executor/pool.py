@@ -32,7 +32,7 @@ import torch
 from edgesplit.errors import CapacityExceeded, InvalidInput, ModelNotFound, Overloaded
 from edgesplit.split import Slice, compute_slice
 from services.common.channels import QUOTA_OPERATOR, QUOTA_OWNERS
-from services.common.compute import ComputeThread, UrgentLane
+from services.common.compute import ComputeThread, UrgentGate, UrgentLane
 from services.common.models import Deployed
 from services.common.settings import cpu_quota
 from services.executor.work import Part, slice_flops, worker_parts
@@ -75,11 +75,13 @@ class SubZone:
     """The k worker threads of one (model, stage); one slice at a time, FIFO."""
 
     def __init__(self, model: str, index: int, workers: int, halo_max: float | None = None,
-                 queue_max: int = 1 << 30, bulk_nice: int = 0) -> None:
+                 queue_max: int = 1 << 30, bulk_nice: int = 0, gate: UrgentGate | None = None) -> None:
         self.model, self.index, self.target, self.halo_max = model, index, workers, halo_max
         self.queue_max = queue_max
         self.bulk_nice = bulk_nice
-        self.urgent_lane = UrgentLane(1, f"es-{model}-{index}-urgent")  # k intra-op threads per job
+        self.gate = gate  # the process's: bulk workers pause while any urgent slice computes
+        # k intra-op threads per job (the job sets them); the gate is closed while it computes
+        self.urgent_lane = UrgentLane(1, f"es-{model}-{index}-urgent", gate=gate)
         self.urgent_lock = asyncio.Lock()
         self.last_compute_s = 0.0
         self.lock = asyncio.Lock()
@@ -94,7 +96,7 @@ class SubZone:
             self.threads.pop().stop()
         while len(self.threads) < self.target:
             self.threads.append(ComputeThread(1, f"es-{self.model}-{self.index}-{len(self.threads)}",
-                                              self.bulk_nice))
+                                              self.bulk_nice, self.gate))
 
     async def run(self, deployed: Deployed, sl: Slice, x: torch.Tensor, delay_s: float = 0.0,
                   urgent: bool = False) -> SliceRun:
@@ -236,9 +238,11 @@ class ZonePool:
     """
 
     def __init__(self, capacity: int | Callable[[], int], n_edge: Mapping[str, int],
-                 halo_max: float | None = None, queue_max: int = 1 << 30, bulk_nice: int = 0) -> None:
+                 halo_max: float | None = None, queue_max: int = 1 << 30, bulk_nice: int = 0,
+                 gate: UrgentGate | None = None) -> None:
         self._capacity = capacity
         self.bulk_nice = bulk_nice
+        self.gate = gate
         self.halo_max = halo_max
         self.queue_max = queue_max
         self._n_edge = dict(n_edge)
@@ -294,7 +298,7 @@ class ZonePool:
         zone = self.subzones.get((model, index))
         if zone is None:
             zone = SubZone(model, index, self._quotas.get(model, {}).get(index, 1), self.halo_max,
-                           self.queue_max, self.bulk_nice)
+                           self.queue_max, self.bulk_nice, self.gate)
             self.subzones[(model, index)] = zone
         return zone
 

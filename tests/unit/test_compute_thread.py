@@ -8,7 +8,8 @@ import time
 from concurrent.futures import Future
 from typing import Any
 
-from services.common.compute import LAST, ComputeThread, UrgentLane
+from edgesplit.split.pause import pause_point
+from services.common.compute import LAST, ComputeThread, UrgentGate, UrgentLane
 
 
 def _running(f: Future[Any]) -> None:
@@ -87,3 +88,53 @@ def test_the_urgent_lane_runs_beside_bulk_work_and_ends_when_quiet() -> None:
     assert not first.alive
     assert lane.submit(lambda: "again").result(timeout=30) == "again" and lane.thread is not first
     lane.shutdown()
+
+
+def _bulk_steps(gate: UrgentGate, hold_s: float) -> tuple[int, int]:
+    """A bulk thread stepping through pause points while an urgent call on the lane holds the gate
+    for ``hold_s``: (steps taken while the urgent call ran, steps after it)."""
+    bulk, lane = ComputeThread(1, "test-bulk", gate=gate), UrgentLane(1, "test-urgent", gate=gate)
+    phase, steps, stop = ["before"], {"before": 0, "urgent": 0, "after": 0}, threading.Event()
+
+    def bulk_work() -> None:  # a long batch: a pause point before each of its "layers"
+        while not stop.is_set():
+            pause_point()
+            steps[phase[0]] += 1
+            time.sleep(0.001)
+
+    def urgent_work() -> None:
+        phase[0] = "urgent"
+        time.sleep(hold_s)
+        phase[0] = "after"
+
+    try:
+        running = bulk.submit(bulk_work)
+        _running(running)
+        while steps["before"] < 5:
+            time.sleep(0.001)
+        lane.submit(urgent_work).result(timeout=30)
+        while steps["after"] < 5:  # the bulk work goes on once the urgent call has ended
+            time.sleep(0.001)
+        stop.set()
+        running.result(timeout=30)
+    finally:
+        stop.set()
+        bulk.shutdown()
+        lane.shutdown()
+    return steps["urgent"], steps["after"]
+
+
+def test_bulk_work_waits_at_its_pause_points_while_an_urgent_call_computes() -> None:
+    """The gate closed by the urgent lane holds the bulk thread at its next pause point (at most the
+    step it was in passes), and lets it go on after; with no gate the bulk work runs beside it."""
+    during, after = _bulk_steps(UrgentGate(hold_s=30.0), hold_s=0.5)
+    assert during <= 1 and after >= 5
+    beside, _ = _bulk_steps(UrgentGate(hold_s=0.0), hold_s=0.5)  # 0: bulk work never waits
+    assert beside >= 20
+
+
+def test_a_bulk_thread_waits_at_most_hold_s_at_each_pause_point() -> None:
+    """An urgent call longer than the gate's hold does not starve the bulk work: it goes on, one step
+    per hold."""
+    during, _ = _bulk_steps(UrgentGate(hold_s=0.05), hold_s=1.0)
+    assert 2 <= during <= 21
