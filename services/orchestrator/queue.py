@@ -48,7 +48,7 @@ class Claimed:
 
 class Submitted(NamedTuple):
     """Outcome of a submit: the task id, whether it was an idempotent repeat, tasks now queued at
-    that priority, and the task as claimed by the submit itself (``TaskQueue.submit``'s ``claim``)."""
+    that priority, and the task as claimed by the submit itself (``TaskQueue.submit``'s ``claim_lease_s``)."""
 
     id: str
     duplicate: bool
