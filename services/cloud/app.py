@@ -5,8 +5,9 @@
 the whole model for that (the conv weights are small next to the fully connected ones).
 ``?priority=P`` (1 the most urgent) orders the requests waiting for the compute thread
 (``services.common.compute``); a request at or below ``urgent_priority`` runs on the urgent lane, a
-compute thread of its own beside the bulk one, which is niced (``bulk_nice``), while there is bulk
-work beside it (``UrgentLane``); otherwise the bulk thread computes it.
+compute thread of its own beside the bulk one, which is niced and SCHED_IDLE (``bulk_nice``,
+``bulk_idle``), while there is bulk work beside it (``UrgentLane``); otherwise the bulk thread
+computes it.
 
 Endpoints: ``POST /v1/infer/{model}``, ``GET /v1/info``, ``GET /metrics`` (behind the bearer token when
 one is configured), ``GET /v2/health/live`` and ``GET /v2/health/ready`` (open).
@@ -31,7 +32,7 @@ from edgesplit import wire
 from edgesplit.errors import InvalidInput
 from edgesplit.split.pause import pause_point
 from services.cloud.settings import CloudSettings
-from services.common.compute import LAST, ComputeThread, UrgentGate, UrgentLane
+from services.common.compute import LAST, BulkPolicy, ComputeThread, UrgentGate, UrgentLane
 from services.common.httpmetrics import instrument_http
 from services.common.models import Deployed, ModelHost, deployment_specs
 from services.common.security import bearer_auth, read_body
@@ -52,7 +53,7 @@ class CloudState(ModelHost):
         self.settings = settings
         # one request at a time, the most urgent first (services.common.compute), ``threads`` torch threads
         gate = UrgentGate(settings.urgent_pause_s)  # the bulk thread pauses while urgent calls compute
-        self.compute = ComputeThread(settings.threads, "es-cloud", settings.bulk_nice, gate)
+        self.compute = ComputeThread(settings.threads, "es-cloud", BulkPolicy.of(settings), gate)
         self.urgent = UrgentLane(settings.threads, "es-cloud-urgent", gate=gate)  # ServiceSettings.urgent
         self.registry = r = CollectorRegistry()
         self.latency = Histogram(f"{NS}_infer_seconds", "Compute time of a request's FC layers", ["model"],

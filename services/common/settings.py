@@ -125,6 +125,8 @@ class ServiceSettings(BaseSettings):
     ``urgent_priority``: requests whose ``?priority=`` is at most this (1 = the most urgent class) run
     on the service's urgent lane, beside the bulk work rather than behind it (0: no urgent lane);
     ``bulk_nice``: the niceness of the bulk lane's compute threads (``services.common.compute``);
+    ``bulk_idle``: they also run under ``SCHED_IDLE`` (Linux), so any thread at the normal policy (an
+    urgent lane, an event loop, another service's) takes a core from them at once;
     ``urgent_pause_s``: while an urgent call computes on the urgent lane, the bulk threads wait at
     their next pause point (between two layers) for it to end, at most this long each time
     (``services.common.compute.UrgentGate``; 0: they never wait).
@@ -156,6 +158,7 @@ class ServiceSettings(BaseSettings):
     trace_sample_ratio: float = Field(1.0, ge=0.0, le=1.0)  # of the traces started here (parent-based)
     urgent_priority: int = Field(1, ge=0, le=1 << 20)
     bulk_nice: int = Field(10, ge=0, le=19)
+    bulk_idle: bool = True
     urgent_pause_s: float = Field(0.25, ge=0.0, le=10.0)
 
     def urgent(self, priority: int) -> bool:

@@ -32,7 +32,7 @@ import torch
 from edgesplit.errors import CapacityExceeded, InvalidInput, ModelNotFound, Overloaded
 from edgesplit.split import Slice, compute_slice
 from services.common.channels import QUOTA_OPERATOR, QUOTA_OWNERS
-from services.common.compute import ComputeThread, UrgentGate, UrgentLane
+from services.common.compute import BulkPolicy, ComputeThread, UrgentGate, UrgentLane
 from services.common.models import Deployed
 from services.common.settings import cpu_quota
 from services.executor.work import Part, slice_flops, worker_parts
@@ -75,10 +75,11 @@ class SubZone:
     """The k worker threads of one (model, stage); one slice at a time, FIFO."""
 
     def __init__(self, model: str, index: int, workers: int, halo_max: float | None = None,
-                 queue_max: int = 1 << 30, bulk_nice: int = 0, gate: UrgentGate | None = None) -> None:
+                 queue_max: int = 1 << 30, bulk: BulkPolicy | None = None,
+                 gate: UrgentGate | None = None) -> None:
         self.model, self.index, self.target, self.halo_max = model, index, workers, halo_max
         self.queue_max = queue_max
-        self.bulk_nice = bulk_nice
+        self.bulk = bulk  # the workers' nice and policy
         self.gate = gate  # the process's: bulk workers pause while any urgent slice computes
         # k intra-op threads per job (the job sets them); the gate is closed while it computes
         self.urgent_lane = UrgentLane(1, f"es-{model}-{index}-urgent", gate=gate)
@@ -96,7 +97,7 @@ class SubZone:
             self.threads.pop().stop()
         while len(self.threads) < self.target:
             self.threads.append(ComputeThread(1, f"es-{self.model}-{self.index}-{len(self.threads)}",
-                                              self.bulk_nice, self.gate))
+                                              self.bulk, self.gate))
 
     async def run(self, deployed: Deployed, sl: Slice, x: torch.Tensor, delay_s: float = 0.0,
                   urgent: bool = False) -> SliceRun:
@@ -139,9 +140,9 @@ class SubZone:
                          delay_s: float = 0.0) -> SliceRun:
         """An urgent slice (``ServiceSettings.urgent``) on the sub-zone's urgent lane
         (``services.common.compute.UrgentLane``): a thread of its own at the default nice with the
-        zone's k intra-op threads, beside the bulk workers (niced, ``bulk_nice``) rather than behind
-        the slices queued for them; urgent slices among themselves one at a time. The kernel gives it
-        the cores while both compute."""
+        zone's k intra-op threads, beside the bulk workers (``BulkPolicy``: niced, SCHED_IDLE)
+        rather than behind the slices queued for them; urgent slices among themselves one at a time.
+        The kernel gives it the cores while both compute."""
         arrived = time.perf_counter()
         async with self.urgent_lock:
             started = time.perf_counter()
@@ -238,10 +239,10 @@ class ZonePool:
     """
 
     def __init__(self, capacity: int | Callable[[], int], n_edge: Mapping[str, int],
-                 halo_max: float | None = None, queue_max: int = 1 << 30, bulk_nice: int = 0,
+                 halo_max: float | None = None, queue_max: int = 1 << 30, bulk: BulkPolicy | None = None,
                  gate: UrgentGate | None = None) -> None:
         self._capacity = capacity
-        self.bulk_nice = bulk_nice
+        self.bulk = bulk
         self.gate = gate
         self.halo_max = halo_max
         self.queue_max = queue_max
@@ -298,7 +299,7 @@ class ZonePool:
         zone = self.subzones.get((model, index))
         if zone is None:
             zone = SubZone(model, index, self._quotas.get(model, {}).get(index, 1), self.halo_max,
-                           self.queue_max, self.bulk_nice, self.gate)
+                           self.queue_max, self.bulk, self.gate)
             self.subzones[(model, index)] = zone
         return zone
 

@@ -4,6 +4,8 @@ whose caller went away while it waited is not computed."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
 from pathlib import Path
 
@@ -67,7 +69,8 @@ async def test_a_slice_whose_caller_went_away_is_not_computed(spawn: Spawner) ->
 async def test_an_urgent_slice_runs_beside_the_queued_bulk_slices(spawn: Spawner) -> None:
     """``?priority=1`` (at most ``urgent_priority``) runs on the sub-zone's urgent lane: sent after three
     bulk slices (1 s each, one at a time), it is answered before the second bulk slice served ends, with
-    the same result; the bulk worker's thread runs at ``bulk_nice`` (10), the others at the default."""
+    the same result; the bulk worker's thread runs at ``bulk_nice`` (10) under SCHED_IDLE
+    (``bulk_idle``), the others at the default."""
     ex = spawn.executor("lanes", token=TOKEN, models="digits-cnn", threads=1, slice_delay_s=1.0)
     auth = {"Authorization": f"Bearer {TOKEN}"}
     done: list[str] = []
@@ -91,3 +94,8 @@ async def test_an_urgent_slice_runs_beside_the_queued_bulk_slices(spawn: Spawner
     nices = [int((task / "stat").read_text().rsplit(")", 1)[1].split()[16])  # field 19 of stat
              for task in Path(f"/proc/{ex.proc.pid}/task").iterdir()]
     assert 10 in nices and 0 in nices, nices  # the bulk worker; the urgent lane and the event loop
+    policies = set()
+    for task in Path(f"/proc/{ex.proc.pid}/task").iterdir():
+        with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+            policies.add(os.sched_getscheduler(int(task.name)))
+    assert {os.SCHED_IDLE, os.SCHED_OTHER} <= policies, policies  # the bulk worker; the others

@@ -3,13 +3,14 @@ order among equals; stop drains, shutdown cancels; the urgent lane."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from concurrent.futures import Future
 from typing import Any
 
 from edgesplit.split.pause import pause_point
-from services.common.compute import LAST, ComputeThread, UrgentGate, UrgentLane
+from services.common.compute import LAST, BulkPolicy, ComputeThread, UrgentGate, UrgentLane
 
 
 def _running(f: Future[Any]) -> None:
@@ -55,6 +56,28 @@ def test_shutdown_lets_the_running_call_end_and_cancels_the_waiting_ones() -> No
     threading.Timer(0.2, release.set).start()
     compute.shutdown()
     assert busy.result(30) is True and left.cancelled()
+
+
+def _policy_and_nice() -> tuple[int, int]:
+    tid = threading.get_native_id()
+    return os.sched_getscheduler(tid), os.getpriority(os.PRIO_PROCESS, tid)
+
+
+def test_a_bulk_thread_runs_under_its_policy_and_the_others_do_not() -> None:
+    """``BulkPolicy``: the bulk thread runs its calls niced and under SCHED_IDLE (Linux); a thread
+    without a policy, an urgent lane's, and the caller keep the normal policy at nice 0."""
+    bulk, plain = ComputeThread(1, "test-bulk", BulkPolicy(nice=10, idle=True)), ComputeThread(1)
+    lane = UrgentLane(1, "test-urgent")
+    try:
+        assert bulk.submit(_policy_and_nice).result(timeout=30) == (os.SCHED_IDLE, 10)
+        assert BulkPolicy(nice=5).idle is False
+        assert plain.submit(_policy_and_nice).result(timeout=30) == (os.SCHED_OTHER, 0)
+        assert lane.submit(_policy_and_nice).result(timeout=30) == (os.SCHED_OTHER, 0)
+        assert _policy_and_nice() == (os.SCHED_OTHER, 0)
+    finally:
+        bulk.shutdown()
+        plain.shutdown()
+        lane.shutdown()
 
 
 def test_stop_lets_the_queued_calls_run_then_ends_the_thread() -> None:
