@@ -97,7 +97,7 @@ class ExecutorMetrics:
         self.total.labels(*key).observe(run.wait_s + run.compute_s)
         self.compute.labels(*key).observe(run.compute_s)
         self.wait.labels(*key).observe(run.wait_s)
-        thread_s = run.compute_s * max(1, run.workers)
+        thread_s = run.compute_s * max(1, run.workers) * run.share
         self.flops.labels(model).inc(run.flops)
         self.thread_s.labels(model).inc(thread_s)
         if run.flops > 0 and thread_s > 0:

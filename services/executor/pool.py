@@ -15,6 +15,13 @@ holding one; the capacity bounds the table in force.
 Each sub-zone's queue is bounded: beyond ``queue_max`` slices waiting, a new one is refused at once
 with ``Overloaded`` (503 and a ``Retry-After`` of the expected wait), which the orchestrator honours.
 A slice cancelled while it waits (its caller went away) leaves the queue without being computed.
+
+Urgent slices (``SubZone.run_urgent``) waiting for the sub-zone's urgent lane are computed together:
+when the lane frees, every waiting urgent request for the same slice (up to ``URGENT_ROWS`` images)
+goes as one batch, and each gets its rows back. Urgent tasks come in bursts (a batch's end frees
+several closed-loop customers at once, and 10% of them draw priority 1): one at a time, the last of
+five waited for four; together, the batch's rows share one pass over the weights (batch 2 of
+alexnet-paper's edge part costs 1.7x batch 1).
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from services.common.settings import cpu_quota
 from services.executor.work import Part, slice_flops, worker_parts
 
 Quotas = dict[str, dict[int, int]]
+URGENT_ROWS = 8  # images in one urgent batch at most (module docstring)
 
 
 _CORES_TTL_S = 1.0
@@ -60,7 +68,9 @@ def usable_cores() -> int:
 @dataclass(frozen=True)
 class SliceRun:
     """One slice's result and costs: seconds queued and computing, distinct worker threads, FLOPs,
-    and when it held the sub-zone (``time.perf_counter`` seconds)."""
+    when it held the sub-zone (``time.perf_counter`` seconds) and its ``share`` of the rows computed
+    (below 1 when urgent requests were computed together: its FLOPs are its rows', its worker time
+    ``compute_s * workers * share``)."""
 
     output: torch.Tensor
     wait_s: float
@@ -69,6 +79,19 @@ class SliceRun:
     flops: float
     started_at: float = 0.0
     done_at: float = 0.0
+    share: float = 1.0
+
+
+@dataclass
+class _Urgent:
+    """An urgent request waiting for the urgent lane."""
+
+    deployed: Deployed
+    sl: Slice
+    x: torch.Tensor
+    delay_s: float
+    arrived: float
+    future: asyncio.Future[SliceRun]
 
 
 class SubZone:
@@ -83,7 +106,8 @@ class SubZone:
         self.gate = gate  # the process's: bulk workers pause while any urgent slice computes
         # k intra-op threads per job (the job sets them); the gate is closed while it computes
         self.urgent_lane = UrgentLane(1, f"es-{model}-{index}-urgent", gate=gate)
-        self.urgent_lock = asyncio.Lock()
+        self._urgent: list[_Urgent] = []  # waiting for the lane, in arrival order
+        self._urgent_drain: asyncio.Task[None] | None = None
         self.last_compute_s = 0.0
         self.lock = asyncio.Lock()
         self.threads: list[ComputeThread] = []
@@ -141,19 +165,66 @@ class SubZone:
         """An urgent slice (``ServiceSettings.urgent``) on the sub-zone's urgent lane
         (``services.common.compute.UrgentLane``): a thread of its own at the default nice with the
         zone's k intra-op threads, beside the bulk workers (``BulkPolicy``: niced, SCHED_IDLE)
-        rather than behind the slices queued for them; urgent slices among themselves one at a time.
-        The kernel gives it the cores while both compute."""
-        arrived = time.perf_counter()
-        async with self.urgent_lock:
-            started = time.perf_counter()
-            if delay_s > 0:
-                await asyncio.sleep(delay_s)
+        rather than behind the slices queued for them. Urgent slices among themselves: one batch at
+        a time, the ones waiting for the same slice computed together (module docstring). A request
+        cancelled while it waits is left out."""
+        waiting = _Urgent(deployed, sl, x, delay_s, time.perf_counter(),
+                          asyncio.get_running_loop().create_future())
+        self._urgent.append(waiting)
+        if self._urgent_drain is None or self._urgent_drain.done():
+            self._urgent_drain = asyncio.create_task(self._drain_urgent())
+        return await waiting.future
+
+    async def _drain_urgent(self) -> None:
+        """Compute the waiting urgent requests, the head's slice first, until none waits."""
+        while self._urgent:
+            head = self._urgent[0]
+            group: list[_Urgent] = []
+            rest: list[_Urgent] = []
+            rows = 0
+            for w in self._urgent:
+                if w.future.done():  # cancelled while it waited
+                    continue
+                if w.sl == head.sl and w.x.shape[1:] == head.x.shape[1:] and (
+                        not group or rows + w.x.shape[0] <= URGENT_ROWS):
+                    group.append(w)
+                    rows += w.x.shape[0]
+                else:
+                    rest.append(w)
+            self._urgent = rest
+            if group:
+                await self._urgent_batch(group, rows)
+
+    async def _urgent_batch(self, group: list[_Urgent], rows: int) -> None:
+        """One urgent batch on the lane; each request gets its rows, or the error."""
+        head = group[0]
+        started = time.perf_counter()
+        try:
+            if head.delay_s > 0:
+                await asyncio.sleep(head.delay_s)
             k = max(1, min(self.target, usable_cores()))
-            job = _whole_job(deployed.module, deployed, sl, x, k)
+            x = head.x if len(group) == 1 else torch.cat([w.x for w in group])
+            job = _whole_job(head.deployed.module, head.deployed, head.sl, x, k)
             out, _ = await asyncio.wrap_future(self.urgent_lane.submit(job))
-            done = time.perf_counter()
-        flops = self._cut(deployed, sl, 1, x.shape[0])[2]  # the whole slice's, remembered as the bulk path's
-        return SliceRun(out, started - arrived, done - started, k, flops, started, done)
+        except asyncio.CancelledError:  # the executor stops
+            for w in group:
+                w.future.cancel()
+            raise
+        except Exception as e:  # each request gets it
+            for w in group:
+                if not w.future.done():
+                    w.future.set_exception(e)
+            return
+        done = time.perf_counter()
+        at = 0
+        for w in group:
+            n = w.x.shape[0]
+            if not w.future.done():
+                # the whole slice's FLOPs, remembered as the bulk path's
+                flops = self._cut(w.deployed, w.sl, 1, n)[2]
+                w.future.set_result(SliceRun(out[at:at + n], started - w.arrived, done - started, k, flops,
+                                             started, done, n / rows))
+            at += n
 
     def _cut(self, deployed: Deployed, sl: Slice, workers: int,
              batch: int) -> tuple[list[Part], float, float]:

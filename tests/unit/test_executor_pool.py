@@ -156,3 +156,36 @@ async def test_a_haloed_slice_runs_on_one_worker_with_intra_op_threads_exactly()
     torch.testing.assert_close(b.output, want)
     assert a.flops > b.flops == pytest.approx(slice_flops(spec, sl, 2))  # the bands recompute the halo
     assert b.workers == 2
+
+
+async def test_urgent_slices_waiting_together_are_computed_as_one_batch() -> None:
+    """``run_urgent``: while one urgent slice computes, the urgent requests that arrive for the same
+    slice wait and then go as one batch; each gets its own rows, equal to computing it alone with the
+    unsplit module, and its share of the batch. A request cancelled while it waits is left out, and
+    one for another slice goes in a batch of its own."""
+    spec = get_spec("digits-cnn")
+    dep = _deployed(spec)
+    sl, other = make_slices(spec, 0, 2, "rows", [8])[0], make_slices(spec, 0, 2, "rows", [4, 4])[0]
+    xs = [torch.randn(n, *spec.input) for n in (1, 1, 2, 1, 1)]
+    zone = SubZone(spec.name, 0, 2)
+    first = asyncio.create_task(zone.run_urgent(dep, sl, xs[0], delay_s=0.3))
+    await asyncio.sleep(0.05)  # the first one holds the lane for 0.3 s
+    together = [asyncio.create_task(zone.run_urgent(dep, sl, x)) for x in xs[1:3]]
+    gone = asyncio.create_task(zone.run_urgent(dep, sl, xs[3]))
+    apart = asyncio.create_task(zone.run_urgent(dep, other, crop_input(xs[4], other)))
+    await asyncio.sleep(0.05)
+    gone.cancel()
+    runs = [await first, *[await t for t in together]]
+    alone = await apart
+    zone.stop()
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    assert runs[0].share == 1.0 and runs[0].done_at <= runs[1].started_at
+    assert runs[1].started_at == runs[2].started_at and runs[1].done_at == runs[2].done_at
+    assert [r.share for r in runs[1:]] == [1 / 3, 2 / 3]  # rows 1 and 2 of the batch of 3
+    assert alone.share == 1.0 and alone.started_at >= runs[1].done_at
+    with torch.no_grad():  # the unsplit layers [0, 2), the other slice's output rows of them
+        for run, x in zip(runs, xs[:3], strict=True):
+            torch.testing.assert_close(run.output, dep.module[0:2](x))
+        r0, r1 = other.out_rows
+        torch.testing.assert_close(alone.output, dep.module[0:2](xs[4])[:, :, r0:r1])
