@@ -32,7 +32,7 @@ from edgesplit import wire
 from edgesplit.errors import InvalidInput
 from edgesplit.split.pause import pause_point
 from services.cloud.settings import CloudSettings
-from services.common.compute import LAST, BulkPolicy, ComputeThread, UrgentGate, UrgentLane
+from services.common.compute import LAST, ComputeThread, ThreadPolicy, UrgentGate, UrgentLane
 from services.common.httpmetrics import instrument_http
 from services.common.models import Deployed, ModelHost, deployment_specs
 from services.common.security import bearer_auth, read_body
@@ -53,8 +53,9 @@ class CloudState(ModelHost):
         self.settings = settings
         # one request at a time, the most urgent first (services.common.compute), ``threads`` torch threads
         gate = UrgentGate(settings.urgent_pause_s)  # the bulk thread pauses while urgent calls compute
-        self.compute = ComputeThread(settings.threads, "es-cloud", BulkPolicy.of(settings), gate)
-        self.urgent = UrgentLane(settings.threads, "es-cloud-urgent", gate=gate)  # ServiceSettings.urgent
+        self.compute = ComputeThread(settings.threads, "es-cloud", ThreadPolicy.bulk(settings), gate)
+        self.urgent = UrgentLane(settings.threads, "es-cloud-urgent", gate=gate,
+                                 policy=ThreadPolicy.urgent(settings))  # ServiceSettings.urgent
         self.registry = r = CollectorRegistry()
         self.latency = Histogram(f"{NS}_infer_seconds", "Compute time of a request's FC layers", ["model"],
                                  buckets=BUCKETS, registry=r)

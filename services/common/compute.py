@@ -16,11 +16,16 @@ no privilege. Where the platform has no per-thread nice the setting is ignored.
 The nice alone still left the bulk threads about 10% of the cores beside the urgent lane, and the
 kernel lets a waking thread wait for the running one's slice: a 2-thread urgent loop beside a
 1-thread batch-8 loop took 26-30 ms at nice 10 or 19 against 15.7 ms alone. So bulk threads also
-run under ``SCHED_IDLE`` (:class:`BulkPolicy`, the service's ``bulk_idle``; Linux, no privilege
+run under ``SCHED_IDLE`` (:class:`ThreadPolicy`, the service's ``bulk_idle``; Linux, no privilege
 needed to lower one's own policy): they get a core only when no thread at the normal policy wants
 it, and a waking urgent thread preempts them at once (15.8-17.3 ms in the same loop). Throughput is
 unchanged, for the cores the urgent work leaves are all theirs; priority-1 p95 at 16 customers fell
 from 200-220 to 180-190 ms, alternating runs, docs/BENCHMARKS.md run 10.
+
+The urgent lane's thread runs at the service's ``urgent_nice`` (-10) where the process may raise its
+priority (CAP_SYS_NICE), so that it also wins the cores from the threads at the default nice: the
+event loops, the orchestrator, the load generator. Priority-1 p95 at 16 customers: 160, 200 ms at
+-10 against 220, 230 at 0 (alternating runs, run 10).
 
 Pauses: the nice alone left an urgent slice under load at 1.8-2x its idle time (the bulk threads
 still ran, memory bandwidth and caches are shared, and a 2-core machine has no core to spare). So
@@ -61,22 +66,28 @@ QUIET_S = 0.25  # bulk work ended this long ago: an urgent call goes to the bulk
 
 
 @dataclass(frozen=True)
-class BulkPolicy:
-    """How a service's bulk threads yield the cores (module docstring, *Lanes*): their ``nice``
-    (0-19) and, with ``idle``, the ``SCHED_IDLE`` policy."""
+class ThreadPolicy:
+    """How a lane's threads share the cores (module docstring, *Lanes*): their ``nice`` (-20 to 19)
+    and, with ``idle``, the ``SCHED_IDLE`` policy."""
 
     nice: int = 0
     idle: bool = False
 
     @classmethod
-    def of(cls, settings: ServiceSettings) -> BulkPolicy:
-        """A service's: its ``bulk_nice`` and ``bulk_idle``."""
+    def bulk(cls, settings: ServiceSettings) -> ThreadPolicy:
+        """A service's bulk lane: its ``bulk_nice`` and ``bulk_idle``."""
         return cls(settings.bulk_nice, settings.bulk_idle)
 
+    @classmethod
+    def urgent(cls, settings: ServiceSettings) -> ThreadPolicy:
+        """A service's urgent lane: its ``urgent_nice``."""
+        return cls(settings.urgent_nice)
+
     def apply(self) -> None:
-        """Put the calling thread under this policy; a platform without it keeps the default."""
+        """Put the calling thread under this policy. A platform without it, or a process that may not
+        raise its priority (a negative nice needs CAP_SYS_NICE or RLIMIT_NICE), keeps the default."""
         tid = threading.get_native_id()  # Linux: a thread id is a "process" for both calls
-        if self.nice > 0:
+        if self.nice != 0:
             with contextlib.suppress(OSError, AttributeError):
                 os.setpriority(os.PRIO_PROCESS, tid, self.nice)
         if self.idle:
@@ -116,16 +127,16 @@ class UrgentGate:
 
 class ComputeThread:
     """One daemon thread running submitted calls (module docstring) with ``threads`` torch threads;
-    a bulk thread runs under ``bulk`` (its nice and policy) and, with a ``gate``, waits at its pause
-    points while the gate is closed."""
+    it runs under ``policy`` (its nice and scheduling policy) and, with a ``gate`` (a bulk thread),
+    waits at its pause points while the gate is closed."""
 
-    def __init__(self, threads: int = 1, name: str = "es-compute", bulk: BulkPolicy | None = None,
+    def __init__(self, threads: int = 1, name: str = "es-compute", policy: ThreadPolicy | None = None,
                  gate: UrgentGate | None = None) -> None:
         self._queue: queue.PriorityQueue[tuple[int, int, Callable[[], Any] | None, Future[Any] | None]] = \
             queue.PriorityQueue()
         self._seq = itertools.count()
         self._threads = threads
-        self.bulk = bulk
+        self.policy = policy
         self.gate = gate
         self._busy = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -138,8 +149,8 @@ class ComputeThread:
         return fut
 
     def _run(self) -> None:
-        if self.bulk is not None:  # this thread only, and the OpenMP team it creates
-            self.bulk.apply()
+        if self.policy is not None:  # this thread only, and the OpenMP team it creates
+            self.policy.apply()
         torch.set_num_threads(self._threads)
         if self.gate is not None:
             pause_with(self.gate.wait)
@@ -202,8 +213,8 @@ class UrgentLane:
     """
 
     def __init__(self, threads: int, name: str, quiet_s: float = QUIET_S,
-                 gate: UrgentGate | None = None) -> None:
-        self.threads, self.name, self.quiet_s = threads, name, quiet_s
+                 gate: UrgentGate | None = None, policy: ThreadPolicy | None = None) -> None:
+        self.threads, self.name, self.quiet_s, self.policy = threads, name, quiet_s, policy
         self.gate = gate  # closed while the lane computes: the bulk threads wait at their pause points
         self.thread: ComputeThread | None = None  # started by ``submit``, ended by ``wanted``
         self._bulk_at = -float("inf")  # time.monotonic() when bulk work last ended
@@ -225,7 +236,7 @@ class UrgentLane:
     def submit(self, fn: Callable[[], Any], priority: int = LAST) -> Future[Any]:
         """``fn`` on the lane's thread, started if it is not running."""
         if self.thread is None:
-            self.thread = ComputeThread(self.threads, self.name)
+            self.thread = ComputeThread(self.threads, self.name, self.policy)
         gate = self.gate
         return self.thread.submit(fn if gate is None else lambda: gate.run(fn), priority)
 

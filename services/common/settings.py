@@ -127,6 +127,8 @@ class ServiceSettings(BaseSettings):
     ``bulk_nice``: the niceness of the bulk lane's compute threads (``services.common.compute``);
     ``bulk_idle``: they also run under ``SCHED_IDLE`` (Linux), so any thread at the normal policy (an
     urgent lane, an event loop, another service's) takes a core from them at once;
+    ``urgent_nice``: the niceness of the urgent lane's compute thread (and its OpenMP team); below 0
+    it needs CAP_SYS_NICE (root, or a pod granted it), and without it the lane runs at 0;
     ``urgent_pause_s``: while an urgent call computes on the urgent lane, the bulk threads wait at
     their next pause point (between two layers) for it to end, at most this long each time
     (``services.common.compute.UrgentGate``; 0: they never wait).
@@ -159,6 +161,7 @@ class ServiceSettings(BaseSettings):
     urgent_priority: int = Field(1, ge=0, le=1 << 20)
     bulk_nice: int = Field(10, ge=0, le=19)
     bulk_idle: bool = True
+    urgent_nice: int = Field(-10, ge=-20, le=0)
     urgent_pause_s: float = Field(0.25, ge=0.0, le=10.0)
 
     def urgent(self, priority: int) -> bool:

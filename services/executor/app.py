@@ -21,7 +21,7 @@ from edgesplit import wire
 from edgesplit.errors import InvalidInput, Overloaded
 from edgesplit.split import Slice
 from services.common.channels import QUOTA_OWNERS
-from services.common.compute import LAST, BulkPolicy, UrgentGate
+from services.common.compute import LAST, ThreadPolicy, UrgentGate
 from services.common.httpmetrics import instrument_http
 from services.common.models import ModelHost, deployment_specs
 from services.common.security import bearer_auth, read_body
@@ -45,8 +45,8 @@ class ExecutorState(ModelHost):
                          "edge")
         self.settings = settings
         self.pool = ZonePool(settings.capacity, {n: s.n_edge for n, s in self.specs.items()},
-                             settings.halo_max, settings.queue_max, BulkPolicy.of(settings),
-                             UrgentGate(settings.urgent_pause_s))
+                             settings.halo_max, settings.queue_max, ThreadPolicy.bulk(settings),
+                             UrgentGate(settings.urgent_pause_s), ThreadPolicy.urgent(settings))
         self.metrics = ExecutorMetrics(self.pool)
         self._slices: dict[tuple[str, tuple[str | None, ...]], Slice] = {}
 

@@ -39,7 +39,7 @@ import torch
 from edgesplit.errors import CapacityExceeded, InvalidInput, ModelNotFound, Overloaded
 from edgesplit.split import Slice, compute_slice
 from services.common.channels import QUOTA_OPERATOR, QUOTA_OWNERS
-from services.common.compute import BulkPolicy, ComputeThread, UrgentGate, UrgentLane
+from services.common.compute import ComputeThread, ThreadPolicy, UrgentGate, UrgentLane
 from services.common.models import Deployed
 from services.common.settings import cpu_quota
 from services.executor.work import Part, slice_flops, worker_parts
@@ -98,14 +98,14 @@ class SubZone:
     """The k worker threads of one (model, stage); one slice at a time, FIFO."""
 
     def __init__(self, model: str, index: int, workers: int, halo_max: float | None = None,
-                 queue_max: int = 1 << 30, bulk: BulkPolicy | None = None,
-                 gate: UrgentGate | None = None) -> None:
+                 queue_max: int = 1 << 30, bulk: ThreadPolicy | None = None,
+                 gate: UrgentGate | None = None, urgent: ThreadPolicy | None = None) -> None:
         self.model, self.index, self.target, self.halo_max = model, index, workers, halo_max
         self.queue_max = queue_max
         self.bulk = bulk  # the workers' nice and policy
         self.gate = gate  # the process's: bulk workers pause while any urgent slice computes
         # k intra-op threads per job (the job sets them); the gate is closed while it computes
-        self.urgent_lane = UrgentLane(1, f"es-{model}-{index}-urgent", gate=gate)
+        self.urgent_lane = UrgentLane(1, f"es-{model}-{index}-urgent", gate=gate, policy=urgent)
         self._urgent: list[_Urgent] = []  # waiting for the lane, in arrival order
         self._urgent_drain: asyncio.Task[None] | None = None
         self.last_compute_s = 0.0
@@ -164,7 +164,7 @@ class SubZone:
                          delay_s: float = 0.0) -> SliceRun:
         """An urgent slice (``ServiceSettings.urgent``) on the sub-zone's urgent lane
         (``services.common.compute.UrgentLane``): a thread of its own at the default nice with the
-        zone's k intra-op threads, beside the bulk workers (``BulkPolicy``: niced, SCHED_IDLE)
+        zone's k intra-op threads, beside the bulk workers (``ThreadPolicy``: niced, SCHED_IDLE)
         rather than behind the slices queued for them. Urgent slices among themselves: one batch at
         a time, the ones waiting for the same slice computed together (module docstring). A request
         cancelled while it waits is left out."""
@@ -310,10 +310,10 @@ class ZonePool:
     """
 
     def __init__(self, capacity: int | Callable[[], int], n_edge: Mapping[str, int],
-                 halo_max: float | None = None, queue_max: int = 1 << 30, bulk: BulkPolicy | None = None,
-                 gate: UrgentGate | None = None) -> None:
+                 halo_max: float | None = None, queue_max: int = 1 << 30, bulk: ThreadPolicy | None = None,
+                 gate: UrgentGate | None = None, urgent: ThreadPolicy | None = None) -> None:
         self._capacity = capacity
-        self.bulk = bulk
+        self.bulk, self.urgent = bulk, urgent
         self.gate = gate
         self.halo_max = halo_max
         self.queue_max = queue_max
@@ -370,7 +370,7 @@ class ZonePool:
         zone = self.subzones.get((model, index))
         if zone is None:
             zone = SubZone(model, index, self._quotas.get(model, {}).get(index, 1), self.halo_max,
-                           self.queue_max, self.bulk, self.gate)
+                           self.queue_max, self.bulk, self.gate, self.urgent)
             self.subzones[(model, index)] = zone
         return zone
 

@@ -10,7 +10,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from edgesplit.split.pause import pause_point
-from services.common.compute import LAST, BulkPolicy, ComputeThread, UrgentGate, UrgentLane
+from services.common.compute import LAST, ComputeThread, ThreadPolicy, UrgentGate, UrgentLane
 
 
 def _running(f: Future[Any]) -> None:
@@ -58,26 +58,34 @@ def test_shutdown_lets_the_running_call_end_and_cancels_the_waiting_ones() -> No
     assert busy.result(30) is True and left.cancelled()
 
 
+ROOT = os.geteuid() == 0
+
+
 def _policy_and_nice() -> tuple[int, int]:
     tid = threading.get_native_id()
     return os.sched_getscheduler(tid), os.getpriority(os.PRIO_PROCESS, tid)
 
 
 def test_a_bulk_thread_runs_under_its_policy_and_the_others_do_not() -> None:
-    """``BulkPolicy``: the bulk thread runs its calls niced and under SCHED_IDLE (Linux); a thread
-    without a policy, an urgent lane's, and the caller keep the normal policy at nice 0."""
-    bulk, plain = ComputeThread(1, "test-bulk", BulkPolicy(nice=10, idle=True)), ComputeThread(1)
-    lane = UrgentLane(1, "test-urgent")
+    """``ThreadPolicy``: the bulk thread runs its calls niced and under SCHED_IDLE (Linux); a thread
+    without a policy, an urgent lane's without one, and the caller keep the normal policy at nice 0;
+    an urgent lane of nice -5 runs at -5 where the process may raise its priority (root: CI), at 0
+    elsewhere."""
+    bulk, plain = ComputeThread(1, "test-bulk", ThreadPolicy(nice=10, idle=True)), ComputeThread(1)
+    lane = UrgentLane(1, "test-urgent")  # no policy: the default
+    raised = UrgentLane(1, "test-raised", policy=ThreadPolicy(nice=-5))  # needs CAP_SYS_NICE (root)
     try:
         assert bulk.submit(_policy_and_nice).result(timeout=30) == (os.SCHED_IDLE, 10)
-        assert BulkPolicy(nice=5).idle is False
+        assert ThreadPolicy(nice=5).idle is False
         assert plain.submit(_policy_and_nice).result(timeout=30) == (os.SCHED_OTHER, 0)
         assert lane.submit(_policy_and_nice).result(timeout=30) == (os.SCHED_OTHER, 0)
+        assert raised.submit(_policy_and_nice).result(timeout=30) == (os.SCHED_OTHER, -5 if ROOT else 0)
         assert _policy_and_nice() == (os.SCHED_OTHER, 0)
     finally:
         bulk.shutdown()
         plain.shutdown()
         lane.shutdown()
+        raised.shutdown()
 
 
 def test_stop_lets_the_queued_calls_run_then_ends_the_thread() -> None:
