@@ -32,7 +32,15 @@ from edgesplit import wire
 from edgesplit.errors import InvalidInput
 from edgesplit.split.pause import pause_point
 from services.cloud.settings import CloudSettings
-from services.common.compute import LAST, ComputeThread, ThreadPolicy, UrgentGate, UrgentLane
+from services.common.compute import (
+    LAST,
+    ComputeThread,
+    ThreadPolicy,
+    UrgentBatches,
+    UrgentGate,
+    UrgentLane,
+    Waiting,
+)
 from services.common.httpmetrics import instrument_http
 from services.common.models import Deployed, ModelHost, deployment_specs
 from services.common.security import bearer_auth, read_body
@@ -41,6 +49,7 @@ from services.common.web import base_app, check_npy_request, health_router, metr
 
 log = logging.getLogger("edgesplit.cloud")
 NS = "edgesplit_cloud"
+_UrgentItem = tuple[Deployed, np.ndarray, int]  # a waiting urgent request: the model, its features, start
 BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
 
@@ -56,6 +65,7 @@ class CloudState(ModelHost):
         self.compute = ComputeThread(settings.threads, "es-cloud", ThreadPolicy.bulk(settings), gate)
         self.urgent = UrgentLane(settings.threads, "es-cloud-urgent", gate=gate,
                                  policy=ThreadPolicy.urgent(settings))  # ServiceSettings.urgent
+        self.urgent_batches: UrgentBatches[_UrgentItem] = UrgentBatches(self._urgent_batch)
         self.registry = r = CollectorRegistry()
         self.latency = Histogram(f"{NS}_infer_seconds", "Compute time of a request's FC layers", ["model"],
                                  buckets=BUCKETS, registry=r)
@@ -71,6 +81,19 @@ class CloudState(ModelHost):
             return
         self.ready.set(1)
         log.info("cloud %s ready: models %s, %d threads", s.name, ", ".join(self.specs), s.threads)
+
+    async def _urgent_batch(self, group: list[Waiting[_UrgentItem]]) -> None:
+        """Urgent requests of one model and first layer, waiting together, as one batch on the urgent
+        lane (``services.common.compute.UrgentBatches``); each gets its rows."""
+        deployed, _, first = group[0].item
+        x = group[0].item[1] if len(group) == 1 else np.concatenate([w.item[1] for w in group])
+        job = self.urgent.submit(lambda: _forward(deployed, x, first), 1)
+        logits, started = await asyncio.wrap_future(job)
+        at = 0
+        for w in group:
+            if not w.future.done():
+                w.future.set_result((logits[at:at + w.rows], started))
+            at += w.rows
 
     def info(self) -> dict[str, Any]:
         return {"name": self.settings.name, "threads": self.settings.threads,
@@ -121,13 +144,16 @@ def _routes(router: APIRouter, state: CloudState) -> None:
         state.queued.inc()
         try:
             urgent = s.urgent(priority)
-            lane = state.urgent if urgent and state.urgent.wanted(not state.compute.idle) else state.compute
-            try:
-                logits, started = await asyncio.wrap_future(
-                    lane.submit(lambda: _forward(deployed, x, first), priority))
-            finally:
-                if not urgent:
-                    state.urgent.bulk_done()
+            if urgent and state.urgent.wanted(not state.compute.idle):  # with the others waiting for it
+                logits, started = await state.urgent_batches.run((model, first, x.shape[1:]), x.shape[0],
+                                                                 (deployed, x, first))
+            else:
+                try:
+                    logits, started = await asyncio.wrap_future(
+                        state.compute.submit(lambda: _forward(deployed, x, first), priority))
+                finally:
+                    if not urgent:
+                        state.urgent.bulk_done()
         finally:
             state.queued.dec()
         state.wait.labels(model).observe(started - arrived)

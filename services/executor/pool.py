@@ -16,12 +16,9 @@ Each sub-zone's queue is bounded: beyond ``queue_max`` slices waiting, a new one
 with ``Overloaded`` (503 and a ``Retry-After`` of the expected wait), which the orchestrator honours.
 A slice cancelled while it waits (its caller went away) leaves the queue without being computed.
 
-Urgent slices (``SubZone.run_urgent``) waiting for the sub-zone's urgent lane are computed together:
-when the lane frees, every waiting urgent request for the same slice (up to ``URGENT_ROWS`` images)
-goes as one batch, and each gets its rows back. Urgent tasks come in bursts (a batch's end frees
-several closed-loop customers at once, and 10% of them draw priority 1): one at a time, the last of
-five waited for four; together, the batch's rows share one pass over the weights (batch 2 of
-alexnet-paper's edge part costs 1.7x batch 1).
+Urgent slices (``SubZone.run_urgent``) waiting for the sub-zone's urgent lane are computed together
+(``services.common.compute.UrgentBatches``): every waiting urgent request for the same slice goes as
+one batch, and each gets its rows back.
 """
 
 from __future__ import annotations
@@ -39,13 +36,19 @@ import torch
 from edgesplit.errors import CapacityExceeded, InvalidInput, ModelNotFound, Overloaded
 from edgesplit.split import Slice, compute_slice
 from services.common.channels import QUOTA_OPERATOR, QUOTA_OWNERS
-from services.common.compute import ComputeThread, ThreadPolicy, UrgentGate, UrgentLane
+from services.common.compute import (
+    ComputeThread,
+    ThreadPolicy,
+    UrgentBatches,
+    UrgentGate,
+    UrgentLane,
+    Waiting,
+)
 from services.common.models import Deployed
 from services.common.settings import cpu_quota
 from services.executor.work import Part, slice_flops, worker_parts
 
 Quotas = dict[str, dict[int, int]]
-URGENT_ROWS = 8  # images in one urgent batch at most (module docstring)
 
 
 _CORES_TTL_S = 1.0
@@ -82,16 +85,7 @@ class SliceRun:
     share: float = 1.0
 
 
-@dataclass
-class _Urgent:
-    """An urgent request waiting for the urgent lane."""
-
-    deployed: Deployed
-    sl: Slice
-    x: torch.Tensor
-    delay_s: float
-    arrived: float
-    future: asyncio.Future[SliceRun]
+_UrgentItem = tuple[Deployed, Slice, torch.Tensor, float]  # a waiting urgent slice: what, on what, delay_s
 
 
 class SubZone:
@@ -106,8 +100,7 @@ class SubZone:
         self.gate = gate  # the process's: bulk workers pause while any urgent slice computes
         # k intra-op threads per job (the job sets them); the gate is closed while it computes
         self.urgent_lane = UrgentLane(1, f"es-{model}-{index}-urgent", gate=gate, policy=urgent)
-        self._urgent: list[_Urgent] = []  # waiting for the lane, in arrival order
-        self._urgent_drain: asyncio.Task[None] | None = None
+        self._urgent: UrgentBatches[_UrgentItem] = UrgentBatches(self._urgent_batch)
         self.last_compute_s = 0.0
         self.lock = asyncio.Lock()
         self.threads: list[ComputeThread] = []
@@ -168,63 +161,29 @@ class SubZone:
         rather than behind the slices queued for them. Urgent slices among themselves: one batch at
         a time, the ones waiting for the same slice computed together (module docstring). A request
         cancelled while it waits is left out."""
-        waiting = _Urgent(deployed, sl, x, delay_s, time.perf_counter(),
-                          asyncio.get_running_loop().create_future())
-        self._urgent.append(waiting)
-        if self._urgent_drain is None or self._urgent_drain.done():
-            self._urgent_drain = asyncio.create_task(self._drain_urgent())
-        return await waiting.future
+        key = (sl, tuple(x.shape[1:]))
+        run: SliceRun = await self._urgent.run(key, x.shape[0], (deployed, sl, x, delay_s))
+        return run
 
-    async def _drain_urgent(self) -> None:
-        """Compute the waiting urgent requests, the head's slice first, until none waits."""
-        while self._urgent:
-            head = self._urgent[0]
-            group: list[_Urgent] = []
-            rest: list[_Urgent] = []
-            rows = 0
-            for w in self._urgent:
-                if w.future.done():  # cancelled while it waited
-                    continue
-                if w.sl == head.sl and w.x.shape[1:] == head.x.shape[1:] and (
-                        not group or rows + w.x.shape[0] <= URGENT_ROWS):
-                    group.append(w)
-                    rows += w.x.shape[0]
-                else:
-                    rest.append(w)
-            self._urgent = rest
-            if group:
-                await self._urgent_batch(group, rows)
-
-    async def _urgent_batch(self, group: list[_Urgent], rows: int) -> None:
-        """One urgent batch on the lane; each request gets its rows, or the error."""
-        head = group[0]
+    async def _urgent_batch(self, group: list[Waiting[_UrgentItem]]) -> None:
+        """One urgent batch on the lane; each request gets its rows and its share of the work."""
+        deployed, sl, _, delay_s = group[0].item
         started = time.perf_counter()
-        try:
-            if head.delay_s > 0:
-                await asyncio.sleep(head.delay_s)
-            k = max(1, min(self.target, usable_cores()))
-            x = head.x if len(group) == 1 else torch.cat([w.x for w in group])
-            job = _whole_job(head.deployed.module, head.deployed, head.sl, x, k)
-            out, _ = await asyncio.wrap_future(self.urgent_lane.submit(job))
-        except asyncio.CancelledError:  # the executor stops
-            for w in group:
-                w.future.cancel()
-            raise
-        except Exception as e:  # each request gets it
-            for w in group:
-                if not w.future.done():
-                    w.future.set_exception(e)
-            return
+        if delay_s > 0:
+            await asyncio.sleep(delay_s)
+        k = max(1, min(self.target, usable_cores()))
+        x = group[0].item[2] if len(group) == 1 else torch.cat([w.item[2] for w in group])
+        job = _whole_job(deployed.module, deployed, sl, x, k)
+        out, _ = await asyncio.wrap_future(self.urgent_lane.submit(job))
         done = time.perf_counter()
         at = 0
         for w in group:
-            n = w.x.shape[0]
             if not w.future.done():
                 # the whole slice's FLOPs, remembered as the bulk path's
-                flops = self._cut(w.deployed, w.sl, 1, n)[2]
-                w.future.set_result(SliceRun(out[at:at + n], started - w.arrived, done - started, k, flops,
-                                             started, done, n / rows))
-            at += n
+                flops = self._cut(deployed, sl, 1, w.rows)[2]
+                w.future.set_result(SliceRun(out[at:at + w.rows], started - w.arrived, done - started, k,
+                                             flops, started, done, w.rows / x.shape[0]))
+            at += w.rows
 
     def _cut(self, deployed: Deployed, sl: Slice, workers: int,
              batch: int) -> tuple[list[Part], float, float]:

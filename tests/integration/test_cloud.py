@@ -45,6 +45,24 @@ async def test_logits_equal_the_unsplit_classifier(cloud_client: CloudClient, na
     torch.testing.assert_close(torch.from_numpy(urgent), want, rtol=1e-4, atol=1e-4)
 
 
+async def test_urgent_requests_beside_bulk_work_each_get_their_own_logits(cloud_client: CloudClient) -> None:
+    """Urgent requests sent at once while a bulk batch computes go to the urgent lane, where those
+    waiting together are computed as one batch (``UrgentBatches``): each still gets the logits of
+    its own feature maps (rows of 1, 2 and 3 images, flat and not), equal to the unsplit classifier."""
+    spec = get_spec("alexnet-paper")
+    module = build_module(spec, seed=0).requires_grad_(False)
+    gen = torch.Generator().manual_seed(2)
+    bulk = torch.randn(64, *spec.feature_shape, generator=gen)
+    feats = [torch.randn(n, *spec.feature_shape, generator=gen) for n in (1, 2, 3, 1, 2, 1)]
+    sent = [f.flatten(1) if i % 2 else f for i, f in enumerate(feats)]
+    busy = asyncio.create_task(cloud_client.infer(spec.name, bulk.numpy(), priority=5))
+    await asyncio.sleep(0.05)
+    got = await asyncio.gather(*(cloud_client.infer(spec.name, f.numpy(), priority=1) for f in sent))
+    torch.testing.assert_close(torch.from_numpy(await busy), module[spec.n_edge:](bulk), rtol=1e-4, atol=1e-4)
+    for f, logits in zip(feats, got, strict=True):
+        torch.testing.assert_close(torch.from_numpy(logits), module[spec.n_edge:](f), rtol=1e-4, atol=1e-4)
+
+
 async def test_a_whole_model_split_over_executors_then_cloud_equals_the_model(
         executors: list[ServiceProcess], cloud: ServiceProcess, token: str) -> None:
     spec = get_spec("alexnet-paper")

@@ -3,6 +3,7 @@ order among equals; stop drains, shutdown cancels; the urgent lane."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -10,7 +11,15 @@ from concurrent.futures import Future
 from typing import Any
 
 from edgesplit.split.pause import pause_point
-from services.common.compute import LAST, ComputeThread, ThreadPolicy, UrgentGate, UrgentLane
+from services.common.compute import (
+    LAST,
+    ComputeThread,
+    ThreadPolicy,
+    UrgentBatches,
+    UrgentGate,
+    UrgentLane,
+    Waiting,
+)
 
 
 def _running(f: Future[Any]) -> None:
@@ -169,3 +178,31 @@ def test_a_bulk_thread_waits_at_most_hold_s_at_each_pause_point() -> None:
     per hold."""
     during, _ = _bulk_steps(UrgentGate(hold_s=0.05), hold_s=1.0)
     assert 2 <= during <= 21
+
+
+def test_urgent_batches_group_by_key_cap_rows_and_hand_errors_to_each_member() -> None:
+    """``UrgentBatches``: while the first batch computes, the waiting requests of the head's key go
+    together (at most ``max_rows`` rows), other keys after, in arrival order; an error of a batch
+    reaches each of its members, and the next batch still runs."""
+    batches: list[list[str]] = []
+
+    async def compute(group: list[Waiting[str]]) -> None:
+        batches.append([w.item for w in group])
+        await asyncio.sleep(0.05)
+        if any(w.item == "bad" for w in group):
+            raise ValueError("this batch failed")
+        for w in group:
+            w.future.set_result(w.item.upper())
+
+    async def main() -> list[object]:
+        lane: UrgentBatches[str] = UrgentBatches(compute, max_rows=4)
+        first = asyncio.create_task(lane.run("a", 1, "a0"))
+        await asyncio.sleep(0.01)  # a0 computes alone; the rest wait for it
+        rest = [asyncio.create_task(lane.run(k, n, item)) for k, n, item in
+                [("a", 2, "a1"), ("b", 1, "b0"), ("a", 2, "a2"), ("a", 1, "bad"), ("a", 3, "a3")]]
+        return await asyncio.gather(first, *rest, return_exceptions=True)
+
+    results = asyncio.run(main())
+    assert batches == [["a0"], ["a1", "a2"], ["b0"], ["bad", "a3"]]
+    assert results[:4] == ["A0", "A1", "B0", "A2"]
+    assert all(isinstance(r, ValueError) for r in results[4:]), results
