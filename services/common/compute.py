@@ -201,8 +201,9 @@ class ComputeThread:
 
 
 class UrgentLane:
-    """A service's urgent lane (module docstring, *Lanes*): a :class:`ComputeThread` at the default nice
-    with ``threads`` torch threads, used only while there is bulk work to run beside.
+    """A service's urgent lane (module docstring, *Lanes*): a :class:`ComputeThread` under ``policy``
+    (the service's ``urgent_nice``; none: the default nice) with ``threads`` torch threads, used only
+    while there is bulk work to run beside.
 
     An urgent call takes the lane while the bulk side is busy, or its work ended less than
     ``quiet_s`` ago (:meth:`wanted`); otherwise the bulk side takes it at once, and the lane's thread,

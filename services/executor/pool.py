@@ -156,7 +156,7 @@ class SubZone:
     async def run_urgent(self, deployed: Deployed, sl: Slice, x: torch.Tensor,
                          delay_s: float = 0.0) -> SliceRun:
         """An urgent slice (``ServiceSettings.urgent``) on the sub-zone's urgent lane
-        (``services.common.compute.UrgentLane``): a thread of its own at the default nice with the
+        (``services.common.compute.UrgentLane``): a thread of its own at ``urgent_nice`` with the
         zone's k intra-op threads, beside the bulk workers (``ThreadPolicy``: niced, SCHED_IDLE)
         rather than behind the slices queued for them. Urgent slices among themselves: one batch at
         a time, the ones waiting for the same slice computed together (module docstring). A request
