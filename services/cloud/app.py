@@ -82,18 +82,14 @@ class CloudState(ModelHost):
         self.ready.set(1)
         log.info("cloud %s ready: models %s, %d threads", s.name, ", ".join(self.specs), s.threads)
 
-    async def _urgent_batch(self, group: list[Waiting[_UrgentItem]]) -> None:
+    async def _urgent_batch(self, group: list[Waiting[_UrgentItem]]) -> list[tuple[np.ndarray, float]]:
         """Urgent requests of one model and first layer, waiting together, as one batch on the urgent
-        lane (``services.common.compute.UrgentBatches``); each gets its rows."""
+        lane (``services.common.compute.UrgentBatches``); each request's logits and when compute began."""
         deployed, _, first = group[0].item
         x = group[0].item[1] if len(group) == 1 else np.concatenate([w.item[1] for w in group])
         job = self.urgent.submit(lambda: _forward(deployed, x, first), 1)
         logits, started = await asyncio.wrap_future(job)
-        at = 0
-        for w in group:
-            if not w.future.done():
-                w.future.set_result((logits[at:at + w.rows], started))
-            at += w.rows
+        return [(rows, started) for rows in UrgentBatches.rows(logits, group)]
 
     def info(self) -> dict[str, Any]:
         return {"name": self.settings.name, "threads": self.settings.threads,

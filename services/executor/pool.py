@@ -165,8 +165,8 @@ class SubZone:
         run: SliceRun = await self._urgent.run(key, x.shape[0], (deployed, sl, x, delay_s))
         return run
 
-    async def _urgent_batch(self, group: list[Waiting[_UrgentItem]]) -> None:
-        """One urgent batch on the lane; each request gets its rows and its share of the work."""
+    async def _urgent_batch(self, group: list[Waiting[_UrgentItem]]) -> list[SliceRun]:
+        """One urgent batch on the lane; each request's rows and its share of the work."""
         deployed, sl, _, delay_s = group[0].item
         started = time.perf_counter()
         if delay_s > 0:
@@ -176,14 +176,10 @@ class SubZone:
         job = _whole_job(deployed.module, deployed, sl, x, k)
         out, _ = await asyncio.wrap_future(self.urgent_lane.submit(job))
         done = time.perf_counter()
-        at = 0
-        for w in group:
-            if not w.future.done():
-                # the whole slice's FLOPs, remembered as the bulk path's
-                flops = self._cut(deployed, sl, 1, w.rows)[2]
-                w.future.set_result(SliceRun(out[at:at + w.rows], started - w.arrived, done - started, k,
-                                             flops, started, done, w.rows / x.shape[0]))
-            at += w.rows
+        # FLOPs: the whole slice's, remembered as the bulk path's
+        return [SliceRun(rows, started - w.arrived, done - started, k, self._cut(deployed, sl, 1, w.rows)[2],
+                         started, done, w.rows / x.shape[0])
+                for w, rows in zip(group, UrgentBatches.rows(out, group), strict=True)]
 
     def _cut(self, deployed: Deployed, sl: Slice, workers: int,
              batch: int) -> tuple[list[Part], float, float]:

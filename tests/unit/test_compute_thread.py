@@ -186,13 +186,12 @@ def test_urgent_batches_group_by_key_cap_rows_and_hand_errors_to_each_member() -
     reaches each of its members, and the next batch still runs."""
     batches: list[list[str]] = []
 
-    async def compute(group: list[Waiting[str]]) -> None:
+    async def compute(group: list[Waiting[str]]) -> list[str]:
         batches.append([w.item for w in group])
         await asyncio.sleep(0.05)
         if any(w.item == "bad" for w in group):
             raise ValueError("this batch failed")
-        for w in group:
-            w.future.set_result(w.item.upper())
+        return [w.item.upper() for w in group]
 
     async def main() -> list[object]:
         lane: UrgentBatches[str] = UrgentBatches(compute, max_rows=4)
