@@ -61,8 +61,10 @@ def write_plot(rows: list[Row], path: Path, cfg: SweepConfig) -> None:
         ax.grid(True, alpha=0.3)
     axes[0][0].set_ylabel("task latency, submit to result (ms)")
     axes[0][-1].legend(fontsize=7)
+    batch = int(str(cfg.orchestrator_extra.get("max_batch", 1)))
+    batching = f"batches of up to {batch}" if batch > 1 else "no batching"
     fig.suptitle(f"{cfg.model}: {cfg.executors} executors x {cfg.threads} threads, {os.cpu_count()} CPUs, "
-                 f"mix {cfg.mix}, {cfg.step_s:g} s per density")
+                 f"mix {cfg.mix}, {cfg.step_s:g} s per density, {batching}")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -227,10 +227,14 @@ class UrgentLane:
         """Record that a bulk call ended now."""
         self._bulk_at = time.monotonic()
 
+    def bulk_recent(self) -> bool:
+        """Whether bulk work ended less than ``quiet_s`` ago."""
+        return time.monotonic() - self._bulk_at < self.quiet_s
+
     def wanted(self, bulk_busy: bool) -> bool:
         """Whether an urgent call goes to the lane now (class docstring); when not, the lane's idle
         thread ends."""
-        if bulk_busy or time.monotonic() - self._bulk_at < self.quiet_s:
+        if bulk_busy or self.bulk_recent():
             return True
         if self.thread is not None and self.thread.idle:
             self.thread.stop()

@@ -102,12 +102,20 @@ class SubZone:
         self.urgent_lane = UrgentLane(1, f"es-{model}-{index}-urgent", gate=gate, policy=urgent)
         self._urgent: UrgentBatches[_UrgentItem] = UrgentBatches(self._urgent_batch)
         self.last_compute_s = 0.0
+        # whether any sub-zone of this process has bulk work (set by ``ZonePool``); None: this one's only
+        self.process_busy: Callable[[], bool] | None = None
         self.lock = asyncio.Lock()
         self.threads: list[ComputeThread] = []
         self.queued = 0
         self.busy = 0
         self.last_workers = 0
         self._cuts: dict[tuple[Slice, int, int], tuple[list[Part], float, float]] = {}
+
+    def has_bulk(self) -> bool:
+        """Whether bulk work runs or waits here, or (with ``process_busy``) anywhere in the process."""
+        if self.lock.locked() or self.queued > 0:
+            return True
+        return self.process_busy is not None and self.process_busy()
 
     def _resize(self) -> None:
         while len(self.threads) > self.target:
@@ -119,9 +127,12 @@ class SubZone:
     async def run(self, deployed: Deployed, sl: Slice, x: torch.Tensor, delay_s: float = 0.0,
                   urgent: bool = False) -> SliceRun:
         """Wait for the sub-zone (FIFO), then compute ``sl`` on ``x`` with its k workers; ``urgent``:
-        on the urgent lane instead (:meth:`run_urgent`) while there is bulk work beside it
-        (``UrgentLane.wanted``); a quiet sub-zone takes it at once with all its workers."""
-        if urgent and self.urgent_lane.wanted(self.lock.locked() or self.queued > 0):
+        on the urgent lane instead (:meth:`run_urgent`) while there is bulk work beside it, in this
+        sub-zone or another of the process (``UrgentLane.wanted``); a quiet process takes it at once on
+        the sub-zone's workers. (Only this sub-zone's work counted before: in ``no-split``, where a
+        task takes a free sub-zone, an urgent task then ran on bulk threads under ``SCHED_IDLE``
+        beside a batch in the other sub-zone, no faster than that batch's own threads.)"""
+        if urgent and self.urgent_lane.wanted(self.has_bulk()):
             return await self.run_urgent(deployed, sl, x, delay_s)
         arrived = time.perf_counter()
         if self.queued >= self.queue_max:
@@ -326,8 +337,15 @@ class ZonePool:
         if zone is None:
             zone = SubZone(model, index, self._quotas.get(model, {}).get(index, 1), self.halo_max,
                            self.queue_max, self.bulk, self.gate, self.urgent)
+            zone.process_busy = self.busy
             self.subzones[(model, index)] = zone
         return zone
+
+    def busy(self) -> bool:
+        """Whether any sub-zone runs or queues bulk work, or ended some within its lane's ``quiet_s``
+        (an urgent slice then takes an urgent lane)."""
+        return any(z.lock.locked() or z.queued > 0 or z.urgent_lane.bulk_recent()
+                   for z in self.subzones.values())
 
     async def run(self, deployed: Deployed, index: int, sl: Slice, x: torch.Tensor,
                   delay_s: float = 0.0, urgent: bool = False) -> SliceRun:

@@ -10,7 +10,11 @@
 * ``LockstepPipeline``: the paper's fig. 2 exactly: a global tick runs every busy stage at once and
   waits for all of them; then every task moves one stage on and stage 0 takes the next task.
 * ``ParallelRunner`` (modes ``no-split`` and ``dads``): tasks run whole and concurrently, one per
-  executor sub-zone; a task takes the sub-zone freed last (its executor is the warm one).
+  executor sub-zone; a task takes the sub-zone freed last (its executor is the warm one). With
+  dynamic batching its express lane runs each priority-1 task at once on the least loaded executor's
+  urgent lane, instead of waiting for a slot that batches hold.
+
+The express lane is ``Runner``'s (``services.orchestrator.runner``).
 
 The cloud (fully connected layers) is the last stage of each pipeline. A route with a different
 number of stages (a new plan) starts only once the tasks of the previous one have left.
@@ -19,16 +23,13 @@ number of stages (a new plan) starts only once the tasks of the previous one hav
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from edgesplit.plan.modes import SERVING_MODES
 from edgesplit.registry import Registry
 from edgesplit.type_aliases import PipelineMode, ServingModeName
 from services.orchestrator.engine import Job
-from services.orchestrator.queue import Claimed
 from services.orchestrator.runner import Runner
 
 log = logging.getLogger("edgesplit.orchestrator")
@@ -38,9 +39,7 @@ _STOP = None
 class AsyncPipeline(Runner):
     """Stage workers connected by one-slot queues (module docstring)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.express_jobs: set[asyncio.Task[None]] = set()  # urgent jobs running beside the pipeline
+    has_express = True
 
     async def run(self) -> None:
         carry: Job | None = None
@@ -58,7 +57,7 @@ class AsyncPipeline(Runner):
         tasks = [asyncio.create_task(self._head(first, n, inbox, holdover))]
         tasks += [asyncio.create_task(self._stage(k, inbox)) for k in range(1, n)]
         tasks += [asyncio.create_task(self._cloud(inbox[n])) for _ in range(self.settings.cloud_concurrency)]
-        express = asyncio.create_task(self._express()) if self._express_on() else None
+        express = asyncio.create_task(self.express()) if self.express_on() else None
         try:
             await asyncio.gather(*tasks)
         finally:
@@ -79,55 +78,18 @@ class AsyncPipeline(Runner):
                 return
             if n == 0:
                 await inbox[0].put(job)
-            elif await self.step(job, 0, interlude=None if self._express_on() else
+            elif await self.step(job, 0, interlude=None if self.express_on() else
                                  lambda: self._urgent(n, inbox)):
                 await inbox[1].put(job)
             job = None
 
-    def _express_on(self) -> bool:
-        return self.batches is not None and self.settings.express_lane
-
     def takes_now(self, priority: int) -> bool:
-        """A priority-1 task when the express lane is on (it runs every one as it comes); any task
-        when stage 0 is idle, waiting on an empty queue, and nothing was handed to it yet (without
-        batching: with it, a partial batch may wait for more tasks)."""
-        if self.draining:
-            return False
-        if self._express_on() and priority <= 1:
+        """``Runner.takes_now``, and any task when stage 0 is idle, waiting on an empty queue, and
+        nothing was handed to it yet (without batching: with it, a partial batch may wait for more
+        tasks)."""
+        if super().takes_now(priority):
             return True
-        return self.batches is None and self._idle and not self._handed
-
-    async def adopt(self, task: Claimed) -> None:
-        """An urgent task goes to the express lane at once; any other to stage 0 (``Runner.adopt``)."""
-        if not (self._express_on() and task.priority <= 1):
-            await super().adopt(task)
-            return
-        job = await self._adopted_job(task)
-        if job is not None:
-            self._express_run(job)
-
-    def _express_run(self, job: Job) -> None:
-        running = asyncio.create_task(self._run_whole(job))
-        self.express_jobs.add(running)  # the loop holds only weak references to tasks
-        running.add_done_callback(self.express_jobs.discard)
-
-    async def _express(self) -> None:
-        """The express lane (module docstring): claim the priority-1 tasks at the queue's head as they
-        come, each claim one job run whole by :meth:`_run_whole` beside the pipeline."""
-        while True:
-            self.urgent_wake.clear()  # before the claim: a submit after it sets the event again
-            job = await self.claim_urgent()
-            if job is None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.urgent_wake.wait(), timeout=0.5)
-                continue
-            self._express_run(job)
-
-    async def _run_whole(self, job: Job) -> None:
-        for k in range(len(job.route.steps)):
-            if not await self.step(job, k):
-                return
-        await self.cloud(job)
+        return not self.draining and self.batches is None and self._idle and not self._handed
 
     async def _urgent(self, n: int, inbox: list[asyncio.Queue[Job | None]]) -> None:
         """Between two chunks of a batch's first step (``Runner.step``): the priority-1 tasks queued
@@ -202,6 +164,8 @@ class LockstepPipeline(Runner):
 class ParallelRunner(Runner):
     """Whole tasks run concurrently, one per executor sub-zone (no-split and DADS)."""
 
+    has_express = True
+
     async def run(self) -> None:
         slots = self._slots()
         # Last freed, first taken: at low load the same warm executor serves task after task. With a
@@ -212,6 +176,8 @@ class ParallelRunner(Runner):
         for slot in reversed(slots):  # the first slot on top
             free.put_nowait(slot)
         running: set[asyncio.Task[None]] = set()
+        if self.express_on():  # urgent tasks beside the batches, on the executors' urgent lanes
+            running.add(asyncio.create_task(self.express()))
         try:
             while True:
                 held = await self._take(free)

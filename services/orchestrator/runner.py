@@ -19,6 +19,13 @@ and they run as one ``BatchJob``: the steps and the cloud call carry all their r
 its own lease, token and record, and is registered in ``active`` under its own token. A member
 cancelled, lost or expired on the way ends alone (the others go on), and at the end each live member
 gets its own row of the logits.
+
+The *express lane* (with batching, ``express_lane`` on, and a runner that has one: the async pipeline
+and the whole-task runner of ``no-split`` and ``dads``): every priority-1 task is claimed as it comes,
+by its submit when it can (:meth:`Runner.takes_now`), else by :meth:`Runner.express`, and runs whole at
+once beside the batches, with its priority, so the executors and the cloud compute it on their urgent
+lanes (``ServiceSettings.urgent``) instead of after the batches queued in the stages or holding every
+executor slot.
 """
 
 from __future__ import annotations
@@ -60,7 +67,8 @@ class Runner(abc.ABC):
         self.settings = settings
         self.metrics = metrics
         self.wake = asyncio.Event()
-        self.urgent_wake = asyncio.Event()  # set with ``wake``: the async pipeline's express lane
+        self.urgent_wake = asyncio.Event()  # set with ``wake``: the express lane's
+        self.express_jobs: set[asyncio.Task[None]] = set()  # urgent jobs running on the express lane
         self.active: dict[str, Job] = {}  # by attempt token (module docstring)
         self.draining = False
         self._claim_failing = False
@@ -75,19 +83,60 @@ class Runner(abc.ABC):
         self._handed: list[Job] = []  # claimed by their submit (``adopt``): the next claims return them
         self._idle = False  # a claim(block=True) waits on an empty queue
 
+    #: whether this runner has an express lane (module docstring); it runs only with batching and
+    #: ``express_lane`` (:meth:`express_on`)
+    has_express = False
+
+    def express_on(self) -> bool:
+        """Whether priority-1 tasks run on the express lane: with batching (``max_batch`` > 1),
+        ``express_lane`` and a runner that has one."""
+        return self.has_express and self.batches is not None and self.settings.express_lane
+
     def takes_now(self, priority: int) -> bool:
         """Whether a task of ``priority`` submitted now would start here at once; the submit then claims
         it in its own script (``TaskQueue.submit``'s ``claim_lease_s``) and hands it over with
-        :meth:`adopt`. None here; the async pipeline says when."""
-        return False
+        :meth:`adopt`: a priority-1 task when the express lane is on (it runs every one as it comes).
+        The async pipeline adds a task that finds its stage 0 idle."""
+        return not self.draining and self.express_on() and priority <= 1
 
     async def adopt(self, task: Claimed) -> None:
-        """Start ``task``, claimed by a submit of this process because :meth:`takes_now` said so: the
-        next claim returns it (its lease is renewed from now on, as any claimed task's)."""
+        """Start ``task``, claimed by a submit of this process because :meth:`takes_now` said so: an
+        urgent task goes to the express lane at once; any other is what the next claim returns (its
+        lease is renewed from now on, as any claimed task's)."""
         job = await self._adopted_job(task)
-        if job is not None:
-            self._handed.append(job)
-            self.wake.set()
+        if job is None:
+            return
+        if self.express_on() and task.priority <= 1:
+            self._express_run(job)
+            return
+        self._handed.append(job)
+        self.wake.set()
+
+    def _express_run(self, job: Job) -> None:
+        running = asyncio.create_task(self._run_whole(job))
+        self.express_jobs.add(running)  # the loop holds only weak references to tasks
+        running.add_done_callback(self.express_jobs.discard)
+
+    async def express(self) -> None:
+        """The express lane (module docstring): claim the priority-1 tasks at the queue's head as they
+        come (those no submit of this process claimed itself), each claim one job run whole by
+        :meth:`_run_whole` beside the batches. Runs until cancelled."""
+        while True:
+            self.urgent_wake.clear()  # before the claim: a submit after it sets the event again
+            job = await self.claim_urgent()
+            if job is None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.urgent_wake.wait(), timeout=0.5)
+                continue
+            self._express_run(job)
+
+    async def _run_whole(self, job: Job) -> None:
+        """Every step of the job's route, then the cloud (step k on sub-zone k: an urgent slice
+        computes on that sub-zone's urgent lane while its executor has bulk work)."""
+        for k in range(len(job.route.steps)):
+            if not await self.step(job, k):
+                return
+        await self.cloud(job)
 
     async def _adopted_job(self, task: Claimed) -> Job | None:
         """The job of a task claimed by its submit; when no route can be had now (no executor up),

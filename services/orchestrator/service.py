@@ -160,8 +160,9 @@ class Orchestrator:
         self.cloud = CloudClient(str(cluster.cloud.url), s.cloud_token or s.token,
                                  timeout_s=s.slice_timeout_s, http=self._http)
         zones = model_zones(cluster, self.specs)
-        # one for every model (they share the cloud), in the queue's order
-        gate = PriorityGate(s.cloud_concurrency, QueueOrder(s.aging_s))
+        # one for every model (they share the cloud), in the queue's order; with the express lane, more
+        # calls for urgent tasks, which the cloud computes beside the batches
+        gate = PriorityGate(s.cloud_concurrency, QueueOrder(s.aging_s), reserve=s.urgent_reserve())
         for name, spec in self.specs.items():
             plans = PlanSource(spec, zones[name], self.pool, self.queue, s.mode, s.split,
                                conv_groups=s.conv_groups)

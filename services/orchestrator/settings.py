@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from edgesplit.plan.modes import SERVING_MODES
 from edgesplit.type_aliases import PipelineMode, ServingModeName, Split
 from services.common.settings import ServiceSettings
 
@@ -31,7 +32,13 @@ class OrchestratorSettings(ServiceSettings):
     ``lease_s``: how long a claimed task stays ours without a renewal (a crashed orchestrator's tasks
     come back after it). ``api_token``: when set, clients must send it as a bearer token.
     ``cloud_concurrency``: cloud calls in flight at once, all models together; when more wait, the
-    most urgent task's call goes first (``cloudgate.PriorityGate``).
+    most urgent task's call goes first (``cloudgate.PriorityGate``); with the express lane, urgent
+    calls may take ``cloud_urgent_reserve`` more (the cloud computes them on its urgent lane). Its
+    default (None) is ``cloud_concurrency`` in ``no-split`` and ``dads``, 0 in ``split``: where the
+    cloud runs whole tasks (DADS' cut), a batch's call holds a slot for hundreds of ms and priority-1
+    p95 at 16 customers fell from 390-400 to 140-180 ms with the reserve; where it runs the FC layers
+    only, a slot frees within tens of ms and two measurements disagreed on whether the reserve helps
+    (docs/BENCHMARKS.md, run 11).
 
     Durability (docs/ARCHITECTURE.md, Guarantees): ``result_ttl_s`` and ``max_finished`` bound how
     long and how many finished tasks Redis keeps (the oldest beyond ``max_finished`` are deleted).
@@ -70,6 +77,7 @@ class OrchestratorSettings(ServiceSettings):
     max_claims: int = Field(5, ge=1)
     max_retries: int = Field(3, ge=0)
     cloud_concurrency: int = Field(4, ge=1)
+    cloud_urgent_reserve: int | None = Field(None, ge=0, le=64)
     api_token: str | None = None
     grpc_port: int | None = Field(None, ge=1, le=65535)  # the V2 gRPC service (v2grpc.py); None: off
     cloud_token: str | None = None  # sent to the cloud; unset: ``token`` (one token per caller is better)
@@ -106,8 +114,9 @@ class OrchestratorSettings(ServiceSettings):
     # meanwhile go through between two chunks; otherwise a batch's step runs whole (faster)
     batch_chunk: int = Field(1, ge=0, le=256)
     urgent_window_s: float = Field(10.0, ge=0.0, le=3600.0)
-    # with batching, the async pipeline's express lane (services.orchestrator.pipeline) runs priority-1
-    # tasks whole beside the pipeline, on the services' urgent lanes; then batches are not chunked
+    # with batching, the express lane (services.orchestrator.runner) runs priority-1 tasks whole beside
+    # the pipeline (split) or the batches (no-split, dads), on the services' urgent lanes; then the
+    # async pipeline's batches are not chunked
     express_lane: bool = True
 
     @field_validator("api_token", "cloud_token")
@@ -137,3 +146,12 @@ class OrchestratorSettings(ServiceSettings):
             raise ValueError(f"max_batch_by_priority {self.max_batch_by_priority}: expected priorities >= 1 "
                              "mapped to 1 to 256 tasks, at least one")
         return self
+
+    def urgent_reserve(self) -> int:
+        """The cloud gate's slots for urgent calls beyond ``cloud_concurrency`` (class docstring): none
+        without the express lane."""
+        if self.max_batch <= 1 or not self.express_lane:
+            return 0
+        if self.cloud_urgent_reserve is not None:
+            return self.cloud_urgent_reserve
+        return 0 if SERVING_MODES[self.mode].planned else self.cloud_concurrency

@@ -191,3 +191,38 @@ def test_express_lane_runs_an_urgent_task_beside_a_running_batch(stack: LocalSta
             if overlapped[-1]:
                 break
     assert any(overlapped), overlapped
+
+
+def test_express_lane_of_whole_task_modes_skips_the_slots_batches_hold(stack: LocalStack) -> None:
+    """``no-split`` (the whole-task runner of no-split and DADS): every executor sub-zone holds a batch
+    of 4 (16 tasks queued, at most 4 sub-zones), and an urgent task submitted then starts its step before
+    the first of those batches' steps ends, on an executor's urgent lane, where without the express lane
+    it waited for a sub-zone to come free (a batch's step and cloud call). Its result is exact. Up to
+    three tries, as above: a loaded machine may take a whole step to submit and claim it."""
+    module = load_model(get_spec(MODEL), seed=0)
+    overlapped = []
+    try:
+        stack.restart_orchestrator(mode="no-split", max_batch=4, max_queue_delay_s=NO_DELAY,
+                                   express_lane=True)
+        with httpx.Client(base_url=stack.url, timeout=60) as c:
+            for attempt in range(3):
+                low_ids = _queued(stack, c, [(120 + 20 * attempt + i, 5) for i in range(16)])
+                deadline = time.monotonic() + 30
+                while c.get(f"/v1/tasks/{low_ids[0]}").json()["status"] == "queued":
+                    assert time.monotonic() < deadline, "no batch started"
+                    time.sleep(0.005)
+                seed = 119 + 20 * attempt
+                late = _result(c, _submit(c, seed, 1))
+                low = [_result(c, i) for i in low_ids]
+                assert late["status"] == "done" and all(r["status"] == "done" for r in low)
+                with torch.no_grad():
+                    ref = module(torch.from_numpy(_input(seed)))
+                torch.testing.assert_close(torch.tensor(late["logits"]).view_as(ref), ref)
+                assert late["timings"]["batch"] == 1 and {r["timings"]["batch"] for r in low} == {4}
+                first_end = min(r["timings"]["stages"][0]["end"] for r in low)
+                overlapped.append(late["timings"]["stages"][0]["start"] < first_end)
+                if overlapped[-1]:
+                    break
+    finally:
+        stack.restart_orchestrator(mode="split")
+    assert any(overlapped), overlapped

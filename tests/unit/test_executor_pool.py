@@ -189,3 +189,31 @@ async def test_urgent_slices_waiting_together_are_computed_as_one_batch() -> Non
             torch.testing.assert_close(run.output, dep.module[0:2](x))
         r0, r1 = other.out_rows
         torch.testing.assert_close(alone.output, dep.module[0:2](xs[4])[:, :, r0:r1])
+
+
+async def test_an_urgent_slice_takes_the_lane_while_another_sub_zone_computes() -> None:
+    """An urgent slice for a quiet sub-zone goes to its urgent lane when another sub-zone of the process
+    has bulk work (no-split: a task takes a free sub-zone beside a batch; on that sub-zone's bulk
+    threads, niced and ``SCHED_IDLE``, it had no edge over the batch); on a quiet process it runs on
+    the sub-zone's own workers. Both results equal the unsplit layers."""
+    spec = get_spec("digits-cnn")
+    dep = _deployed(spec)
+    sl = make_slices(spec, 0, 2, "rows", [8])[0]
+    x, y = torch.randn(1, *spec.input), torch.randn(1, *spec.input)
+    pool = ZonePool(4, {spec.name: spec.n_edge})
+    alone = await pool.run(dep, 1, sl, y, urgent=True)  # a quiet process: the sub-zone's workers
+    quiet_zone = pool.subzone(spec.name, 1)
+    assert len(quiet_zone.threads) == 1 and quiet_zone.urgent_lane.thread is None
+    busy = asyncio.create_task(pool.run(dep, 0, sl, x, delay_s=0.3))  # bulk work in sub-zone 0
+    await asyncio.sleep(0.05)
+    assert pool.busy()
+    urgent_zone = pool.subzone(spec.name, 1)
+    urgent = await pool.run(dep, 1, sl, y, urgent=True)
+    assert not busy.done(), "the bulk slice ended first: the test proves nothing"
+    assert urgent_zone.urgent_lane.thread is not None  # it ran on the lane
+    await busy
+    pool.shutdown()
+    with torch.no_grad():
+        want = dep.module[0:2](y)
+    torch.testing.assert_close(alone.output, want)
+    torch.testing.assert_close(urgent.output, want)

@@ -113,3 +113,75 @@ async def test_a_cancelled_waiter_does_not_keep_a_slot() -> None:
     assert urgent.cancelled() and order == [9, 5] and gate.busy == 0
     async with gate.slot(3):  # free again at once
         assert gate.busy == 1
+
+
+async def test_urgent_calls_take_the_reserve_while_batches_hold_every_slot() -> None:
+    # the express lane (issue 17): the cloud computes urgent requests beside the batches, so an urgent
+    # call does not wait for one of the `limit` batch calls to end; the reserve is the urgent calls' only
+    gate = PriorityGate(2, reserve=1)
+    hold = asyncio.Event()
+    inside: list[str] = []
+
+    async def call(name: str, priority: int) -> None:
+        async with gate.slot(priority, 0.0):
+            inside.append(name)
+            await hold.wait()
+
+    tasks = [asyncio.create_task(call(n, 5)) for n in ("bulk-a", "bulk-b", "bulk-c")]
+    await _settle()
+    assert inside == ["bulk-a", "bulk-b"] and gate.waiting == 1  # bulk-c waits for a regular slot
+    tasks.append(asyncio.create_task(call("urgent-1", 1)))
+    await _settle()
+    assert inside[-1] == "urgent-1" and gate.busy == 3  # in at once, on the reserve, past bulk-c
+    tasks.append(asyncio.create_task(call("urgent-2", 1)))
+    await _settle()
+    assert "urgent-2" not in inside and gate.waiting == 2  # the reserve is full: it waits, first in line
+    hold.set()
+    await asyncio.gather(*tasks)
+    assert inside == ["bulk-a", "bulk-b", "urgent-1", "urgent-2", "bulk-c"] and gate.busy == 0
+
+
+async def test_a_freed_reserved_slot_goes_to_urgent_calls_only() -> None:
+    gate = PriorityGate(1, reserve=1)
+    releases = {name: asyncio.Event() for name in ("bulk", "urgent", "bulk-late")}
+    releases["bulk-late"].set()
+    order: list[str] = []
+
+    async def call(name: str, priority: int) -> None:
+        async with gate.slot(priority, 0.0):
+            order.append(name)
+            await releases[name].wait()
+
+    held = [asyncio.create_task(call("bulk", 5)), asyncio.create_task(call("urgent", 1))]
+    await _settle()
+    late = asyncio.create_task(call("bulk-late", 5))
+    await _settle()
+    assert order == ["bulk", "urgent"] and gate.busy == 2 and gate.waiting == 1
+    releases["urgent"].set()  # the reserved slot comes free: 2 holders would still be 1 over the limit
+    await _settle()
+    assert order == ["bulk", "urgent"] and gate.busy == 1 and gate.waiting == 1
+    releases["bulk"].set()
+    await asyncio.gather(*held, late)
+    assert order == ["bulk", "urgent", "bulk-late"] and gate.busy == 0
+
+
+def test_a_negative_reserve_is_refused() -> None:
+    with pytest.raises(ValueError, match="reserve"):
+        PriorityGate(1, reserve=-1)
+
+
+@pytest.mark.parametrize(("mode", "max_batch", "express", "given", "want"), [
+    ("dads", 8, True, None, 4),  # whole tasks at the cloud: a batch's call holds a slot long
+    ("no-split", 8, True, None, 4),
+    ("split", 8, True, None, 0),  # FC layers only: slots free within tens of ms
+    ("split", 8, True, 2, 2),  # as set
+    ("dads", 1, True, None, 0),  # no batching: no express lane, no reserve
+    ("dads", 8, False, 3, 0),
+])
+def test_the_gate_reserve_follows_the_mode_and_the_express_lane(mode: str, max_batch: int, express: bool,
+                                                                given: int | None, want: int) -> None:
+    from services.orchestrator.settings import OrchestratorSettings
+
+    s = OrchestratorSettings(models=["digits-cnn"], mode=mode, max_batch=max_batch, express_lane=express,
+                             cloud_concurrency=4, cloud_urgent_reserve=given)
+    assert s.urgent_reserve() == want
