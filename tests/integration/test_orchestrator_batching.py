@@ -162,6 +162,25 @@ def test_a_batch_the_cloud_refuses_runs_one_by_one_from_there(stack: LocalStack)
         torch.testing.assert_close(torch.tensor(r["logits"]).view_as(ref), ref)
 
 
+def _urgent_beside(stack: LocalStack, low_seeds: list[int], seed: int) -> tuple[dict, list[dict]]:
+    """Queue priority-5 tasks of ``low_seeds`` (they start in batches), submit a priority-1 task of
+    ``seed`` once the first of them runs; both ends' results (all done, the urgent one exact)."""
+    module = load_model(get_spec(MODEL), seed=0)
+    with httpx.Client(base_url=stack.url, timeout=60) as c:
+        low_ids = _queued(stack, c, [(s, 5) for s in low_seeds])
+        deadline = time.monotonic() + 30
+        while c.get(f"/v1/tasks/{low_ids[0]}").json()["status"] == "queued":
+            assert time.monotonic() < deadline, "no batch started"
+            time.sleep(0.005)
+        late = _result(c, _submit(c, seed, 1))
+        low = [_result(c, i) for i in low_ids]
+    assert late["status"] == "done" and all(r["status"] == "done" for r in low)
+    with torch.no_grad():
+        ref = module(torch.from_numpy(_input(seed)))
+    torch.testing.assert_close(torch.tensor(late["logits"]).view_as(ref), ref)
+    return late, low
+
+
 def test_express_lane_runs_an_urgent_task_beside_a_running_batch(stack: LocalStack) -> None:
     """With the express lane (the default), an urgent task submitted while a batch is in its first
     step can start its own first step before that step ends (on the executors' urgent lanes, beside the
@@ -169,27 +188,14 @@ def test_express_lane_runs_an_urgent_task_beside_a_running_batch(stack: LocalSta
     are not chunked. The step lasts 0.1 s and a loaded machine may take that long to submit and claim
     the urgent task, so up to three tries: without the express lane none can overlap."""
     stack.restart_orchestrator(max_batch=4, max_queue_delay_s=NO_DELAY, express_lane=True)
-    module = load_model(get_spec(MODEL), seed=0)
     overlapped = []
-    with httpx.Client(base_url=stack.url, timeout=60) as c:
-        for attempt in range(3):
-            low_ids = _queued(stack, c, [(90 + 5 * attempt + i, 5) for i in range(4)])
-            deadline = time.monotonic() + 30
-            while c.get(f"/v1/tasks/{low_ids[0]}").json()["status"] == "queued":
-                assert time.monotonic() < deadline, "the batch never started"
-                time.sleep(0.005)
-            seed = 94 + 5 * attempt
-            late = _result(c, _submit(c, seed, 1))
-            low = [_result(c, i) for i in low_ids]
-            assert late["status"] == "done" and all(r["status"] == "done" for r in low)
-            with torch.no_grad():
-                ref = module(torch.from_numpy(_input(seed)))
-            torch.testing.assert_close(torch.tensor(late["logits"]).view_as(ref), ref)
-            stage0 = low[0]["timings"]["stages"][0]
-            assert low[0]["timings"]["batch"] == 4 and "chunks" not in stage0
-            overlapped.append(late["timings"]["stages"][0]["start"] < stage0["end"])  # beside, not after
-            if overlapped[-1]:
-                break
+    for attempt in range(3):
+        late, low = _urgent_beside(stack, [90 + 5 * attempt + i for i in range(4)], 94 + 5 * attempt)
+        stage0 = low[0]["timings"]["stages"][0]
+        assert low[0]["timings"]["batch"] == 4 and "chunks" not in stage0
+        overlapped.append(late["timings"]["stages"][0]["start"] < stage0["end"])  # beside, not after
+        if overlapped[-1]:
+            break
     assert any(overlapped), overlapped
 
 
@@ -199,30 +205,17 @@ def test_express_lane_of_whole_task_modes_skips_the_slots_batches_hold(stack: Lo
     the first of those batches' steps ends, on an executor's urgent lane, where without the express lane
     it waited for a sub-zone to come free (a batch's step and cloud call). Its result is exact. Up to
     three tries, as above: a loaded machine may take a whole step to submit and claim it."""
-    module = load_model(get_spec(MODEL), seed=0)
     overlapped = []
     try:
         stack.restart_orchestrator(mode="no-split", max_batch=4, max_queue_delay_s=NO_DELAY,
                                    express_lane=True)
-        with httpx.Client(base_url=stack.url, timeout=60) as c:
-            for attempt in range(3):
-                low_ids = _queued(stack, c, [(120 + 20 * attempt + i, 5) for i in range(16)])
-                deadline = time.monotonic() + 30
-                while c.get(f"/v1/tasks/{low_ids[0]}").json()["status"] == "queued":
-                    assert time.monotonic() < deadline, "no batch started"
-                    time.sleep(0.005)
-                seed = 119 + 20 * attempt
-                late = _result(c, _submit(c, seed, 1))
-                low = [_result(c, i) for i in low_ids]
-                assert late["status"] == "done" and all(r["status"] == "done" for r in low)
-                with torch.no_grad():
-                    ref = module(torch.from_numpy(_input(seed)))
-                torch.testing.assert_close(torch.tensor(late["logits"]).view_as(ref), ref)
-                assert late["timings"]["batch"] == 1 and {r["timings"]["batch"] for r in low} == {4}
-                first_end = min(r["timings"]["stages"][0]["end"] for r in low)
-                overlapped.append(late["timings"]["stages"][0]["start"] < first_end)
-                if overlapped[-1]:
-                    break
+        for attempt in range(3):
+            late, low = _urgent_beside(stack, [120 + 20 * attempt + i for i in range(16)], 119 + 20 * attempt)
+            assert late["timings"]["batch"] == 1 and {r["timings"]["batch"] for r in low} == {4}
+            first_end = min(r["timings"]["stages"][0]["end"] for r in low)
+            overlapped.append(late["timings"]["stages"][0]["start"] < first_end)
+            if overlapped[-1]:
+                break
     finally:
         stack.restart_orchestrator(mode="split")
     assert any(overlapped), overlapped
