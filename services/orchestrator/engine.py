@@ -3,7 +3,10 @@
 A ``Job`` is a claimed task on its way through the pipeline: its current activations ``x`` (the
 input of the next step), its route and the timings recorded so far (wall-clock Unix seconds, so
 intervals of different tasks can be compared). ``Engine.run_step`` runs step k of a job on sub-zone
-k of the executors (the paper's section 3.2), retrying on a re-plan without an executor that failed;
+k of the executors (the paper's section 3.2), retrying on a re-plan without the executors that failed
+it, whether or not their circuit is open yet (a killed executor's kept-alive connections fail one by
+one before the breaker opens); an attempt that found an executor already marked down sent nothing
+and costs no retry;
 ``Engine.run_cloud`` sends the merged features to the cloud for the remaining layers, through the
 orchestrator's priority gate (``cloudgate``): the most urgent waiting task's call goes first.
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -41,7 +45,7 @@ class CloudInfer(Protocol):
 
 
 class Replanner(Protocol):
-    async def retry(self, failed: Step) -> Step: ...
+    async def retry(self, failed: Step, avoid: Collection[int] = ()) -> Step: ...
 
 
 class TaskFailed(Exception):
@@ -106,17 +110,26 @@ class Engine:
                 attributes={"edgesplit.task_id": job.task.id, "edgesplit.model": self.model,
                             "edgesplit.stage": k, "edgesplit.layers": [step.start, step.stop],
                             "edgesplit.strategy": step.strategy}) as span:
+            failed: set[int] = set()  # executors that failed this step (avoided by its re-plans)
+            unsent = 0  # attempts that found an executor of theirs already marked down
             while True:
                 try:
                     record = await self._attempt(job, step, k if subzone is None else subzone)
                     break
                 except ExecutorFailed as e:
-                    self.metrics.failures.labels(self.model, "executor").inc()
-                    if job.retries >= self.max_retries:
-                        raise TaskFailed("executor", f"stage {k}: {e} (after {job.retries} retries)") from e
-                    job.retries += 1
+                    failed.add(e.server)
+                    if e.sent:
+                        self.metrics.failures.labels(self.model, "executor").inc()
+                        if job.retries >= self.max_retries:
+                            raise TaskFailed("executor",
+                                             f"stage {k}: {e} (after {job.retries} retries)") from e
+                        job.retries += 1
+                    else:  # marked down by another task's failure after this step was planned
+                        unsent += 1
+                        if unsent > len(self.pool.clients):
+                            raise TaskFailed("executor", f"stage {k}: {e} (re-planned {unsent} times)") from e
                     try:
-                        step = await self.replanner.retry(step)
+                        step = await self.replanner.retry(step, failed)
                     except EdgesplitError as err:
                         raise TaskFailed("executor", f"stage {k}: {e}; no re-plan possible: {err}") from err
             span.set_attribute("edgesplit.retries", job.retries)
@@ -141,7 +154,8 @@ class Engine:
             raise JobLost(job.task.id)
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:
-            first = next((r for r in failed if isinstance(r, ExecutorFailed)), failed[0])
+            lost = [r for r in failed if isinstance(r, ExecutorFailed)]
+            first = next((r for r in lost if r.sent), lost[0] if lost else failed[0])
             if isinstance(first, EdgesplitError):
                 raise TaskFailed("invalid", f"an executor refused a slice: {first}") from first
             raise first

@@ -2,7 +2,8 @@
 
 ``split``: the allocator's plan in Redis ``plan:{model}`` when there is one (a ``Plan.to_dict`` with a
 ``version``, taken when the version grows; read at most every ``refresh_s``), else a static plan made
-here from the cluster description with ``make_plan``. A Redis plan that uses an executor marked
+here from the cluster description with ``make_plan``. A step whose executor failed is retried on
+a plan without it (``PlanSource.retry``). A Redis plan that uses an executor marked
 down is set aside for a local plan without it until the executor is back; a plan withdrawn from
 Redis gives way to the local one. The pipeline asks for the route between tasks, so a new plan
 version takes effect at the next task.
@@ -16,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -60,9 +61,10 @@ class PlanSource:
         self.cut = self.serving.edge_stop(spec, cluster)
         self.current: Route | None = None
 
-    async def local(self) -> Route:
-        """A plan made here for the executors now up (cached per set of executors down)."""
-        down = frozenset(self.pool.down)
+    async def local(self, without: frozenset[int] | None = None) -> Route:
+        """A plan made here for the executors now up, or for all but ``without`` (cached per set of
+        executors left out)."""
+        down = frozenset(self.pool.down) if without is None else without
         route = self._local.get(down)
         if route is None:
             if len(down) == len(self.cluster.servers):
@@ -140,14 +142,18 @@ class PlanSource:
     def _whole(self, stop: int, server: int) -> Step:
         return whole_stage(self.spec, stop, server, self.cluster.servers[server].threads)
 
-    async def retry(self, failed: Step) -> Step:
-        """The step to run instead of ``failed`` after an executor failed (module docstring)."""
-        up = self.pool.up
+    async def retry(self, failed: Step, avoid: Collection[int] = ()) -> Step:
+        """The step to run instead of ``failed`` after an executor failed (module docstring): on the
+        executors up and not in ``avoid`` (those that failed it), or on all up when that leaves none."""
         if not self.serving.planned:
-            return self._whole(failed.stop, self.pool.least_loaded())
+            return self._whole(failed.stop, self.pool.least_loaded(avoid))
+        without = frozenset(self.pool.down) | frozenset(avoid)
+        if len(without) >= len(self.cluster.servers):
+            without = frozenset(self.pool.down)
+        up = [m for m in range(len(self.cluster.servers)) if m not in without]
         threads = [s.threads for s in self.cluster.servers]
         try:
-            fresh: Route | None = await self.local()
+            fresh: Route | None = await self.local(without)
         except EdgesplitError:
             fresh = None
         return replacement(fresh, self.spec, failed, up, threads)

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
 import numpy as np
@@ -49,10 +49,11 @@ class SliceClient(Protocol):
 class ExecutorFailed(Exception):
     """An executor did not compute its slice (down, timed out, or answered 5xx)."""
 
-    def __init__(self, server: int, reason: str) -> None:
+    def __init__(self, server: int, reason: str, sent: bool = True) -> None:
         super().__init__(f"executor {server} failed: {reason}")
         self.server = server
         self.reason = reason
+        self.sent = sent  # False: marked down already, nothing was sent
 
 
 class ExecutorPool:
@@ -110,9 +111,10 @@ class ExecutorPool:
             self.mark_down(server, f"{reason} ({self.breaker_failures} failures within "
                                    f"{self.breaker_window_s:g} s)")
 
-    def least_loaded(self) -> int:
-        """The up executor with the fewest slices in flight per thread (round-robin among ties)."""
-        up = self.up
+    def least_loaded(self, avoid: Collection[int] = ()) -> int:
+        """The up executor with the fewest slices in flight per thread (round-robin among ties), one
+        not in ``avoid`` when there is one."""
+        up = [m for m in self.up if m not in avoid] or self.up
         if not up:
             raise Unavailable("no executor is up")
         self._rr += 1
@@ -127,7 +129,7 @@ class ExecutorPool:
         domain error other than Unavailable (a 4xx: the request itself is wrong) propagates unchanged.
         """
         if server in self.down:
-            raise ExecutorFailed(server, "marked down")
+            raise ExecutorFailed(server, "marked down", sent=False)
         self.busy[server] += 1
         t0 = time.time()
         try:
