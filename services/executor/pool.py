@@ -111,11 +111,13 @@ class SubZone:
         self.last_workers = 0
         self._cuts: dict[tuple[Slice, int, int], tuple[list[Part], float, float]] = {}
 
+    def working(self) -> bool:
+        """Whether bulk work runs or waits in this sub-zone."""
+        return self.lock.locked() or self.queued > 0
+
     def has_bulk(self) -> bool:
         """Whether bulk work runs or waits here, or (with ``process_busy``) anywhere in the process."""
-        if self.lock.locked() or self.queued > 0:
-            return True
-        return self.process_busy is not None and self.process_busy()
+        return self.working() or (self.process_busy is not None and self.process_busy())
 
     def _resize(self) -> None:
         while len(self.threads) > self.target:
@@ -344,8 +346,7 @@ class ZonePool:
     def busy(self) -> bool:
         """Whether any sub-zone runs or queues bulk work, or ended some within its lane's ``quiet_s``
         (an urgent slice then takes an urgent lane)."""
-        return any(z.lock.locked() or z.queued > 0 or z.urgent_lane.bulk_recent()
-                   for z in self.subzones.values())
+        return any(z.working() or z.urgent_lane.bulk_recent() for z in self.subzones.values())
 
     async def run(self, deployed: Deployed, index: int, sl: Slice, x: torch.Tensor,
                   delay_s: float = 0.0, urgent: bool = False) -> SliceRun:

@@ -90,7 +90,7 @@ class Runner(abc.ABC):
     def express_on(self) -> bool:
         """Whether priority-1 tasks run on the express lane: with batching (``max_batch`` > 1),
         ``express_lane`` and a runner that has one."""
-        return self.has_express and self.batches is not None and self.settings.express_lane
+        return self.has_express and self.settings.express()
 
     def takes_now(self, priority: int) -> bool:
         """Whether a task of ``priority`` submitted now would start here at once; the submit then claims

@@ -147,10 +147,15 @@ class OrchestratorSettings(ServiceSettings):
                              "mapped to 1 to 256 tasks, at least one")
         return self
 
+    def express(self) -> bool:
+        """Whether priority-1 tasks take the express lane: ``express_lane`` with batching
+        (``max_batch`` > 1); a runner without one ignores it (``Runner.express_on``)."""
+        return self.max_batch > 1 and self.express_lane
+
     def urgent_reserve(self) -> int:
         """The cloud gate's slots for urgent calls beyond ``cloud_concurrency`` (class docstring): none
         without the express lane."""
-        if self.max_batch <= 1 or not self.express_lane:
+        if not self.express():
             return 0
         if self.cloud_urgent_reserve is not None:
             return self.cloud_urgent_reserve
