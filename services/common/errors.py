@@ -1,7 +1,8 @@
 """Errors of the HTTP layer and their one mapping to JSON ``{"error": "..."}`` responses.
 
 Every service installs :func:`install_error_handlers` once: a domain error (``EdgesplitError``) answers
-with its ``status`` and message, request-validation errors with 422, HTTP errors with their status.
+with its ``status`` and message, request-validation errors with 422, HTTP errors with their status,
+anything else (a bug) with a JSON 500 that names the exception's class.
 The body also names the error class (``"type"``) so clients can raise the same domain error.
 """
 
@@ -68,8 +69,17 @@ async def _disconnect_handler(_request: Request, _exc: Exception) -> JSONRespons
                          "type": "InvalidInput"}, status_code=400)
 
 
+async def _internal_handler(_request: Request, exc: Exception) -> JSONResponse:
+    # a bug, not the client's fault: still the API's JSON shape (not Starlette's plain text), naming
+    # the exception class; the server re-raises it after this answer, so its log has the traceback
+    return JSONResponse({"error": f"internal error ({type(exc).__name__}); the server's log has the "
+                                  "details", "type": "InternalError"}, status_code=500)
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    """Map domain, validation and HTTP errors to ``{"error": "..."}`` with the right status."""
+    """Map domain, validation and HTTP errors to ``{"error": "..."}`` with the right status, and any
+    other exception to a JSON 500."""
+    app.add_exception_handler(Exception, _internal_handler)
     app.add_exception_handler(EdgesplitError, _domain_handler)
     app.add_exception_handler(ClientDisconnect, _disconnect_handler)
     app.add_exception_handler(RequestValidationError, _validation_handler)

@@ -39,3 +39,19 @@ def test_requests_are_counted_and_timed_per_route_template_method_and_status() -
     assert any(h == "/v1/infer/{model}" and m == "POST" for h, m, _ in counts)
     durations = _samples(text, "http_request_duration_seconds_count")
     assert durations[("/v2/health/live", "GET", "200")] == 2
+
+
+def test_an_unexpected_exception_answers_a_json_500_that_names_it() -> None:
+    """A bug in a handler (here a route added to raise) must still answer in the API's shape, not
+    Starlette's plain-text "Internal Server Error", and leave the service serving."""
+    app = create_app(CloudSettings.model_validate(dict(token=TOKEN, models="digits-cnn", threads=1)))
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("a bug")
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        r = client.get("/boom")
+        assert r.status_code == 500
+        assert r.json()["type"] == "InternalError" and "RuntimeError" in r.json()["error"]
+        assert client.get("/v2/health/live").status_code == 200
