@@ -6,7 +6,8 @@ runs ``--customers`` closed-loop customers as threads of this process (``httpx``
 drawing its task's priority from the sweep's mix (10% priority 1, 30% 3, 60% 5), and after a 3 s
 warm-up records for ``--seconds`` every priority-1 task's parts from the timings the orchestrator
 returns: client to claim, claim to its first step, the steps (slice compute and the slices' wait in
-an executor's queue), the cloud call, and the result's way back. Prints median and p95 of each::
+an executor's queue), the cloud call (and its wait for a slot at the orchestrator's cloud gate),
+and the result's way back. Prints median and p95 of each::
 
     .venv/bin/python scripts/urgent-breakdown.py --customers 16 --seconds 30
 """
@@ -40,6 +41,7 @@ def parts(sent: float, received: float, res: dict[str, Any]) -> dict[str, float]
             "slice_compute": sum(sl["compute_s"] for s in stages for sl in s["slices"]),
             "slice_wait": sum(sl["wait_s"] for s in stages for sl in s["slices"]),
             "cloud": t["cloud"]["end"] - t["cloud"]["start"],
+            "cloud_gate_wait": t["cloud"].get("wait_s", 0.0),
             "after_cloud": received - t["cloud"]["end"]}
 
 

@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from edgesplit import wire
 from edgesplit.errors import InvalidInput
-from edgesplit.split.pause import pause_point
+from edgesplit.split.pause import layer_forward
 from services.cloud.settings import CloudSettings
 from services.common.compute import (
     LAST,
@@ -176,13 +176,12 @@ def _routes(router: APIRouter, state: CloudState) -> None:
 @torch.no_grad()
 def _forward(deployed: Deployed, x: np.ndarray, start: int) -> tuple[np.ndarray, float]:
     """Logits of ``module[start:]`` (the whole model is loaded) on ``x``, layer by layer with a pause
-    point before each (``edgesplit.split.pause``: the bulk thread gives way to urgent calls there);
-    and when compute started."""
+    point before each, and within large fully connected layers (``edgesplit.split.pause``: the bulk
+    thread gives way to urgent calls there); and when compute started."""
     started = time.perf_counter()
     y = torch.from_numpy(x)
     for layer in list(deployed.module)[start:]:
-        pause_point()
-        y = layer(y)
+        y = layer_forward(layer, y)
     return y.numpy(), started
 
 

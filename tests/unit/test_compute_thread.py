@@ -10,7 +10,9 @@ import time
 from concurrent.futures import Future
 from typing import Any
 
-from edgesplit.split.pause import pause_point
+import torch
+
+from edgesplit.split.pause import layer_forward, pause_point, pause_with
 from services.common.compute import (
     LAST,
     ComputeThread,
@@ -205,3 +207,33 @@ def test_urgent_batches_group_by_key_cap_rows_and_hand_errors_to_each_member() -
     assert batches == [["a0"], ["a1", "a2"], ["b0"], ["bad", "a3"]]
     assert results[:4] == ["A0", "A1", "B0", "A2"]
     assert all(isinstance(r, ValueError) for r in results[4:]), results
+
+
+def test_a_large_fully_connected_layer_pauses_between_chunks_on_a_bulk_thread_only() -> None:
+    """``layer_forward``: on a thread with a pause wait, a batch through a Linear of more than
+    ``chunk`` outputs passes one pause point per chunk and gives the unsplit layer's numbers; one row,
+    or a thread without a wait (an urgent lane's), runs the layer whole after one pause point."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(96, 40)
+    batch, row = torch.randn(5, 96), torch.randn(1, 96)
+    seen: list[int] = []
+
+    def run(x: torch.Tensor, wait: bool) -> torch.Tensor:
+        pause_with((lambda: seen.append(1)) if wait else None)
+        try:
+            with torch.no_grad():
+                return layer_forward(layer, x, chunk=16)
+        finally:
+            pause_with(None)
+
+    with torch.no_grad():
+        want_batch, want_row = layer(batch), layer(row)
+    got = run(batch, wait=True)
+    assert len(seen) == 3  # outputs 0-15, 16-31, 32-39
+    torch.testing.assert_close(got, want_batch, rtol=1e-6, atol=1e-6)
+    seen.clear()
+    torch.testing.assert_close(run(row, wait=True), want_row, rtol=0, atol=0)
+    assert len(seen) == 1
+    seen.clear()
+    torch.testing.assert_close(run(batch, wait=False), want_batch, rtol=0, atol=0)
+    assert seen == []
