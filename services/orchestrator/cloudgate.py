@@ -23,10 +23,13 @@ from collections.abc import AsyncIterator
 
 from edgesplit.queueing import QueueOrder
 
+Waiter = tuple[tuple[float, float, int], asyncio.Future[None]]  # (the queue's order key, its future)
+
 
 class PriorityGate:
     """At most ``limit`` holders, and ``reserve`` more of priority <= ``urgent`` (module docstring);
-    waiters are let in by ``order.key(priority, submitted, arrival)``."""
+    waiters are let in by ``order.key(priority, submitted, arrival)``. Urgent and other waiters wait in
+    two heaps, so that the best urgent one is at hand when only a reserved slot is free."""
 
     def __init__(self, limit: int, order: QueueOrder | None = None, reserve: int = 0,
                  urgent: int = 1) -> None:
@@ -39,16 +42,24 @@ class PriorityGate:
         self.urgent = urgent
         self.order = order if order is not None else QueueOrder()
         self.busy = 0
-        self._waiting: list[tuple[tuple[float, float, int], int, asyncio.Future[None]]] = []
+        self._urgent: list[Waiter] = []  # waiters of priority <= urgent
+        self._other: list[Waiter] = []
         self._order = itertools.count()
 
     @property
     def waiting(self) -> int:
-        return sum(1 for _, _, fut in self._waiting if not fut.done())
+        return sum(1 for queue in (self._urgent, self._other) for _, fut in queue if not fut.done())
 
     def _cap(self, priority: int) -> int:
         """How many holders a call of ``priority`` may find and still go in."""
         return self.limit + (self.reserve if priority <= self.urgent else 0)
+
+    @staticmethod
+    def _head(queue: list[Waiter]) -> Waiter | None:
+        """The queue's first live waiter (a cancelled waiter's future is done: dropped)."""
+        while queue and queue[0][1].done():
+            heapq.heappop(queue)
+        return queue[0] if queue else None
 
     @contextlib.asynccontextmanager
     async def slot(self, priority: int, submitted: float = 0.0) -> AsyncIterator[None]:
@@ -65,14 +76,15 @@ class PriorityGate:
             self._release()
 
     async def _acquire(self, priority: int, submitted: float) -> None:
+        urgent = priority <= self.urgent
         # an urgent call passes the waiters that are not urgent: only the reserve is its own
-        ahead = any(not fut.done() and (priority > self.urgent or p <= self.urgent)
-                    for _, p, fut in self._waiting)
+        ahead = self._head(self._urgent) is not None or (not urgent and self._head(self._other) is not None)
         if self.busy < self._cap(priority) and not ahead:
             self.busy += 1
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiting, (self.order.key(priority, submitted, next(self._order)), priority, fut))
+        heapq.heappush(self._urgent if urgent else self._other,
+                       (self.order.key(priority, submitted, next(self._order)), fut))
         try:
             await fut
         except asyncio.CancelledError:
@@ -86,23 +98,15 @@ class PriorityGate:
         self._admit()
 
     def _admit(self) -> None:
-        while self._waiting:
-            _, priority, fut = self._waiting[0]
-            if fut.done():  # a cancelled waiter's future is done: skipped
-                heapq.heappop(self._waiting)
-                continue
-            if self.busy >= self._cap(priority):
-                urgent = [w for w in self._waiting if not w[2].done() and w[1] <= self.urgent]
-                if not urgent or self.busy >= self._cap(urgent[0][1]):
-                    return
-                # the head is not urgent and waits for a regular slot; an urgent waiter behind it (the
-                # queue's order with aging) takes a reserved one
-                first = min(urgent)
-                self._waiting.remove(first)
-                heapq.heapify(self._waiting)
-                self.busy += 1
-                first[2].set_result(None)
-                continue
-            heapq.heappop(self._waiting)
+        while True:
+            first_urgent, first_other = self._head(self._urgent), self._head(self._other)
+            if (first_other is not None and self.busy < self.limit
+                    and (first_urgent is None or first_other[0] < first_urgent[0])):
+                queue = self._other  # the head by the queue's order (with aging, it may pass urgent ones)
+            elif first_urgent is not None and self.busy < self.limit + self.reserve:
+                queue = self._urgent  # the head, or behind a head that waits for a regular slot
+            else:
+                return
+            _, fut = heapq.heappop(queue)
             self.busy += 1
             fut.set_result(None)

@@ -185,3 +185,32 @@ def test_the_gate_reserve_follows_the_mode_and_the_express_lane(mode: str, max_b
     s = OrchestratorSettings(models=["digits-cnn"], mode=mode, max_batch=max_batch, express_lane=express,
                              cloud_concurrency=4, cloud_urgent_reserve=given)
     assert s.urgent_reserve() == want
+
+
+async def test_an_urgent_waiter_behind_an_aged_bulk_head_takes_a_freed_reserved_slot() -> None:
+    """With aging, a bulk call waiting long enough is first in the queue's order; it may not take a
+    reserved slot, so when one comes free the urgent waiter behind it does, and the bulk call gets the
+    next regular slot."""
+    gate = PriorityGate(1, QueueOrder(aging_s=1.0), reserve=1)
+    releases = {name: asyncio.Event() for name in ("bulk", "urgent", "bulk-old", "urgent-late")}
+    releases["bulk-old"].set()
+    releases["urgent-late"].set()
+    order: list[str] = []
+
+    async def call(name: str, priority: int, submitted: float) -> None:
+        async with gate.slot(priority, submitted):
+            order.append(name)
+            await releases[name].wait()
+
+    held = [asyncio.create_task(call("bulk", 5, 50.0)), asyncio.create_task(call("urgent", 1, 50.0))]
+    await _settle()
+    waiting = [asyncio.create_task(call("bulk-old", 5, 0.0)),  # key 5: ahead of urgent-late's 101
+               asyncio.create_task(call("urgent-late", 1, 100.0))]
+    await _settle()
+    assert order == ["bulk", "urgent"] and gate.waiting == 2
+    releases["urgent"].set()
+    await _settle()
+    assert order == ["bulk", "urgent", "urgent-late"] and gate.waiting == 1
+    releases["bulk"].set()
+    await asyncio.gather(*held, *waiting)
+    assert order == ["bulk", "urgent", "urgent-late", "bulk-old"] and gate.busy == 0
