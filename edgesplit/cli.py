@@ -11,8 +11,10 @@ progress on stderr. Domain errors exit with status 2 and a one-line message.
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 from collections.abc import Callable, Sequence
+from types import FrameType
 
 import typer
 
@@ -59,18 +61,40 @@ def _click_errors() -> tuple[type[Exception], ...]:
 CLICK_ERRORS = _click_errors()
 
 
+_terminated: list[int] = []  # SIGTERM received (``run``)
+
+
+def _sigterm_as_interrupt(signum: int, _frame: FrameType | None) -> None:
+    _terminated.append(signum)
+    raise KeyboardInterrupt
+
+
 def run() -> None:
-    """Run the app, turning domain errors into one line on stderr and exit status 2."""
+    """Run the app, turning domain errors into one line on stderr and exit status 2; a command's
+    ``typer.Exit(code)`` is the process's exit status.
+
+    SIGTERM (``kill``, ``timeout``, a supervisor) is handled as Ctrl-C: the command's cleanup runs (a
+    stack's or a testbed's processes are stopped, a testbed's namespaces, links and cgroups removed)
+    and a command it interrupted exits with status 143 (130 for Ctrl-C); one that stops on it as its
+    normal end (``edgesplit up``) exits 0. Without this, a terminated ``edgesplit testbed up`` or
+    ``bench`` left its services running and its hosts built.
+    """
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
-        app(standalone_mode=False)
+        # outside standalone mode typer *returns* the code of a ``typer.Exit`` (and 130 for Ctrl-C)
+        code = app(standalone_mode=False)
+        if code == 130 and _terminated:
+            code = 143
+        if isinstance(code, int) and not isinstance(code, bool) and code != 0:
+            sys.exit(code)
     except EdgesplitError as e:
         print(f"edgesplit: error: {e}", file=sys.stderr)
         sys.exit(2)
     except (typer.Exit, SystemExit) as e:
         code = getattr(e, "exit_code", getattr(e, "code", 0))
         sys.exit(code)
-    except typer.Abort:
-        sys.exit(130)
+    except (typer.Abort, KeyboardInterrupt):
+        sys.exit(143 if _terminated else 130)
     except CLICK_ERRORS as e:  # bad options or arguments: click's one-line usage error, status 2
         e.show()  # type: ignore[attr-defined]
         sys.exit(e.exit_code)  # type: ignore[attr-defined]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -84,6 +85,49 @@ def test_cli_usage_errors_exit_2_without_a_traceback(args: list[str], says: str)
     assert proc.returncode == 2, proc.stderr
     assert proc.stdout == "" and "Traceback" not in proc.stderr
     assert f"Error: {says}" in proc.stderr
+
+
+SIGTERMED = """
+import pathlib, sys, time
+from edgesplit import cli
+
+@cli.app.command("hold")
+def hold(marker: str) -> None:
+    try:
+        print("holding", flush=True)
+        time.sleep(60)
+    finally:
+        pathlib.Path(marker).write_text("cleaned up")
+
+sys.argv = ["edgesplit", "hold", sys.argv[1]]
+cli.run()
+"""
+
+
+def test_cli_sigterm_runs_the_commands_cleanup(tmp_path: Path) -> None:
+    """SIGTERM (``kill``, ``timeout``) is handled as Ctrl-C: the command's ``finally`` runs (a testbed's
+    hosts, a stack's processes are removed there) and the exit status is 143. Python's default ends the
+    process at once, skipping it (status -15)."""
+    marker = tmp_path / "marker"
+    proc = subprocess.Popen([sys.executable, "-c", SIGTERMED, str(marker)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "holding"
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143
+    assert marker.read_text() == "cleaned up"
+
+
+def test_cli_exit_code_of_a_command_is_the_status() -> None:
+    """``raise typer.Exit(1)`` (e.g. an exactness check that failed) ends the process with status 1;
+    typer returns the code outside standalone mode, and it was dropped (status 0)."""
+    script = ("import sys, typer\nfrom edgesplit import cli\n@cli.app.command('fail')\n"
+              "def fail() -> None:\n    raise typer.Exit(3)\nsys.argv = ['edgesplit', 'fail']\ncli.run()\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3, proc.stderr
 
 
 def test_bench_plan_json(app: typer.Typer) -> None:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import signal
 import socket
 import time
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import typer
@@ -46,13 +44,6 @@ def _port_free(port: int) -> None:
     with socket.socket() as s:
         if s.connect_ex(("127.0.0.1", port)) == 0:
             raise InvalidInput(f"port {port} is in use: pick another with --port")
-
-
-def _sigterm_as_interrupt() -> None:
-    def handler(_sig: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
 
 
 def up(
@@ -97,7 +88,6 @@ def up(
         allocator=AllocatorGroup(enabled=allocator),
         redis=RedisGroup(url=redis_url, prefix=prefix, state_dir=state_dir, fsync=fsync),
         weights_dir=SHIPPED_WEIGHTS, log_dir=log_dir, keep_logs=True, supervise=True))
-    _sigterm_as_interrupt()
     try:
         with err.status("starting the stack..."):
             stack.start()
