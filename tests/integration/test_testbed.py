@@ -25,6 +25,7 @@ import pytest
 import torch
 
 from edgesplit import wire
+from edgesplit.errors import InvalidInput
 from edgesplit.models import get_spec
 from edgesplit.models.build import load_model
 from edgesplit.plan.cluster import load_cluster
@@ -82,6 +83,25 @@ def test_a_task_on_the_testbed_equals_local_torch(bed: Testbed) -> None:
             ref = module(torch.from_numpy(x))
             torch.testing.assert_close(torch.tensor(info["logits"]).view_as(ref), ref, rtol=1e-4, atol=1e-4)
     assert bed.url.startswith("http://10.251.78.1:")  # served from the gateway's own address
+
+
+def test_a_second_testbed_never_takes_over_a_running_one(bed: Testbed, tmp_path: Path) -> None:
+    """Building the same prefix again is refused while its hosts run (it used to kill them and start
+    over); another prefix on the same subnet is refused (its routes would go to the first one's
+    addresses); either way the running testbed keeps serving and the refused one leaves nothing."""
+    pids = [p for info in status(bed.desc.prefix, bed.home.parent)["hosts"].values() for p in info["pids"]]
+    assert pids
+    again = Testbed(bed.desc, StackSettings(log_dir=tmp_path / "logs"), state_dir=tmp_path, measure=False)
+    with pytest.raises(InvalidInput, match=r"testbed estt is up \(\d+ process\(es\) in its hosts\)"):
+        again.start()
+    other = _desc("ests", "10.251.78.0/24", 18083)
+    clash = Testbed(other, StackSettings(log_dir=tmp_path / "logs2"), state_dir=tmp_path, measure=False)
+    taken = r"subnet 10\.251\.78\.0/24 is in use here \(estt-br 10\.251\.78\.1/24"
+    with pytest.raises(InvalidInput, match=taken):
+        clash.start()
+    assert _leftovers("ests") == []
+    assert all(cgroups.alive(p) for p in pids)
+    assert httpx.get(bed.url + "/v2/health/ready", timeout=10).status_code == 200
 
 
 def test_links_and_quotas_are_read_back_from_the_kernel(bed: Testbed) -> None:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from edgesplit import wire
+from edgesplit.errors import InvalidInput
 from edgesplit.models import get_spec
 from edgesplit.plan.cluster import Server, cluster_from_dict, dump_cluster
 from edgesplit.plan.latency import throttle_delay
@@ -120,7 +121,17 @@ class Testbed(LocalStack):
         """Namespaces, links, shaping and cgroups (after removing any left by an earlier testbed)."""
         net.preflight(self.desc.prefix)
         cgroups.version()
-        teardown(self.desc.prefix)
+        running = hosted_pids(self.desc.prefix)
+        if running:
+            raise InvalidInput(f"testbed {self.desc.prefix} is up ({len(running)} process(es) in its hosts): "
+                               f"`edgesplit testbed down --prefix {self.desc.prefix}` first (a second "
+                               f"testbed needs its own prefix, subnet and port: a description file)")
+        teardown(self.desc.prefix)  # what a killed one left: its namespaces, links and cgroups
+        taken = net.subnet_users(self.desc)
+        if taken:
+            raise InvalidInput(f"the testbed's subnet {self.desc.subnet} is in use here "
+                               f"({', '.join(taken)}): give it another private /24 (`subnet:` in a "
+                               f"description file)")
         self.home.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         (self.home / "state.json").write_text(json.dumps({"prefix": self.desc.prefix,
@@ -279,14 +290,20 @@ class Testbed(LocalStack):
             self._built = False
 
 
+def hosted_pids(prefix: str) -> list[int]:
+    """Live processes in the prefix's cgroups and namespaces, other than this one."""
+    found = set(cgroups.pids(prefix))
+    for ns in net.namespaces(prefix):
+        found.update(net.netns_pids(ns))
+    found.discard(os.getpid())
+    return sorted(p for p in found if cgroups.alive(p))
+
+
 def teardown(prefix: str) -> list[str]:
     """Kill every process in the prefix's cgroups and namespaces, then remove the namespaces, links and
     cgroups named from it. Safe to call when nothing is there; returns what was removed."""
-    victims = set(cgroups.pids(prefix))
-    for ns in net.namespaces(prefix):
-        victims.update(net.netns_pids(ns))
-    victims.discard(os.getpid())
-    cgroups.kill(sorted(victims))
+    victims = hosted_pids(prefix)
+    cgroups.kill(victims)
     removed = [f"process {p}" for p in sorted(victims)]
     removed += net.remove_all(prefix)
     removed += cgroups.remove_all(prefix)

@@ -88,6 +88,23 @@ def preflight(prefix: str) -> None:
         run(["ip", "netns", "del", probe], check=False)
 
 
+def subnet_users(desc: TestbedDescription) -> list[str]:
+    """``link address`` of every root-namespace IPv4 address inside the testbed's subnet on a link it did
+    not make (another testbed, a container bridge): building over them would route the hosts' traffic
+    to someone else's addresses."""
+    import ipaddress
+
+    subnet = ipaddress.ip_network(desc.subnet)
+    try:
+        rows = json.loads(run(["ip", "-j", "-4", "addr", "show"]) or "[]")
+    except (CommandFailed, ValueError):
+        return []
+    return [f"{r['ifname']} {a['local']}/{a.get('prefixlen', 32)}" for r in rows
+            if not str(r.get("ifname", "")).startswith(f"{desc.prefix}-")
+            for a in r.get("addr_info", []) if a.get("local")
+            and ipaddress.ip_network(f"{a['local']}/{a.get('prefixlen', 32)}", strict=False).overlaps(subnet)]
+
+
 def build(desc: TestbedDescription) -> None:
     """The bridge with the gateway's address, then every host's namespace, link and shaping."""
     br = bridge(desc)
