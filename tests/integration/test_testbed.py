@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -102,6 +103,20 @@ def test_a_second_testbed_never_takes_over_a_running_one(bed: Testbed, tmp_path:
     assert _leftovers("ests") == []
     assert all(cgroups.alive(p) for p in pids)
     assert httpx.get(bed.url + "/v2/health/ready", timeout=10).status_code == 200
+
+
+def test_a_taken_gateway_port_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    """A process listening on every address holds the orchestrator's port: refused at once with one
+    line (it failed after a minute of calibration with uvicorn's log), and nothing is left."""
+    with socket.socket() as listener:
+        listener.bind(("0.0.0.0", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        tb = Testbed(_desc("estp", "10.251.80.0/24", port), StackSettings(log_dir=tmp_path / "logs"),
+                     state_dir=tmp_path, measure=False)
+        with pytest.raises(InvalidInput, match=f"port {port} is taken on the gateway's address 10.251.80.1"):
+            tb.start()
+    assert _leftovers("estp") == []
 
 
 def test_links_and_quotas_are_read_back_from_the_kernel(bed: Testbed) -> None:

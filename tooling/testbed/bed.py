@@ -138,6 +138,11 @@ class Testbed(LocalStack):
                                                           "description": self.desc.model_dump()}))
         self._built = True
         net.build(self.desc)
+        gateway = self.desc.address("gateway")
+        for port in [self.desc.gateway.port, *([self.alloc_port] if self.with_allocator else [])]:
+            if not net.port_free(gateway, port):  # before minutes of calibration, not after
+                raise InvalidInput(f"port {port} is taken on the gateway's address {gateway} (a process "
+                                   f"listens on every address): give the testbed another port (--port)")
         period = self.desc.cpu_period_ms
         cgroups.create(self.desc.prefix, "gateway", None, period)
         cgroups.create(self.desc.prefix, "cloud", self.desc.cloud.cpus, period)

@@ -105,6 +105,19 @@ def subnet_users(desc: TestbedDescription) -> list[str]:
             and ipaddress.ip_network(f"{a['local']}/{a.get('prefixlen', 32)}", strict=False).overlaps(subnet)]
 
 
+def port_free(address: str, port: int) -> bool:
+    """Whether a server can listen on ``address:port`` (as uvicorn binds: ``SO_REUSEADDR``)."""
+    import socket
+
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((address, port))
+        except OSError:
+            return False
+    return True
+
+
 def build(desc: TestbedDescription) -> None:
     """The bridge with the gateway's address, then every host's namespace, link and shaping."""
     br = bridge(desc)
