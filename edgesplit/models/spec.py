@@ -314,13 +314,25 @@ def spec_from_dict(raw: Mapping[str, Any]) -> ModelSpec:
     return ModelSpec(str(raw["name"]), (int(c), int(h), int(w)), int(raw["num_classes"]), layers)
 
 
+SPEC_MAX_BYTES = 1 << 20  # a spec lists layers: a few KB
+
+
 def load_spec_file(path: str | Path) -> ModelSpec:
-    """Load a model spec from a JSON file; raises InvalidSpec with the file name on error."""
+    """Load a model spec from a JSON file; raises InvalidSpec (one line) with the file name when it is
+    missing, unreadable (a folder, not UTF-8, above ``SPEC_MAX_BYTES``) or not a valid spec."""
     p = Path(path)
     try:
-        raw = json.loads(p.read_text())
+        with p.open("rb") as f:
+            data = f.read(SPEC_MAX_BYTES + 1)
+        if len(data) > SPEC_MAX_BYTES:
+            raise InvalidSpec(f"model file {p} is larger than {SPEC_MAX_BYTES} bytes: not a model spec")
+        raw = json.loads(data.decode("utf-8"))
     except FileNotFoundError as e:
         raise InvalidSpec(f"model file {p} does not exist") from e
+    except UnicodeDecodeError as e:
+        raise InvalidSpec(f"model file {p} is not UTF-8 text (byte {e.start}): expected JSON") from e
+    except OSError as e:
+        raise InvalidSpec(f"model file {p} cannot be read: {e.strerror or type(e).__name__}") from e
     except json.JSONDecodeError as e:
         raise InvalidSpec(f"model file {p} is not valid JSON: {e}") from e
     return spec_from_dict(raw)

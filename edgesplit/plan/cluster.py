@@ -323,15 +323,31 @@ def cluster_to_dict(cluster: Cluster) -> dict[str, Any]:
     return out
 
 
+YAML_MAX_BYTES = 1 << 20  # a cluster file or testbed description is a few KB
+
+
 def read_yaml_mapping(path: Path, what: str, key: str) -> dict[str, Any]:
-    """A YAML (or JSON) file that must hold a mapping with ``key``; InvalidInput naming ``what`` and the
-    file when it is missing, not valid YAML or not a mapping (cluster files, testbed descriptions)."""
+    """A YAML (or JSON) file that must hold a mapping with ``key``; InvalidInput (one line) naming
+    ``what`` and the file when it is missing, not a readable file (a folder, no permission, not UTF-8,
+    above ``YAML_MAX_BYTES``: ``/dev/zero`` is refused, not read for ever), not valid YAML or not a
+    mapping (cluster files, testbed descriptions)."""
     try:
-        raw = yaml.safe_load(path.read_text())
+        with path.open("rb") as f:
+            data = f.read(YAML_MAX_BYTES + 1)
+        if len(data) > YAML_MAX_BYTES:
+            raise InvalidInput(f"{what} {path} is larger than {YAML_MAX_BYTES} bytes: not a {what}")
+        raw = yaml.safe_load(data.decode("utf-8"))
     except FileNotFoundError as e:
         raise InvalidInput(f"{what} {path} does not exist") from e
+    except UnicodeDecodeError as e:
+        raise InvalidInput(f"{what} {path} is not UTF-8 text (byte {e.start}): expected YAML") from e
+    except OSError as e:
+        raise InvalidInput(f"{what} {path} cannot be read: {e.strerror or type(e).__name__}") from e
     except yaml.YAMLError as e:
-        raise InvalidInput(f"{what} {path} is not valid YAML: {e}") from e
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise InvalidInput(f"{what} {path} is not valid YAML{where}: {problem}") from e
     if not isinstance(raw, dict):
         raise InvalidInput(f"{what} {path}: expected a mapping with '{key}', got {type(raw).__name__}")
     return raw

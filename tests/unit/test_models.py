@@ -60,6 +60,16 @@ def test_unknown_model_and_missing_file() -> None:
         load_spec_file("/nonexistent/spec.json")
 
 
+def test_unreadable_spec_files_are_one_line_errors(tmp_path: Path) -> None:
+    """A folder, a binary file, an endless device: InvalidSpec, never a traceback or an endless read."""
+    binary = tmp_path / "weights.bin"
+    binary.write_bytes(b"{\"layers\": \xff}")
+    for path, message in [(tmp_path, "cannot be read: Is a directory"), (binary, "is not UTF-8 text"),
+                          (Path("/dev/zero"), "is larger than")]:
+        with pytest.raises(InvalidSpec, match=message):
+            load_spec_file(path)
+
+
 def test_seeded_weights_and_safetensors_roundtrip(tmp_path: Path) -> None:
     spec = get_spec("digits-cnn")
     a, b, c = build_module(spec, 0), build_module(spec, 0), build_module(spec, 1)

@@ -10,6 +10,7 @@ from edgesplit.errors import InvalidInput, InvalidPlan
 from edgesplit.plan.cluster import (
     DEFAULT_FLOPS_PER_THREAD,
     PAPER_CLOUD_FLOPS,
+    YAML_MAX_BYTES,
     Cloud,
     Cluster,
     Server,
@@ -107,6 +108,24 @@ def test_bad_files_name_the_problem(tmp_path: Path, text: str, message: str) -> 
 def test_missing_file() -> None:
     with pytest.raises(InvalidInput, match="does not exist"):
         load_cluster("/nonexistent/cluster.yaml")
+
+
+def test_unreadable_files_are_one_line_errors(tmp_path: Path) -> None:
+    """A folder, a binary file, an endless device: one-line InvalidInput, never a traceback or a read
+    that does not end (``/dev/zero`` is cut at ``YAML_MAX_BYTES``)."""
+    binary = tmp_path / "model.bin"
+    binary.write_bytes(b"executors: [\xff\xfe]\n")
+    cases = [(tmp_path, "cannot be read: Is a directory"), (binary, r"is not UTF-8 text \(byte 12\)"),
+             (Path("/dev/zero"), f"is larger than {YAML_MAX_BYTES} bytes")]
+    for path, message in cases:
+        with pytest.raises(InvalidInput, match=message) as info:
+            load_cluster(path)
+        assert str(path) in str(info.value) and "\n" not in str(info.value)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("executors:\n  - {threads: 2\n")
+    with pytest.raises(InvalidInput, match=r"not valid YAML at line 3, column 1: ") as info:
+        load_cluster(bad)
+    assert "\n" not in str(info.value)
 
 
 def test_cluster_lookup_and_take() -> None:
