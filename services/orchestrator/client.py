@@ -4,7 +4,9 @@
         tid = oc.submit(png_bytes, model="alexnet-paper", priority=1)
         info = oc.result(tid, wait_s=30)
 
-Errors answer with the domain error the orchestrator named (``QueueFull``, ``ModelNotFound``...).
+Errors answer with the domain error the orchestrator named (``QueueFull``, ``ModelNotFound``...);
+an orchestrator that cannot be reached is ``Unreachable`` (connection refused, no such host) or
+``Unavailable`` (no answer in time, connection cut), both naming the URL (the CLI's one-line error).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from edgesplit.errors import Unavailable, Unreachable
 from services.common.errors import error_from_response
 
 TERMINAL = ("done", "failed", "expired", "rejected", "cancelled")
@@ -28,6 +31,17 @@ class OrchestratorClient:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.base_url = base_url.rstrip("/")
         self.http = httpx.Client(base_url=self.base_url, timeout=timeout_s, headers=headers)
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return self.http.request(method, path, **kwargs)
+        except httpx.ConnectError as e:
+            raise Unreachable(f"cannot reach the orchestrator at {self.base_url}: {e} (is it running? "
+                              f"`edgesplit up` starts one)") from e
+        except httpx.TimeoutException as e:
+            raise Unavailable(f"the orchestrator at {self.base_url} did not answer in time ({e!r})") from e
+        except httpx.TransportError as e:
+            raise Unavailable(f"the orchestrator at {self.base_url} failed: {type(e).__name__}: {e}") from e
 
     def _check(self, r: httpx.Response) -> Any:
         if r.status_code >= 400:
@@ -46,8 +60,8 @@ class OrchestratorClient:
         if timeout_s is not None:
             params["timeout"] = str(timeout_s)
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        answer: dict[str, Any] = self._check(self.http.post("/v1/tasks", params=params, content=body,
-                                                            headers=headers))
+        answer: dict[str, Any] = self._check(self._send("POST", "/v1/tasks", params=params, content=body,
+                                                             headers=headers))
         return answer
 
     def submit(self, body: bytes, model: str, priority: int | None = None, timeout_s: float | None = None,
@@ -67,14 +81,14 @@ class OrchestratorClient:
         return self.result(str(answer["id"]), max(0.0, wait_s - first), logits)
 
     def get(self, task_id: str, wait_s: float = 0.0, logits: bool = True) -> dict[str, Any]:
-        info: dict[str, Any] = self._check(self.http.get(f"/v1/tasks/{task_id}",
+        info: dict[str, Any] = self._check(self._send("GET", f"/v1/tasks/{task_id}",
                                                          params={"wait": wait_s, "logits": logits}))
         return info
 
     def cancel(self, task_id: str) -> str:
         """Cancel a queued or running task (``DELETE /v1/tasks/{id}``); returns ``cancelled``. Raises
         TaskNotFound, or Conflict when it had already ended."""
-        return str(self._check(self.http.delete(f"/v1/tasks/{task_id}"))["status"])
+        return str(self._check(self._send("DELETE", f"/v1/tasks/{task_id}"))["status"])
 
     def result(self, task_id: str, wait_s: float = 60.0, logits: bool = True) -> dict[str, Any]:
         """The task once it ended (long-polls in steps of at most 30 s), or as it is after ``wait_s``."""
@@ -85,11 +99,11 @@ class OrchestratorClient:
                 return info
 
     def models(self) -> dict[str, Any]:
-        out: dict[str, Any] = self._check(self.http.get("/v1/models"))
+        out: dict[str, Any] = self._check(self._send("GET", "/v1/models"))
         return out
 
     def status(self) -> dict[str, Any]:
-        out: dict[str, Any] = self._check(self.http.get("/v1/status"))
+        out: dict[str, Any] = self._check(self._send("GET", "/v1/status"))
         return out
 
     def close(self) -> None:
