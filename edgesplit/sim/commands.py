@@ -37,7 +37,7 @@ def simulate(
                                     "(their zones then split each server by FLOPs share, paper 3.2)"),
     model_file: Path | None = typer.Option(None, help="a model spec JSON file (instead of --model)"),
     scenario: str = typer.Option("paper", help="paper, edge-1g, or a cluster YAML file"),
-    tasks: int = typer.Option(10, min=1, help="tasks per model"),
+    tasks: int = typer.Option(10, min=1, max=1_000_000, help="tasks per model (about 1 ms of CPU each)"),
     mode: str = typer.Option("ours", help="ours-paper | ours | no-split | dads | coedge | channels"),
     pipeline: str | None = typer.Option(None, help="async | lockstep (default: lockstep for ours-paper, "
                                         "async otherwise)"),
@@ -129,7 +129,7 @@ def _report(out: Path, root: Path, check: bool, structure: bool) -> None:
 
 
 def bench_sim(
-    tasks: int = typer.Option(2000, min=10, help="tasks per timed simulation"),
+    tasks: int = typer.Option(2000, min=10, max=1_000_000, help="tasks per timed simulation"),
     saturation: int = typer.Option(400, min=10, help="tasks in the saturation batch of the comparison"),
     seed: int = typer.Option(0, help="scenario and task seed"),
     as_json: bool = typer.Option(False, "--json", help="one JSON object on stdout"),
