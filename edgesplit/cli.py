@@ -70,7 +70,8 @@ def _sigterm_as_interrupt(signum: int, _frame: FrameType | None) -> None:
 
 
 def run() -> None:
-    """Run the app, turning domain errors into one line on stderr and exit status 2; a command's
+    """Run the app, turning domain errors, and file-system errors on a named path (``--out`` naming a
+    file, a folder without permission), into one line on stderr and exit status 2; a command's
     ``typer.Exit(code)`` is the process's exit status.
 
     SIGTERM (``kill``, ``timeout``, a supervisor) is handled as Ctrl-C: the command's cleanup runs (a
@@ -89,6 +90,14 @@ def run() -> None:
             sys.exit(code)
     except EdgesplitError as e:
         print(f"edgesplit: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:  # a path the user gave (``--out`` naming a file, a folder without permission)
+        if e.filename is None:
+            raise
+        where = f"{e.filename}" + (f" -> {e.filename2}" if e.filename2 else "")
+        what = ("exists and is not a folder (expected a folder to write into)"
+                if isinstance(e, FileExistsError) else e.strerror or type(e).__name__)
+        print(f"edgesplit: error: {where}: {what}", file=sys.stderr)
         sys.exit(2)
     except (typer.Exit, SystemExit) as e:
         code = getattr(e, "exit_code", getattr(e, "code", 0))

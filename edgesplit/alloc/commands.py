@@ -36,7 +36,7 @@ def train_allocator(
     algo: str = typer.Option("td3", help="td3 or ddpg"),
     model: str = typer.Option(..., help="built-in model, e.g. alexnet-paper"),
     scenario: str = typer.Option("paper", help="scenario name or cluster YAML"),
-    steps: int = typer.Option(10_000, help="environment steps"),
+    steps: int = typer.Option(10_000, min=1, help="environment steps"),
     seed: int = typer.Option(0, help="seed of the agent, the noise and the environment"),
     out: Path = typer.Option(..., help="output directory"),
     obs: str = typer.Option("extended", help="extended (eq. 9 + each server's speed and link rate, drawn "
@@ -168,7 +168,7 @@ def bench_alloc_sweep(
     models: str = typer.Option("alexnet-paper,vgg16-paper", help="comma-separated models"),
     algos: str = typer.Option("td3,ddpg", help="comma-separated algorithms"),
     seeds: str = typer.Option("0,1,2,3,4", help="comma-separated training seeds"),
-    steps: int = typer.Option(10_000, help="environment steps per run"),
+    steps: int = typer.Option(10_000, min=1, help="environment steps per run"),
     draws: int = typer.Option(20, help="held-out draws each run is judged on"),
     rejudge: bool = typer.Option(False, "--rejudge", help="no training: recompute the exact values and "
                                  "bounds of OUT/sweep.json's draws and the gaps of its stored latencies"),

@@ -130,6 +130,17 @@ def test_cli_exit_code_of_a_command_is_the_status() -> None:
     assert proc.returncode == 3, proc.stderr
 
 
+def test_cli_out_naming_a_file_is_one_line(tmp_path: Path) -> None:
+    """``--out`` naming a file (not a folder): one line and status 2, not an OSError traceback."""
+    target = tmp_path / "taken"
+    target.write_text("not a folder")
+    proc = subprocess.run([sys.executable, "-m", "edgesplit.cli", "reproduce", "all", "--out", str(target),
+                           "--quick"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"edgesplit: error: {target}: exists and is not a folder (expected a folder to write into)"]
+
+
 def test_bench_plan_json(app: typer.Typer) -> None:
     report = cli_json(app, "bench", "plan", "--repeats", "1")
     rows = {(c["model"], c["scenario"]): c for c in report["comparisons"]}
