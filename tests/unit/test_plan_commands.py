@@ -141,6 +141,19 @@ def test_cli_out_naming_a_file_is_one_line(tmp_path: Path) -> None:
         f"edgesplit: error: {target}: exists and is not a folder (expected a folder to write into)"]
 
 
+@pytest.mark.parametrize(("args", "says"), [
+    (["up", "--models", "alexnet-paper,nosuch"], "edgesplit: error: unknown model 'nosuch'"),
+    (["up", "--port", "70000"], "Invalid value for '--port'"),
+])
+def test_up_refuses_bad_options_before_starting_anything(args: list[str], says: str) -> None:
+    """Checked before any process starts: one line and status 2 (an unknown model was the cloud's
+    start-up failure, a port above 65535 a socket OverflowError, both as tracebacks)."""
+    proc = subprocess.run([sys.executable, "-c", "from tooling.cli import main; main()", *args],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert says in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_bench_plan_json(app: typer.Typer) -> None:
     report = cli_json(app, "bench", "plan", "--repeats", "1")
     rows = {(c["model"], c["scenario"]): c for c in report["comparisons"]}

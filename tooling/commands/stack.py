@@ -37,6 +37,8 @@ def _models(raw: str) -> list[str]:
     names = list(dict.fromkeys(m.strip() for m in raw.split(",") if m.strip()))
     if not names:
         raise InvalidInput("--models: give at least one model")
+    for name in names:
+        models.get_spec(name)  # ModelNotFound (one line) before any process starts
     return names
 
 
@@ -56,7 +58,7 @@ def up(
     split: Split = typer.Option("edgesplit", parser=PLANNER_FAMILIES.parse,
                                 help=f"planner: {PLANNER_FAMILIES.help()}"),
     conv_groups: bool = typer.Option(False, "--conv-groups", help=CONV_GROUPS),
-    port: int = typer.Option(8080, help="orchestrator port"),
+    port: int = typer.Option(8080, min=1, max=65535, help="orchestrator port"),
     redis_url: str = typer.Option("redis://127.0.0.1:6379/0", help="started here if nothing answers"),
     aging: float = typer.Option(0.0, help="seconds per priority level of aging (0 = strict)"),
     log_dir: Path | None = typer.Option(None, help="where the processes log (default: a temp dir)"),
