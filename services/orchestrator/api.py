@@ -121,7 +121,8 @@ def public_router(orch: Orchestrator) -> APIRouter:
                          "route": None if current is None else {
                              "source": current.source, "version": current.version,
                              "steps": [st.to_dict() for st in current.steps]}}
-        return {"models": out, "mode": s.mode, "pipeline": s.pipeline, "aging_s": s.aging_s}
+        return {"models": out, "mode": s.mode, "pipeline": s.pipeline, "aging_s": s.aging_s,
+                "max_batch": s.max_batch}
 
     @router.get("/v1/status", tags=["models"])
     async def status() -> dict[str, Any]:

@@ -89,8 +89,8 @@ def test_up_submit_and_stop_on_sigterm(tmp_path: Path) -> None:
     port = free_port()
     logs = tmp_path / "logs"
     up = subprocess.Popen([*CLI, "up", "--executors", "1", "--models", "digits-cnn", "--port", str(port),
-                           "--log-dir", str(logs)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True)
+                           "--log-dir", str(logs), "--max-batch", "4"], cwd=REPO, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -104,6 +104,7 @@ def test_up_submit_and_stop_on_sigterm(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "edgesplit up never became ready"
             time.sleep(0.2)
         assert (logs / "cluster.yaml").is_file()
+        assert httpx.get(url + "/v1/models", timeout=10).json()["max_batch"] == 4  # --max-batch reached it
         png, label, _ = digit_sample(5)
         image = tmp_path / "digit.png"
         image.write_bytes(png)

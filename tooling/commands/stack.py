@@ -29,6 +29,8 @@ STATE_DIR = Path.home() / ".local" / "state" / "edgesplit" / "redis"
 PREFIX = ("Redis key prefix (default: a new one per run, so stacks sharing a Redis stay apart); tasks left "
           "queued or running at exit stay under it, and a later `up` with --prefix set to it resumes them")
 STATE = "where a redis-server started here keeps its append-only file"
+MAX_BATCH = ("dynamic batching: up to this many queued tasks of one model run as one unit, priority-1 "
+             "tasks never wait for a batch (1 = off)")
 FSYNC = ("appendfsync of a redis-server started here: everysec (a crash may lose the last second of "
          "writes) or always (none lost, slower writes; docs/ARCHITECTURE.md, Guarantees)")
 
@@ -66,6 +68,7 @@ def up(
     prefix: str | None = typer.Option(None, help=PREFIX),
     state_dir: Path = typer.Option(STATE_DIR, help=STATE),
     fsync: str = typer.Option("everysec", help=FSYNC),
+    max_batch: int = typer.Option(1, min=1, max=256, help=MAX_BATCH + "; the chart's default"),
 ) -> None:
     """Start redis (if needed), the cloud, the executors, the orchestrator (and with ``--allocator`` the
     allocator service); restart any of them that dies (backoff 1 s to 30 s); on Ctrl-C or SIGTERM let
@@ -86,7 +89,8 @@ def up(
     stack = LocalStack(StackSettings(
         models=tuple(_models(models)), split=split, executor=ExecutorGroup(count=executors, threads=threads),
         orchestrator=OrchestratorGroup(mode=mode, pipeline=pipeline, port=port,
-                                       extra={"aging_s": aging, "conv_groups": conv_groups}),
+                                       extra={"aging_s": aging, "conv_groups": conv_groups,
+                                              "max_batch": max_batch}),
         allocator=AllocatorGroup(enabled=allocator),
         redis=RedisGroup(url=redis_url, prefix=prefix, state_dir=state_dir, fsync=fsync),
         weights_dir=SHIPPED_WEIGHTS, log_dir=log_dir, keep_logs=True, supervise=True))
@@ -94,7 +98,8 @@ def up(
         with err.status("starting the stack..."):
             stack.start()
         console = Console()
-        console.print(f"edgesplit is up: orchestrator {stack.url} (docs at {stack.url}/docs)")
+        console.print(f"edgesplit is up: orchestrator {stack.url} (docs at {stack.url}/docs), dynamic "
+                      f"batching {f'up to {max_batch} tasks' if max_batch > 1 else 'off'}")
         for svc in stack.services():
             console.print(f"  {svc.name:14s} {svc.url}  log {svc.log_path}")
         console.print(f"  cluster file   {stack.cluster_path}\n  redis          {redis_url} (prefix "
@@ -176,8 +181,7 @@ def bench_e2e(
     tasks: int = typer.Option(120, min=1, help="tasks submitted at once for the saturation throughput"),
     gap_ms: float = typer.Option(50.0, min=0.0, help="idle gap between sequential tasks (and torch "
                                                      "forwards), ms"),
-    max_batch: int = typer.Option(8, min=1, max=256, help="dynamic batching: tasks run as one unit "
-                                                          "(1 = off)"),
+    max_batch: int = typer.Option(8, min=1, max=256, help=MAX_BATCH),
     mode: ServingModeName = typer.Option("split", parser=SERVING_MODES.parse,
                                          help=SERVING_MODES.help()),
     pipeline: PipelineMode = typer.Option("async", help="async | lockstep"),
