@@ -199,3 +199,47 @@ def test_bench_testbed_refuses_bad_options_with_one_line(args: list[str], names:
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 2 and len(lines) == 1 and names in lines[0], done.stderr
     assert done.stdout == ""
+
+
+@pytest.mark.parametrize("prefix", ["", "..", "*", "../..", "docker/../..", "a", "ESTB", "es tb"])
+@pytest.mark.parametrize("command", ["down", "status"])
+def test_testbed_commands_refuse_a_prefix_not_theirs(command: str, prefix: str) -> None:
+    """``down`` kills the processes of the prefix's cgroups and removes its state folder and Redis keys:
+    an empty prefix named the cgroup mount itself (every process of the machine), ``..`` the state
+    folder's parent and ``*`` every Redis key with a colon. Refused before anything else (root or not)."""
+    from cli_helpers import command_app
+    from typer.testing import CliRunner
+
+    from tooling.testbed.commands import register
+
+    result = CliRunner().invoke(command_app(register), ["testbed", command, "--prefix", prefix])
+    assert isinstance(result.exception, InvalidInput), result.output
+    assert str(result.exception).startswith(f"testbed prefix {prefix!r}: expected 2 to 6 lowercase")
+
+
+def test_testbed_down_with_an_empty_prefix_is_one_line_and_status_2() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "tooling.cli", "testbed", "down", "--prefix", ""],
+                          capture_output=True, text=True, timeout=120)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and lines == [
+        "edgesplit: error: testbed prefix '': expected 2 to 6 lowercase letters and digits, starting with "
+        "a letter (e.g. estb)"], done.stderr
+
+
+def test_only_names_the_testbed_gives_are_its_own() -> None:
+    """Namespaces, links and the cgroup are found by the exact names a testbed makes, never by a bare
+    ``<prefix>-`` match or a group that another program named like the prefix (``docker``)."""
+    from tooling.testbed import cgroups, net
+
+    ns, link = net._ours("estb", net._NAMESPACE_NAMES), net._ours("estb", net._LINK_NAMES)
+    assert all(ns.fullmatch(n) for n in ["estb-cloud", "estb-e0", "estb-e31", "estb-probe"])
+    assert not any(ns.fullmatch(n) for n in ["estb-", "estb-other", "estb-e0x", "estbx-e0", "xestb-e0"])
+    assert all(link.fullmatch(n) for n in ["estb-br", "estb-clh", "estb-e7h", "estb-tmp"])
+    assert not any(link.fullmatch(n) for n in ["estb-e0", "estb-br0", "estb-eth0", "estb"])
+    if Path("/sys/fs/cgroup").exists():
+        assert cgroups.root("docker").name == "edgesplit-docker"
+    with pytest.raises(InvalidInput, match="testbed prefix ''"):
+        cgroups.root("")

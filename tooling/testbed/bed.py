@@ -39,7 +39,7 @@ from edgesplit.plan.latency import throttle_delay
 from tooling.proc import ServiceProcess, spawn, wait_ready
 from tooling.stack import MODULES, LocalStack, StackSettings
 from tooling.testbed import calibrate, cgroups, net
-from tooling.testbed.description import TestbedDescription
+from tooling.testbed.description import TestbedDescription, check_prefix
 
 log = logging.getLogger("edgesplit.testbed")
 STATE_DIR = Path("/run/edgesplit-testbed")
@@ -318,7 +318,7 @@ def teardown(prefix: str) -> list[str]:
 def status(prefix: str, state_dir: Path = STATE_DIR) -> dict[str, Any]:
     """What exists now under ``prefix``: per host its address, the tbf rates read back, the cgroup's
     quota and throttling, and its processes; plus any link or namespace of the prefix."""
-    state_file = state_dir / prefix / "state.json"
+    state_file = state_dir / check_prefix(prefix) / "state.json"
     out: dict[str, Any] = {"prefix": prefix, "namespaces": net.namespaces(prefix), "links": net.links(prefix),
                            "hosts": {}}
     if not state_file.exists():
@@ -339,4 +339,4 @@ def status(prefix: str, state_dir: Path = STATE_DIR) -> dict[str, Any]:
 
 
 def remove_state(prefix: str, state_dir: Path = STATE_DIR) -> None:
-    shutil.rmtree(state_dir / prefix, ignore_errors=True)
+    shutil.rmtree(state_dir / check_prefix(prefix), ignore_errors=True)

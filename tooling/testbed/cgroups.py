@@ -1,7 +1,7 @@
 """One CPU cgroup per testbed host: v1 ``cpu.cfs_quota_us`` where the ``cpu`` controller is mounted
 alone (as on these machines), else v2 ``cpu.max`` (root only).
 
-Groups live under ``<mount>/<prefix>/<host>``; the gateway gets one without a quota, only so that
+Groups live under ``<mount>/edgesplit-<prefix>/<host>``; the gateway gets one without a quota, only so that
 ``remove_all`` can find its processes after a kill -9 of ``testbed up``. A process joins its group
 before it enters its network namespace (``ip netns exec`` would remount /sys and hide the cgroup
 files): ``shell_prefix`` gives the few shell words that do both and then exec the service.
@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import NamedTuple
 
 from edgesplit.errors import Unavailable
+from tooling.testbed.description import check_prefix
 
 V1_CPU = Path("/sys/fs/cgroup/cpu")
 V2_ROOT = Path("/sys/fs/cgroup")
+GROUP_TAG = "edgesplit-"  # the testbed's groups are <mount>/edgesplit-<prefix>/<host>
 
 
 class Quota(NamedTuple):
@@ -47,7 +49,9 @@ def version() -> int:
 
 
 def root(prefix: str) -> Path:
-    return (V1_CPU if version() == 1 else V2_ROOT) / prefix
+    """The testbed's top group, ``<mount>/edgesplit-<prefix>``: the fixed part keeps a prefix that
+    happens to name another program's group (``docker``, ``lxc``) from ever reaching it."""
+    return (V1_CPU if version() == 1 else V2_ROOT) / f"{GROUP_TAG}{check_prefix(prefix)}"
 
 
 def path(prefix: str, host: str) -> Path:

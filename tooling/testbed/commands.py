@@ -92,7 +92,9 @@ def down(prefix: str = typer.Option("estb", help="name prefix given to `testbed 
     from tooling.stack import delete_keys
     from tooling.testbed import net
     from tooling.testbed.bed import remove_state, teardown
+    from tooling.testbed.description import check_prefix
 
+    check_prefix(prefix)  # it names what is killed and removed: never an empty prefix, '..' or a glob
     net.preflight(prefix)
     removed = teardown(prefix)
     remove_state(prefix)

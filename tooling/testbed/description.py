@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,16 @@ from edgesplit.plan.cluster import read_yaml_mapping
 
 MAX_EDGES = 32
 PREFIX_PATTERN = r"^[a-z][a-z0-9]{1,5}$"  # interface names are at most 15 bytes: "<prefix>-e31h"
+
+
+def check_prefix(prefix: str) -> str:
+    """``prefix`` when it is a testbed prefix (``PREFIX_PATTERN``), else InvalidInput. Every command and
+    every removal checks it first: ``down`` kills the processes of the prefix's cgroups and removes its
+    state folder, so an empty prefix, ``..`` or a glob must never reach them."""
+    if not isinstance(prefix, str) or not re.fullmatch(PREFIX_PATTERN, prefix):
+        raise InvalidInput(f"testbed prefix {str(prefix)[:40]!r}: expected 2 to 6 lowercase letters and "
+                           f"digits, starting with a letter (e.g. estb)")
+    return prefix
 
 
 class HostLink(BaseModel):

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
 from edgesplit.errors import EdgesplitError, Unavailable
-from tooling.testbed.description import TestbedDescription
+from tooling.testbed.description import TestbedDescription, check_prefix
 
 NETNS_DIR = Path("/run/netns")
 MTU = 1500
@@ -68,6 +69,7 @@ def _tbf(rate_mbps: float) -> list[str]:
 
 def preflight(prefix: str) -> None:
     """Unavailable, with one line naming what is missing, unless this process can build a testbed."""
+    check_prefix(prefix)
     if os.geteuid() != 0:
         raise Unavailable("the testbed needs root (network namespaces, tc and cgroups); run it as root")
     missing = [tool for tool in ("ip", "tc", "nsenter") if shutil.which(tool) is None]
@@ -164,20 +166,33 @@ def link_rates(desc: TestbedDescription, host: str) -> tuple[float | None, float
     return up, down
 
 
+# the only names a testbed gives (module docstring): hosts' namespaces and preflight's probe; the bridge,
+# the root ends of the hosts' veth pairs and the transient name of a pair's other end
+_NAMESPACE_NAMES = r"(cloud|probe|e[0-9]{1,2})"
+_LINK_NAMES = r"(br|tmp|clh|e[0-9]{1,2}h)"
+
+
+def _ours(prefix: str, names: str) -> re.Pattern[str]:
+    return re.compile(rf"{re.escape(check_prefix(prefix))}-{names}")
+
+
 def namespaces(prefix: str) -> list[str]:
-    """Namespaces named ``<prefix>-*``."""
+    """Namespaces the testbed of ``prefix`` makes (``<prefix>-cloud``, ``<prefix>-e0``, ...)."""
+    ours = _ours(prefix, _NAMESPACE_NAMES)
     out = run(["ip", "netns", "list"], check=False)
     names = [line.split()[0] for line in out.splitlines() if line.strip()]
-    return sorted(n for n in names if n.startswith(f"{prefix}-"))
+    return sorted(n for n in names if ours.fullmatch(n))
 
 
 def links(prefix: str) -> list[str]:
-    """Links of the root namespace named ``<prefix>-*``."""
+    """Links of the root namespace the testbed of ``prefix`` makes (``<prefix>-br``, ``<prefix>-e0h``,
+    ...)."""
+    ours = _ours(prefix, _LINK_NAMES)
     try:
         rows = json.loads(run(["ip", "-j", "link", "show"]) or "[]")
     except (CommandFailed, ValueError):
         return []
-    return sorted(r["ifname"] for r in rows if str(r.get("ifname", "")).startswith(f"{prefix}-"))
+    return sorted(r["ifname"] for r in rows if ours.fullmatch(str(r.get("ifname", ""))))
 
 
 def netns_pids(ns: str) -> list[int]:
@@ -185,7 +200,7 @@ def netns_pids(ns: str) -> list[int]:
 
 
 def remove_all(prefix: str) -> list[str]:
-    """Delete every namespace and link named ``<prefix>-*`` (deleting a namespace deletes its veth
+    """Delete every namespace and link of the testbed of ``prefix`` (deleting a namespace deletes its veth
     end, and with it the pair); returns what was removed."""
     removed = []
     for ns in namespaces(prefix):
