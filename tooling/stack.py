@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import secrets
 import shutil
 import subprocess
@@ -55,6 +56,7 @@ import redis
 
 from edgesplit.errors import Unavailable
 from edgesplit.plan.cluster import cluster_from_dict, dump_cluster
+from services.common.channels import PREFIX_PATTERN
 from services.common.settings import cpu_limit
 from tooling.proc import ServiceProcess, free_port, spawn, wait_ready
 
@@ -114,7 +116,10 @@ def _s(value: object) -> str:
 
 def delete_keys(url: str, prefix: str) -> int:
     """Delete every key of the Redis at ``url`` that starts with ``prefix`` (a stack's or a testbed's,
-    colon included); how many, 0 when Redis does not answer."""
+    colon included); how many, 0 when Redis does not answer. A prefix that is empty or holds a glob
+    character would match other deployments' keys: ValueError."""
+    if not re.fullmatch(PREFIX_PATTERN, prefix):
+        raise ValueError(f"refusing to delete Redis keys by the prefix {prefix!r} (services.common.channels)")
     try:
         client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         keys = list(client.scan_iter(match=f"{prefix}*", count=500))

@@ -10,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from edgesplit.type_aliases import AllocPolicyName, Split
+from services.common.channels import PREFIX_PATTERN
 from services.common.settings import ServiceSettings
 
 Policy = AllocPolicyName  # the names of edgesplit.alloc.registry.ALLOC_POLICIES
@@ -52,7 +53,7 @@ class AllocatorSettings(ServiceSettings):
     threads: int = Field(1, ge=1, le=64)
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_password: str | None = None  # Redis AUTH; from a Secret, never in the URL
-    prefix: str = Field("es:", min_length=1, max_length=64)
+    prefix: str = Field("es:", pattern=PREFIX_PATTERN)  # services.common.channels
     cluster_file: Path | None = None
     policy: Policy = "td3"
     policy_file: Path | None = None

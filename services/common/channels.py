@@ -25,6 +25,11 @@ from typing import Final
 PLAN: Final = "plan"
 XFER: Final = "xfer"
 
+#: A deployment's key prefix: letters, digits and ``_ . : -`` only. No glob character (``* ? [ ] \``):
+#: the queue's purge, a stack's clean-up and ``testbed down`` find keys with ``SCAN MATCH <prefix>*``,
+#: so ``*`` as a prefix would reach every other deployment's keys in the same Redis.
+PREFIX_PATTERN: Final = r"^[A-Za-z0-9_.:-]{1,64}$"
+
 #: The allocator service (co2): the models whose plans it publishes under ``plan:{model}``.
 QUOTA_ALLOCATOR: Final = "allocator"
 #: An orchestrator: the models it plans itself (no plan in Redis).

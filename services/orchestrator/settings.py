@@ -9,6 +9,7 @@ from pydantic_settings import SettingsConfigDict
 
 from edgesplit.plan.modes import SERVING_MODES
 from edgesplit.type_aliases import PipelineMode, ServingModeName, Split
+from services.common.channels import PREFIX_PATTERN
 from services.common.settings import ServiceSettings
 
 Mode = ServingModeName  # the names of plan.modes.SERVING_MODES
@@ -58,7 +59,7 @@ class OrchestratorSettings(ServiceSettings):
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, le=2**31)
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_password: str | None = None  # Redis AUTH; from a Secret, never in the URL
-    prefix: str = Field("es:", min_length=1, max_length=64)
+    prefix: str = Field("es:", pattern=PREFIX_PATTERN)  # services.common.channels
     cluster_file: Path | None = None
     mode: Mode = "split"
     pipeline: PipelineMode = "async"

@@ -43,3 +43,19 @@ def test_an_open_api_beyond_loopback_must_be_asked_for() -> None:
     assert OrchestratorSettings(models=["digits-cnn"], host="0.0.0.0", open_api=True).api_token is None
     assert OrchestratorSettings(models=["digits-cnn"], host="0.0.0.0", api_token=GOOD).api_token == GOOD
     assert OrchestratorSettings(models=["digits-cnn"]).api_token is None  # loopback: development
+
+
+@pytest.mark.parametrize("prefix", ["*", "es:*", "a?", "[ab]", "x\\y", "", "a b", "é:"])
+def test_a_redis_prefix_with_a_glob_character_is_refused(prefix: str) -> None:
+    """Keys are found with ``SCAN MATCH <prefix>*`` (purge, a stack's clean-up): ``*`` as a prefix
+    would reach every other deployment's keys in the same Redis."""
+    from services.allocator.settings import AllocatorSettings
+    from tooling.stack import delete_keys
+
+    with pytest.raises(ValidationError, match="prefix"):
+        OrchestratorSettings(models=["digits-cnn"], prefix=prefix)
+    with pytest.raises(ValidationError, match="prefix"):
+        AllocatorSettings(prefix=prefix)
+    with pytest.raises(ValueError, match="refusing to delete Redis keys"):
+        delete_keys("redis://127.0.0.1:1/0", prefix)
+    assert OrchestratorSettings(models=["digits-cnn"], prefix="es-1f2e:").prefix == "es-1f2e:"

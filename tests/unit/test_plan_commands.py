@@ -144,10 +144,12 @@ def test_cli_out_naming_a_file_is_one_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("args", "says"), [
     (["up", "--models", "alexnet-paper,nosuch"], "edgesplit: error: unknown model 'nosuch'"),
     (["up", "--port", "70000"], "Invalid value for '--port'"),
+    (["up", "--prefix", "*"], "edgesplit: error: --prefix '*': expected 1 to 64 letters"),
 ])
 def test_up_refuses_bad_options_before_starting_anything(args: list[str], says: str) -> None:
     """Checked before any process starts: one line and status 2 (an unknown model was the cloud's
-    start-up failure, a port above 65535 a socket OverflowError, both as tracebacks)."""
+    start-up failure, a port above 65535 a socket OverflowError, both as tracebacks; a key prefix of
+    ``*`` made the stack delete every key of the Redis when it stopped)."""
     proc = subprocess.run([sys.executable, "-c", "from tooling.cli import main; main()", *args],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr

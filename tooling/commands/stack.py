@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from edgesplit.errors import InvalidInput
 from edgesplit.plan.modes import SERVING_MODES
 from edgesplit.plan.planner import PLANNER_FAMILIES
 from edgesplit.type_aliases import PipelineMode, ServingModeName, Split
+from services.common.channels import PREFIX_PATTERN
 
 err = Console(stderr=True)
 CONV_GROUPS = "one conv per stage, a sub-zone each (needs threads >= convs)"
@@ -84,6 +86,9 @@ def up(
     )
 
     _port_free(port)
+    if prefix is not None and not re.fullmatch(PREFIX_PATTERN, prefix):
+        raise InvalidInput(f"--prefix {prefix[:70]!r}: expected 1 to 64 letters, digits and _ . : - (no glob "
+                           f"character: the stack deletes its keys by pattern when it stops)")
     if fsync not in ("everysec", "always"):
         raise InvalidInput(f"--fsync {fsync!r}: expected everysec or always")
     stack = LocalStack(StackSettings(
