@@ -13,7 +13,7 @@ when A = r * B. We never write "r times higher" for r + 1.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 Summary = dict[str, Any]
@@ -265,6 +265,22 @@ def compare(s: Summary) -> str:
                      "cloud transfer", "cloud compute", "total"), parts))
 
 
+def same_plan_modes(points: Sequence[Mapping[str, Any]],
+                    reference: str = "edgesplit") -> dict[str, list[str]]:
+    """Per ``model@hosts`` of measured testbed points (``edgesplit bench testbed``), the modes that served
+    the same route as ``reference`` (the same stages on the same servers, the same edge-cloud cut): their
+    measured latencies differ by the noise of the run only, so a ratio near 1 between them is a tie."""
+    route = {(p["model"], p["hosts"], p["mode"]): p.get("route") for p in points}
+    out: dict[str, list[str]] = {}
+    for (model, hosts, mode), served in sorted(route.items()):
+        if mode == reference:
+            continue
+        ref = route.get((model, hosts, reference))
+        if ref is not None and served is not None and served == ref:
+            out.setdefault(f"{model}@{hosts}", []).append(mode)
+    return out
+
+
 def render_testbed(tb: Summary | None) -> str:
     if tb is None or not tb.get("points"):
         return ("Not measured yet: `edgesplit bench testbed --json` writes "
@@ -289,9 +305,13 @@ def render_testbed(tb: Summary | None) -> str:
     if summary.get("median_abs_error") is not None:
         text += (f"\n\nPrediction error over all points: median {100 * summary['median_abs_error']:.1f}%, "
                  f"worst {100 * summary['max_abs_error']:.1f}%.")
+    same = same_plan_modes(tb["points"])
     for where, ratios in sorted((summary.get("ratios") or {}).items()):
         listed = ", ".join(f"{mode} {x(v)}" for mode, v in sorted(ratios.items()))
         text += f" Measured latency over edgesplit's at {where.replace('@', ', ')} hosts: {listed}."
+        if same.get(where):
+            text += (f" ({' and '.join(same[where])} served the same plan as edgesplit there: the same "
+                     f"stages and cut, so that ratio is a tie within the run's noise.)")
     return text
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from edgesplit.errors import InvalidInput
 from edgesplit.sim.docs import DOCS, SUMMARY, TESTBED, blocks_in, check_report, fill, structure, write_report
-from edgesplit.sim.report import PAPER, VOLATILE, render, render_testbed
+from edgesplit.sim.report import PAPER, VOLATILE, render, render_testbed, same_plan_modes
 
 ROOT = Path(__file__).resolve().parents[2]
 PAPER_DIR = ROOT.parent / "shared" / "paper"
@@ -96,6 +96,22 @@ def test_the_testbed_block_says_when_there_is_no_measurement_and_renders_points(
                "ratios": {"alexnet-paper@8": {"no-split": 3.5}}}
     text = render_testbed({"points": [point], "summary": summary})
     assert "median 9.1%, worst 20.0%" in text and "alexnet-paper, 8 hosts: no-split 3.50x" in text
+
+
+def test_modes_serving_edgesplits_plan_are_named_as_ties() -> None:
+    """DADS and edgesplit both sending the whole model to the cloud (route []) serve one plan: the block
+    says their ratio is a tie; a mode with other stages, or a point with no route recorded, is not named."""
+    def point(mode: str, ms: float, route: list[dict[str, object]] | None) -> dict[str, object]:
+        return {"model": "alexnet-paper", "hosts": 8, "mode": mode, "measured_ms": ms, "predicted_ms": ms,
+                "route": route}
+    split = [{"layers": [0, 10], "strategy": "rows", "servers": [0]}]
+    points = [point("edgesplit", 100.7, []), point("dads", 99.9, []), point("no-split", 219.9, split),
+              point("paper", 129.6, None)]
+    assert same_plan_modes(points) == {"alexnet-paper@8": ["dads"]}
+    summary = {"median_abs_error": 0.05, "max_abs_error": 0.2,
+               "ratios": {"alexnet-paper@8": {"dads": 0.992, "no-split": 2.18, "paper": 1.29}}}
+    text = render_testbed({"points": points, "summary": summary})
+    assert "(dads served the same plan as edgesplit there" in text and "no-split served" not in text
 
 
 def test_every_quotation_of_the_paper_is_its_wording() -> None:

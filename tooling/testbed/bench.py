@@ -31,6 +31,7 @@ from typing import Any
 from edgesplit.models import get_spec
 from edgesplit.plan.cluster import Cluster, dump_cluster, load_cluster
 from edgesplit.plan.modes import SERVED
+from edgesplit.sim.report import same_plan_modes
 from edgesplit.sim.served import SERVED_MODES, ServedMode, predict_served
 from edgesplit.split import conv_groups
 from tooling.proc import wait_ready
@@ -148,7 +149,8 @@ def run_bench(hosts: Sequence[int] = (1, 2, 4, 8), modes: Sequence[ServedMode] =
 
 def summarize(points: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The targets' figures: prediction error (median, worst) and, per model at its most hosts, the
-    latency of No Split, DADS and the paper's plan over edgesplit's (x times)."""
+    latency of No Split, DADS and the paper's plan over edgesplit's (x times), and which of them served
+    the same plan as edgesplit (``same_plan``: a ratio near 1 there is a tie)."""
     errors = [abs(p["error"]) for p in points]
     out: dict[str, Any] = {"median_abs_error": statistics.median(errors) if errors else math.nan,
                            "max_abs_error": max(errors, default=math.nan), "ratios": {}}
@@ -157,6 +159,8 @@ def summarize(points: Sequence[dict[str, Any]]) -> dict[str, Any]:
         at = {p["mode"]: p["measured_ms"] for p in points if p["model"] == model and p["hosts"] == most}
         if REFERENCE in at:
             out["ratios"][f"{model}@{most}"] = {m: at[m] / at[REFERENCE] for m in at if m != REFERENCE}
+    same = same_plan_modes(points, REFERENCE)
+    out["same_plan"] = {k: v for k, v in same.items() if k in out["ratios"]}
     return out
 
 
