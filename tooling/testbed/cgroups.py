@@ -145,17 +145,27 @@ def alive(pid: int) -> bool:
     return True
 
 
-def remove_all(prefix: str) -> list[str]:
+def _rmdir(group: Path, wait_s: float) -> bool:
+    """Remove an empty group; a killed process still counts in it until its parent reaps it (EBUSY),
+    so retry for up to ``wait_s`` (a testbed killed with its services once left its gateway group)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            group.rmdir()
+            return True
+        except OSError:
+            if time.monotonic() >= deadline or not group.exists():
+                return False
+            time.sleep(0.05)
+
+
+def remove_all(prefix: str, wait_s: float = 5.0) -> list[str]:
     """Remove the testbed's groups, innermost first (their processes must be gone)."""
     top = root(prefix)
     removed: list[str] = []
     if not top.exists():
         return removed
-    for group in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-        with contextlib.suppress(OSError):
-            group.rmdir()
+    for group in [*sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)), top]:
+        if _rmdir(group, wait_s):
             removed.append(f"cgroup {group}")
-    with contextlib.suppress(OSError):
-        top.rmdir()
-        removed.append(f"cgroup {top}")
     return removed
