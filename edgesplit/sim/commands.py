@@ -10,7 +10,14 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from edgesplit.errors import InvalidInput
@@ -18,6 +25,7 @@ from edgesplit.sim.reproduce import TARGETS, Starter, reproduce
 from edgesplit.sim.run import SimRequest, run_simulation
 
 err = Console(stderr=True)
+PROGRESS_FROM = 5_000  # tasks from which simulate shows a progress bar (about 5 s)
 
 
 @contextmanager
@@ -55,7 +63,14 @@ def simulate(
     req = SimRequest(models=tuple(model), model_file=model_file, scenario=scenario, tasks=tasks, mode=mode,
                      pipeline=pipeline, threads=threads, rate=rate, priorities=priorities, aging=aging,
                      link_spread=link_spread, seed=seed)
-    report, result = run_simulation(req)
+    total = tasks * (1 if model_file is not None else len(model))
+    if total < PROGRESS_FROM:
+        report, result = run_simulation(req)
+    else:  # about 1 ms of CPU a task: a bar on stderr from a few seconds on
+        columns = (TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=err) as bar:
+            task = bar.add_task("simulate", total=total)
+            report, result = run_simulation(req, lambda done: bar.update(task, completed=done))
     if records is not None:
         with records.open("w") as f:
             for t in result.tasks:

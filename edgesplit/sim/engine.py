@@ -21,7 +21,7 @@ fixed order (tasks by id, servers by index), so one seed gives one run.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,8 @@ from edgesplit.type_aliases import PipelineMode
 
 __all__ = ["PipelineMode", "SimConfig", "simulate"]
 Proc = Generator[Any, Any, Any]
+Progress = Callable[[int], None]  # tasks finished so far
+PROGRESS_EVERY = 20_000  # simulation events between two progress calls
 
 
 @dataclass(frozen=True)
@@ -227,8 +229,9 @@ class Simulation:
             self.records[t.id] = rec
             queue.push(rec)
 
-    def run(self, tasks: Sequence[TaskSpec]) -> SimResult:
-        """Simulate until every task has its result."""
+    def run(self, tasks: Sequence[TaskSpec], progress: Progress | None = None) -> SimResult:
+        """Simulate until every task has its result; ``progress(finished)`` is called every
+        ``PROGRESS_EVERY`` events and at the end (for a progress bar on long runs)."""
         self._check(tasks)
         ids = [t.id for t in tasks]
         for model, wl in self.workloads.items():
@@ -241,7 +244,19 @@ class Simulation:
                 self.env.process(self._lockstep(wl, queue))
             else:
                 self.env.process(self._async(wl, queue))
-        self.env.run()
+        if progress is None:
+            self.env.run()
+        else:
+            events = 0
+            while True:
+                try:
+                    self.env.step()
+                except simpy.core.EmptySchedule:
+                    break
+                events += 1
+                if events % PROGRESS_EVERY == 0:
+                    progress(len(self.finished))
+            progress(len(self.finished))
         missing = sorted(set(ids) - self.finished)
         if missing:
             raise RuntimeError(f"simulation ended with {len(missing)} unfinished tasks, e.g. {missing[:5]}")
@@ -261,6 +276,7 @@ class Simulation:
 
 
 def simulate(workloads: Mapping[str, Workload], tasks: Sequence[TaskSpec],
-             config: SimConfig | None = None) -> SimResult:
-    """Run ``tasks`` through ``workloads`` (one per CNN) and return every task's record."""
-    return Simulation(workloads, config or SimConfig()).run(tasks)
+             config: SimConfig | None = None, progress: Progress | None = None) -> SimResult:
+    """Run ``tasks`` through ``workloads`` (one per CNN) and return every task's record; ``progress``:
+    :meth:`Simulation.run`."""
+    return Simulation(workloads, config or SimConfig()).run(tasks, progress)

@@ -12,7 +12,7 @@ from edgesplit.models.spec import load_spec_file
 from edgesplit.models.zoo import get_spec
 from edgesplit.plan.cluster import resolve_cluster
 from edgesplit.sim.baselines import LABELS, MODES, Method, Mode, build
-from edgesplit.sim.engine import PipelineMode, SimConfig, simulate
+from edgesplit.sim.engine import PipelineMode, Progress, SimConfig, simulate
 from edgesplit.sim.records import SimResult, make_tasks
 
 
@@ -48,8 +48,9 @@ def _method_report(m: Method, result: SimResult) -> dict[str, Any]:
             "summary": result.summary(m.workload.model)}
 
 
-def run_simulation(req: SimRequest) -> tuple[dict[str, Any], SimResult]:
-    """Build the methods, simulate ``req.tasks`` tasks per CNN, and report per CNN."""
+def run_simulation(req: SimRequest, progress: Progress | None = None) -> tuple[dict[str, Any], SimResult]:
+    """Build the methods, simulate ``req.tasks`` tasks per CNN, and report per CNN; ``progress`` gets
+    the tasks finished so far, now and then (``Simulation.run``)."""
     mode, pipeline = _check(req)
     cluster = resolve_cluster(req.scenario, req.seed)
     specs = [load_spec_file(req.model_file)] if req.model_file else [get_spec(m) for m in req.models]
@@ -64,7 +65,7 @@ def run_simulation(req: SimRequest) -> tuple[dict[str, Any], SimResult]:
                             seed=req.seed + 1000 * i, first_id=i * req.tasks)
     config = SimConfig(pipeline=chosen, aging_s=req.aging, edge_link_spread=req.link_spread,
                        cloud_link_spread=req.link_spread, seed=req.seed)
-    result = simulate({name: m.workload for name, m in methods.items()}, tasks, config)
+    result = simulate({name: m.workload for name, m in methods.items()}, tasks, config, progress)
     report = {"scenario": req.scenario, "mode": mode, "pipeline": chosen if methods[specs[0].name].stages
               else "parallel", "seed": req.seed, "tasks_per_model": req.tasks, "rate_per_s": req.rate,
               "aging_s": req.aging, "link_spread": req.link_spread,

@@ -111,3 +111,17 @@ def test_two_cnns_share_the_servers_by_flops_share() -> None:
                        if m == server)
             assert used <= zone
     assert "sub-zones:" in report["models"]["alexnet-paper"]["notes"][0]
+
+
+def test_progress_reports_finished_tasks_without_changing_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``simulate``'s progress bar (long runs): the count rises to every task, and stepping the
+    simulation for it gives the same report as running it whole."""
+    from edgesplit.sim import engine
+
+    monkeypatch.setattr(engine, "PROGRESS_EVERY", 50)
+    req = SimRequest(models=("alexnet-paper",), mode="ours", tasks=60, rate=300.0, priorities=3, seed=7)
+    seen: list[int] = []
+    stepped, _ = run_simulation(req, seen.append)
+    whole, _ = run_simulation(req)
+    assert stepped == whole
+    assert len(seen) > 2 and seen == sorted(seen) and seen[-1] == 60
