@@ -145,6 +145,7 @@ def test_cli_out_naming_a_file_is_one_line(tmp_path: Path) -> None:
     (["up", "--models", "alexnet-paper,nosuch"], "edgesplit: error: unknown model 'nosuch'"),
     (["up", "--port", "70000"], "Invalid value for '--port'"),
     (["up", "--prefix", "*"], "edgesplit: error: --prefix '*': expected 1 to 64 letters"),
+    (["up", "--redis-url", "http://x"], "edgesplit: error: --redis-url 'http://x': expected redis://"),
 ])
 def test_up_refuses_bad_options_before_starting_anything(args: list[str], says: str) -> None:
     """Checked before any process starts: one line and status 2 (an unknown model was the cloud's

@@ -86,6 +86,9 @@ def up(
     )
 
     _port_free(port)
+    if not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise InvalidInput(f"--redis-url {redis_url[:80]!r}: expected redis://host:port/db (or rediss://, "
+                           f"unix://)")
     if prefix is not None and not re.fullmatch(PREFIX_PATTERN, prefix):
         raise InvalidInput(f"--prefix {prefix[:70]!r}: expected 1 to 64 letters, digits and _ . : - (no glob "
                            f"character: the stack deletes its keys by pattern when it stops)")
