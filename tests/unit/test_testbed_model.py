@@ -243,3 +243,16 @@ def test_only_names_the_testbed_gives_are_its_own() -> None:
         assert cgroups.root("docker").name == "edgesplit-docker"
     with pytest.raises(InvalidInput, match="testbed prefix ''"):
         cgroups.root("")
+
+
+def test_bench_testbed_checks_its_out_folder_before_measuring(tmp_path: Path) -> None:
+    """``--out`` naming a file failed only when writing the results, after minutes of measuring."""
+    import subprocess
+    import sys
+
+    taken = tmp_path / "taken"
+    taken.write_text("a file")
+    done = subprocess.run([sys.executable, "-m", "tooling.cli", "bench", "testbed", "--hosts", "1", "--out",
+                           str(taken), "--json"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        f"edgesplit: error: {taken}: exists and is not a folder (expected a folder to write into)"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -156,6 +157,9 @@ def bench_testbed(
         raise InvalidInput(f"--hosts: positive counts; --modes: some of {', '.join(SERVED_MODES)} "
                            f"(unknown: {unknown})")
     names = [m.strip() for m in models.split(",") if m.strip()]
+    out.mkdir(parents=True, exist_ok=True)  # before minutes of measuring, not after
+    if not os.access(out, os.W_OK):
+        raise InvalidInput(f"--out {out}: this user cannot write there")
     result = run_bench(counts, cast(list[ServedMode], chosen), names, runs, burst,
                        progress=lambda line: err.print(line), cloud_cpus=cloud_cpus)
     files = write_outputs(result, out)
