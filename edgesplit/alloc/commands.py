@@ -51,8 +51,9 @@ def train_allocator(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
     """Train a TD3/DDPG sub-zone allocator (paper section 4.2); writes model.zip, curve.csv, curve.png."""
-    from edgesplit.alloc.train import TrainConfig, train
+    from edgesplit.alloc.train import TrainConfig, check_algo, train
 
+    check_algo(algo)  # before the progress bar
     config = TrainConfig(model=model, algo=algo, steps=steps, seed=seed, scenario=scenario,  # type: ignore[arg-type]
                          scenario_seed=scenario_seed, obs=obs, action=action, split=split,  # type: ignore[arg-type]
                          noise_sigma=noise_sigma, eval_every=eval_every)
@@ -177,15 +178,14 @@ def bench_alloc_sweep(
     """Train the shipped recipe for every (algo, seed, model) and judge each on held-out draws: the
     median and worst gaps over seeds, and the reward curves of TD3 and DDPG (``alloc.sweep``)."""
     from edgesplit.alloc.sweep import rejudge_file, sweep
-    from edgesplit.alloc.train import ALGOS
+    from edgesplit.alloc.train import check_algo
 
     if rejudge:
         result = rejudge_file(out / "sweep.json")
         typer.echo(json.dumps({"out": str(out), "summary": result["summary"]}))
         return
     for algo in algos.split(","):
-        if algo not in ALGOS:
-            raise InvalidInput(f"unknown algorithm {algo!r}; expected one of {', '.join(ALGOS)}")
+        check_algo(algo)
     result = sweep(out, models.split(","), algos.split(","), [int(x) for x in seeds.split(",")],  # type: ignore[arg-type]
                    steps, draws, progress=lambda line: STDERR.print(f"[sweep] {line}"))
     summary = {"out": str(out), "summary": result["summary"]}

@@ -89,14 +89,19 @@ def eval_envs(config: TrainConfig) -> list[AllocEnv]:
     return out
 
 
+def check_algo(algo: str) -> None:
+    """InvalidInput unless ``algo`` is one of :data:`ALGOS`."""
+    if algo not in ALGOS:
+        raise InvalidInput(f"unknown algorithm {algo!r}; expected one of {', '.join(ALGOS)}")
+
+
 def make_agent(config: TrainConfig, env: AllocEnv) -> Any:
     """A fresh SB3 TD3 or DDPG agent for ``env`` (small MLPs, CPU, seeded)."""
     import torch
     from stable_baselines3 import DDPG, TD3
     from stable_baselines3.common.noise import NormalActionNoise
 
-    if config.algo not in ALGOS:
-        raise InvalidInput(f"unknown algorithm {config.algo!r}; expected one of {', '.join(ALGOS)}")
+    check_algo(config.algo)
     torch.set_num_threads(1)
     n = env.n_servers
     noise = NormalActionNoise(np.zeros(n), config.noise_sigma * np.ones(n))

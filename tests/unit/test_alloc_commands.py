@@ -87,3 +87,11 @@ def test_bench_alloc_sweep_judges_every_seed(app: typer.Typer, tmp_path: Path) -
     with pytest.raises(InvalidInput, match="no sweep results"):
         CliRunner().invoke(app, ["bench", "alloc-sweep", "--out", str(tmp_path / "none"), "--rejudge"],
                            catch_exceptions=False)
+
+
+def test_an_unknown_algorithm_is_refused_before_training_starts(app: typer.Typer, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["train-allocator", "--algo", "sac", "--model", "alexnet-paper",
+                                      "--out", str(tmp_path / "run")])
+    assert isinstance(result.exception, InvalidInput) and "unknown algorithm 'sac'" in str(result.exception)
+    assert "0/10000" not in result.output  # no progress bar was started
+    assert not (tmp_path / "run").exists()
