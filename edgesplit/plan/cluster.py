@@ -206,7 +206,7 @@ def resolve_cluster(name_or_path: str, seed: int = 0, servers: int | None = None
     """A named scenario, or a cluster YAML file; ``servers`` keeps only the first ``servers`` of it."""
     if name_or_path in SCENARIOS:
         return scenario(name_or_path, seed, PAPER_SERVERS if servers is None else servers)
-    if not Path(name_or_path).is_file():
+    if not Path(name_or_path).exists():  # a folder or a device is the file reader's error (one line)
         raise InvalidInput(f"unknown scenario {name_or_path!r}: not one of {', '.join(SCENARIOS)} "
                            "and no such cluster file")
     cluster = load_cluster(name_or_path)
