@@ -6,6 +6,8 @@ exception handlers. Messages say what was wrong and what was expected.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class EdgesplitError(Exception):
     """Base class. ``status`` is the HTTP status a service answers with."""
@@ -105,3 +107,26 @@ class UnsupportedMediaType(InvalidInput):
     """A request body of a content type the endpoint does not read (HTTP 415)."""
 
     status = 415
+
+
+FILE_MAX_BYTES = 1 << 20  # a cluster file, testbed description or model spec is a few KB
+
+
+def read_user_text(path: Path, what: str, expected: str, error: type[EdgesplitError] = InvalidInput,
+                   limit: int = FILE_MAX_BYTES) -> str:
+    """The text of a file a user named (``what``, e.g. "cluster file"), or ``error`` with one line naming
+    it: missing, not readable (a folder, no permission), not UTF-8 (``expected``: what it should hold,
+    e.g. "YAML"), or above ``limit`` bytes (``/dev/zero`` is refused, not read for ever)."""
+    try:
+        with path.open("rb") as f:
+            data = f.read(limit + 1)
+    except FileNotFoundError as e:
+        raise error(f"{what} {path} does not exist") from e
+    except OSError as e:
+        raise error(f"{what} {path} cannot be read: {e.strerror or type(e).__name__}") from e
+    if len(data) > limit:
+        raise error(f"{what} {path} is larger than {limit} bytes: not a {what}")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise error(f"{what} {path} is not UTF-8 text (byte {e.start}): expected {expected}") from e

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import jsonschema
 
-from edgesplit.errors import InvalidSpec
+from edgesplit.errors import InvalidSpec, read_user_text
 
 Pair = tuple[int, int]
 Shape = tuple[int, int, int]
@@ -314,25 +314,12 @@ def spec_from_dict(raw: Mapping[str, Any]) -> ModelSpec:
     return ModelSpec(str(raw["name"]), (int(c), int(h), int(w)), int(raw["num_classes"]), layers)
 
 
-SPEC_MAX_BYTES = 1 << 20  # a spec lists layers: a few KB
-
-
 def load_spec_file(path: str | Path) -> ModelSpec:
-    """Load a model spec from a JSON file; raises InvalidSpec (one line) with the file name when it is
-    missing, unreadable (a folder, not UTF-8, above ``SPEC_MAX_BYTES``) or not a valid spec."""
+    """Load a model spec from a JSON file; raises InvalidSpec (one line) with the file name when it
+    cannot be read as text (``edgesplit.errors.read_user_text``) or is not a valid spec."""
     p = Path(path)
     try:
-        with p.open("rb") as f:
-            data = f.read(SPEC_MAX_BYTES + 1)
-        if len(data) > SPEC_MAX_BYTES:
-            raise InvalidSpec(f"model file {p} is larger than {SPEC_MAX_BYTES} bytes: not a model spec")
-        raw = json.loads(data.decode("utf-8"))
-    except FileNotFoundError as e:
-        raise InvalidSpec(f"model file {p} does not exist") from e
-    except UnicodeDecodeError as e:
-        raise InvalidSpec(f"model file {p} is not UTF-8 text (byte {e.start}): expected JSON") from e
-    except OSError as e:
-        raise InvalidSpec(f"model file {p} cannot be read: {e.strerror or type(e).__name__}") from e
+        raw = json.loads(read_user_text(p, "model file", "JSON", InvalidSpec))
     except json.JSONDecodeError as e:
         raise InvalidSpec(f"model file {p} is not valid JSON: {e}") from e
     return spec_from_dict(raw)

@@ -50,7 +50,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
 
-from edgesplit.errors import InvalidInput, InvalidPlan
+from edgesplit.errors import InvalidInput, InvalidPlan, read_user_text
 from edgesplit.profiles import SliceProfile
 
 PAPER_FLOPS_PER_THREAD = 80e9
@@ -323,26 +323,13 @@ def cluster_to_dict(cluster: Cluster) -> dict[str, Any]:
     return out
 
 
-YAML_MAX_BYTES = 1 << 20  # a cluster file or testbed description is a few KB
-
-
 def read_yaml_mapping(path: Path, what: str, key: str) -> dict[str, Any]:
     """A YAML (or JSON) file that must hold a mapping with ``key``; InvalidInput (one line) naming
-    ``what`` and the file when it is missing, not a readable file (a folder, no permission, not UTF-8,
-    above ``YAML_MAX_BYTES``: ``/dev/zero`` is refused, not read for ever), not valid YAML or not a
-    mapping (cluster files, testbed descriptions)."""
+    ``what`` and the file when it cannot be read as text (``edgesplit.errors.read_user_text``), is not
+    valid YAML or not a mapping (cluster files, testbed descriptions)."""
+    text = read_user_text(path, what, "YAML")
     try:
-        with path.open("rb") as f:
-            data = f.read(YAML_MAX_BYTES + 1)
-        if len(data) > YAML_MAX_BYTES:
-            raise InvalidInput(f"{what} {path} is larger than {YAML_MAX_BYTES} bytes: not a {what}")
-        raw = yaml.safe_load(data.decode("utf-8"))
-    except FileNotFoundError as e:
-        raise InvalidInput(f"{what} {path} does not exist") from e
-    except UnicodeDecodeError as e:
-        raise InvalidInput(f"{what} {path} is not UTF-8 text (byte {e.start}): expected YAML") from e
-    except OSError as e:
-        raise InvalidInput(f"{what} {path} cannot be read: {e.strerror or type(e).__name__}") from e
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from edgesplit.errors import InvalidInput, InvalidPlan
+from edgesplit.errors import FILE_MAX_BYTES, InvalidInput, InvalidPlan
 from edgesplit.plan.cluster import (
     DEFAULT_FLOPS_PER_THREAD,
     PAPER_CLOUD_FLOPS,
-    YAML_MAX_BYTES,
     Cloud,
     Cluster,
     Server,
@@ -112,11 +111,11 @@ def test_missing_file() -> None:
 
 def test_unreadable_files_are_one_line_errors(tmp_path: Path) -> None:
     """A folder, a binary file, an endless device: one-line InvalidInput, never a traceback or a read
-    that does not end (``/dev/zero`` is cut at ``YAML_MAX_BYTES``)."""
+    that does not end (``/dev/zero`` is cut at ``FILE_MAX_BYTES``)."""
     binary = tmp_path / "model.bin"
     binary.write_bytes(b"executors: [\xff\xfe]\n")
     cases = [(tmp_path, "cannot be read: Is a directory"), (binary, r"is not UTF-8 text \(byte 12\)"),
-             (Path("/dev/zero"), f"is larger than {YAML_MAX_BYTES} bytes")]
+             (Path("/dev/zero"), f"is larger than {FILE_MAX_BYTES} bytes")]
     for path, message in cases:
         with pytest.raises(InvalidInput, match=message) as info:
             load_cluster(path)

@@ -90,19 +90,29 @@ def preflight(prefix: str) -> None:
         run(["ip", "netns", "del", probe], check=False)
 
 
+# the only names a testbed gives (module docstring): hosts' namespaces and preflight's probe; the bridge,
+# the root ends of the hosts' veth pairs and the transient name of a pair's other end
+_NAMESPACE_NAMES = r"(cloud|probe|e[0-9]{1,2})"
+_LINK_NAMES = r"(br|tmp|clh|e[0-9]{1,2}h)"
+
+
+def _ours(prefix: str, names: str) -> re.Pattern[str]:
+    return re.compile(rf"{re.escape(check_prefix(prefix))}-{names}")
+
+
 def subnet_users(desc: TestbedDescription) -> list[str]:
     """``link address`` of every root-namespace IPv4 address inside the testbed's subnet on a link it did
     not make (another testbed, a container bridge): building over them would route the hosts' traffic
     to someone else's addresses."""
     import ipaddress
 
-    subnet = ipaddress.ip_network(desc.subnet)
+    subnet, ours = ipaddress.ip_network(desc.subnet), _ours(desc.prefix, _LINK_NAMES)
     try:
         rows = json.loads(run(["ip", "-j", "-4", "addr", "show"]) or "[]")
     except (CommandFailed, ValueError):
         return []
     return [f"{r['ifname']} {a['local']}/{a.get('prefixlen', 32)}" for r in rows
-            if not str(r.get("ifname", "")).startswith(f"{desc.prefix}-")
+            if not ours.fullmatch(str(r.get("ifname", "")))
             for a in r.get("addr_info", []) if a.get("local")
             and ipaddress.ip_network(f"{a['local']}/{a.get('prefixlen', 32)}", strict=False).overlaps(subnet)]
 
@@ -164,16 +174,6 @@ def link_rates(desc: TestbedDescription, host: str) -> tuple[float | None, float
     up = _tbf_rate(["tc", "-j", "-n", ns, "qdisc", "show", "dev", "eth0"])
     down = _tbf_rate(["tc", "-j", "qdisc", "show", "dev", outer])
     return up, down
-
-
-# the only names a testbed gives (module docstring): hosts' namespaces and preflight's probe; the bridge,
-# the root ends of the hosts' veth pairs and the transient name of a pair's other end
-_NAMESPACE_NAMES = r"(cloud|probe|e[0-9]{1,2})"
-_LINK_NAMES = r"(br|tmp|clh|e[0-9]{1,2}h)"
-
-
-def _ours(prefix: str, names: str) -> re.Pattern[str]:
-    return re.compile(rf"{re.escape(check_prefix(prefix))}-{names}")
 
 
 def namespaces(prefix: str) -> list[str]:
