@@ -14,6 +14,7 @@ from rich.table import Table
 from edgesplit.errors import InvalidInput
 from loadtest.mix import DEFAULT_MIX, parse_mix, parse_users
 from loadtest.sweep import MODES, SweepConfig, run_sweep
+from services.orchestrator.settings import SERVED_MAX_BATCH
 
 err = Console(stderr=True)
 
@@ -69,8 +70,9 @@ def sweep(
     threads: int = typer.Option(2, help="worker threads per executor"),
     think_s: float = typer.Option(0.0, help="pause of a customer between a result and its next task, s"),
     seed: int = typer.Option(0, help="seed of the weights, the samples and the customers' choices"),
-    max_batch: int = typer.Option(1, help="the orchestrator's dynamic batching: tasks of one model run "
-                                          "as one unit (1 = off)"),
+    max_batch: int = typer.Option(SERVED_MAX_BATCH, help="the orchestrator's dynamic batching: tasks of "
+                                                         "one model run as one unit (1 = off; the "
+                                                         "deployments' default)"),
     express: bool = typer.Option(True, "--express/--no-express",
                                  help="with batching, the orchestrator's express lane for priority-1 tasks"),
     as_json: bool = typer.Option(False, "--json", help="one JSON object on stdout"),

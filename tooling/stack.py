@@ -356,7 +356,7 @@ class LocalStack:
                     "cloud_token": self.cloud_token,
                     **_defaults(role, "aging_s", "max_queue", "max_priority", "max_batch",
                                 "max_queue_delay_s", "max_batch_by_priority", "batch_chunk", "express_lane",
-                                "urgent_window_s", "default_timeout_s",
+                                "urgent_window_s", "urgent_max_batch", "default_timeout_s",
                                 "result_ttl_s", "lease_s", "max_finished", "drain_s", "max_body_bytes"),
                     **self.extra_orch}
         if role == "allocator":

@@ -21,6 +21,10 @@ Rules (``CLAIM_BATCH``, one atomic script):
 * Batches are not preemptible: a task arriving waits for the batch in its stage. While urgent tasks
   come, the async pipeline runs a batch's first step ``batch_chunk`` tasks at a time and lets the
   priority-1 tasks queued meanwhile through between two chunks (``Runner.step``, ``claim(only=1)``).
+  And while urgent tasks come a batch holds at most ``urgent_max_batch`` tasks (``Runner``): the
+  express lane's urgent tasks compute beside the batches on the same cores, and a smaller batch is a
+  shorter slice of the executors' and the cloud's memory bandwidth and event loops that an urgent
+  slice shares (docs/BENCHMARKS.md, run 13: max_batch 4 against 8 at 16 customers).
 * Each task of a batch keeps its own record, lease and fence token: results are split back per task,
   a task cancelled or expired on the way ends alone, and an input that cannot be decoded fails only
   its own task (``Runner``).
@@ -30,6 +34,7 @@ Rules (``CLAIM_BATCH``, one atomic script):
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Mapping
@@ -39,6 +44,7 @@ from typing import Any, NamedTuple, TypeVar
 from redis.exceptions import RedisError
 
 from edgesplit.errors import Unavailable
+from edgesplit.models.spec import ModelSpec
 from services.orchestrator.engine import Job
 from services.orchestrator.queue import Claimed, TaskQueue
 from services.orchestrator.scripts import ALWAYS, QUEUED_ENDINGS
@@ -126,6 +132,15 @@ class BatchClaim(NamedTuple):
     orphans: list[str]
 
 
+def rows_within(spec: ModelSpec, body_bytes: int) -> int:
+    """The most tasks of ``spec`` that one batch may hold so that every map it sends in one request
+    (its largest edge map, float32, for all its rows) fits in ``body_bytes``: a larger batch would be
+    refused by the executors (413) and run one task at a time from there (``Runner``). At least 1.
+    In 64 MiB: alexnet-paper 199 rows; vgg16-paper (maps of 64 x 224 x 224) 5."""
+    largest = 4 * max(math.prod(shape) for shape in spec.shapes())
+    return max(1, body_bytes // (largest + 4096))  # room for the NPY header and a slice's halo rows
+
+
 def delay_of(delays: Mapping[int, float], priority: int) -> float:
     """The entry of ``priority`` in a per-priority setting (``max_queue_delay_s`` in seconds,
     ``max_batch_by_priority``): that of the largest listed priority <= it (of the smallest listed one
@@ -157,14 +172,16 @@ class BatchQueue:
         self.caps = [int(delay_of(caps, p)) for p in range(1, max_priority + 1)]
         self._script = queue.r.register_script(CLAIM_BATCH)
 
-    async def claim(self, model: str, lease_s: float, only: int = 0) -> BatchClaim:
+    async def claim(self, model: str, lease_s: float, only: int = 0, limit: int = 0) -> BatchClaim:
         """Claim up to ``max_batch`` tasks of ``model`` from the head of its queue (module docstring),
         each under a fresh attempt token with a lease of ``lease_s`` seconds. ``only`` > 0: only tasks
-        of priority ``only`` or more urgent, at once (nothing when the head is less urgent)."""
+        of priority ``only`` or more urgent, at once (nothing when the head is less urgent).
+        ``limit`` > 0: at most that many tasks (and ``max_batch``)."""
         q = self.queue
         keys = [q.key("q", model), q.key("inflight", model), q.key("dl", model), q.key("pending", model)]
         tokens = [uuid.uuid4().hex for _ in range(self.max_batch)]
-        args: list[str | int] = [q.p, repr(time.time()), repr(lease_s), q.ttl, self.max_batch,
+        size = min(self.max_batch, limit) if limit > 0 else self.max_batch
+        args: list[str | int] = [q.p, repr(time.time()), repr(lease_s), q.ttl, size,
                                  len(self.delays), *(repr(d) for d in self.delays), *self.caps, *tokens, only]
         out = await _guard(self._script(keys=keys, args=args))
         kind = _s(out[0])

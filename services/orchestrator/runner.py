@@ -44,7 +44,8 @@ import torch
 
 from edgesplit import wire
 from edgesplit.errors import EdgesplitError, Unavailable
-from services.orchestrator.batching import BatchJob, BatchQueue
+from services.common.settings import ServiceSettings
+from services.orchestrator.batching import BatchJob, BatchQueue, rows_within
 from services.orchestrator.engine import Engine, Job, JobLost, TaskFailed
 from services.orchestrator.metrics import Metrics
 from services.orchestrator.plans import PlanSource
@@ -80,6 +81,8 @@ class Runner(abc.ABC):
                                   s.max_batch_by_priority) if s.max_batch > 1 else None
         self._wait_until: float | None = None  # a partial batch may wait until then (Unix seconds)
         self._urgent_at = -float("inf")  # when a priority-1 task was last claimed (monotonic seconds)
+        # a batch's maps fit in an executor's request body (its default limit)
+        self._rows_fit = rows_within(engine.spec, ServiceSettings.model_fields["max_body_bytes"].default)
         self._handed: list[Job] = []  # claimed by their submit (``adopt``): the next claims return them
         self._idle = False  # a claim(block=True) waits on an empty queue
 
@@ -187,6 +190,17 @@ class Runner(abc.ABC):
             finally:
                 self._idle = False
 
+    def urgent_coming(self) -> bool:
+        """Whether urgent tasks come: a priority-1 task claimed within ``urgent_window_s``."""
+        return time.monotonic() - self._urgent_at <= self.settings.urgent_window_s
+
+    def batch_limit(self) -> int:
+        """The most tasks the next batch may hold (and ``max_batch``): as many as an executor's request
+        body holds (``batching.rows_within``), and ``urgent_max_batch`` while urgent tasks come
+        (``services.orchestrator.batching``)."""
+        urgent = self.settings.urgent_max_batch if self.urgent_coming() else 0
+        return min(self._rows_fit, urgent) if urgent > 0 else self._rows_fit
+
     async def claim_urgent(self) -> Job | None:
         """The priority-1 tasks at the head of the queue, claimed now as one job (batching only); None
         when the head is less urgent, nothing is queued, Redis does not answer or we are draining."""
@@ -200,7 +214,8 @@ class Runner(abc.ABC):
     async def _claim_once(self, server: int | None, only: int = 0) -> Job | None:
         route = self.plans.single(server) if server is not None else await self.plans.route()
         if self.batches is not None:
-            got = await self.batches.claim(self.model, self.settings.lease_s, only)
+            got = await self.batches.claim(self.model, self.settings.lease_s, only,
+                                           0 if only else self.batch_limit())
             tasks, expired, orphans = got.tasks, got.expired, got.orphans
             if not only:
                 self._wait_until = got.wait_until
@@ -352,8 +367,7 @@ class Runner(abc.ABC):
         pipeline's first step lets urgent tasks through there)."""
         if not await self._usable(job):
             return False
-        urgent = time.monotonic() - self._urgent_at <= self.settings.urgent_window_s
-        chunk = self.settings.batch_chunk if urgent else 0
+        chunk = self.settings.batch_chunk if self.urgent_coming() else 0
         try:
             if isinstance(job, BatchJob) and interlude is not None and 0 < chunk < job.x.shape[0]:
                 await self._chunked_step(job, k, subzone, chunk, interlude)

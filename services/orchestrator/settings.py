@@ -16,6 +16,13 @@ Mode = ServingModeName  # the names of plan.modes.SERVING_MODES
 SplitKind = Split  # the names of plan.planner.PLANNER_FAMILIES
 
 
+SERVED_MAX_BATCH = 16
+"""``max_batch`` of every deployment (the chart's and compose's ``maxBatch``, ``edgesplit up``) and of
+the benchmarks (``bench e2e``, ``bench sweep``): dynamic batching on. The settings class keeps 1 (off)
+so that a bare orchestrator claims one task at a time. With ``urgent_max_batch`` the batches beside
+urgent traffic are smaller (docs/BENCHMARKS.md, run 13)."""
+
+
 class OrchestratorSettings(ServiceSettings):
     """All knobs of the orchestrator; validated at start-up, unsafe values refused. Times in seconds.
 
@@ -107,7 +114,7 @@ class OrchestratorSettings(ServiceSettings):
     # counted from the submit: 0 for priority 1, so an urgent task never waits to fill a batch;
     # max_batch_by_priority caps a batch by its most urgent task's priority (the same lookup): 1 for
     # priority 1, so no less urgent task pads an urgent one's batch
-    max_batch: int = Field(1, ge=1, le=256)
+    max_batch: int = Field(1, ge=1, le=256)  # the deployments set SERVED_MAX_BATCH
     max_queue_delay_s: dict[int, float] = Field(default_factory=lambda: {1: 0.0, 2: 0.002})
     max_batch_by_priority: dict[int, int] = Field(default_factory=lambda: {1: 1, 2: 256})
     # while urgent (priority-1) tasks come (one claimed within urgent_window_s), the async pipeline's
@@ -115,6 +122,9 @@ class OrchestratorSettings(ServiceSettings):
     # meanwhile go through between two chunks; otherwise a batch's step runs whole (faster)
     batch_chunk: int = Field(1, ge=0, le=256)
     urgent_window_s: float = Field(10.0, ge=0.0, le=3600.0)
+    # and then a batch holds at most urgent_max_batch tasks (0: max_batch): smaller batches beside the
+    # urgent tasks, whole max_batch ones for bulk traffic alone
+    urgent_max_batch: int = Field(4, ge=0, le=256)
     # with batching, the express lane (services.orchestrator.runner) runs priority-1 tasks whole beside
     # the pipeline (split) or the batches (no-split, dads), on the services' urgent lanes; then the
     # async pipeline's batches are not chunked

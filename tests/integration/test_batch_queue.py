@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 
-from services.orchestrator.batching import BatchQueue, delay_of
+from edgesplit.models import get_spec
+from services.orchestrator.batching import BatchQueue, delay_of, rows_within
 from services.orchestrator.queue import TaskQueue
 
 pytestmark = [pytest.mark.redis, pytest.mark.anyio]
@@ -22,6 +24,15 @@ def test_a_priority_not_listed_takes_the_largest_listed_one_below_it() -> None:
     delays = {1: 0.0, 3: 0.5}
     assert [delay_of(delays, p) for p in (1, 2, 3, 9)] == [0.0, 0.0, 0.5, 0.5]
     assert delay_of({2: 0.1}, 1) == 0.1  # below every listed priority: the smallest listed one
+
+
+def test_a_batch_s_maps_fit_in_one_request_body() -> None:
+    for name in ("alexnet-paper", "vgg16-paper", "digits-cnn"):
+        spec = get_spec(name)
+        largest = 4 * max(int(np.prod(s)) for s in spec.shapes())  # float32 bytes of its largest map
+        rows = rows_within(spec, 64 * 1024 * 1024)
+        assert rows * largest <= 64 * 1024 * 1024 < (rows + 1) * (largest + 4096), name
+    assert rows_within(get_spec("vgg16-paper"), 1024) == 1  # never below one task
 
 
 async def test_a_batch_is_the_head_of_the_queue_in_priority_order(queue: TaskQueue) -> None:
@@ -59,6 +70,13 @@ async def test_a_batch_is_capped_by_its_most_urgent_task_s_priority(queue: TaskQ
     batches = BatchQueue(queue, 8, {1: 0.0}, 10, caps={1: 1, 3: 2, 5: 8})
     got = [[t.id for t in (await batches.claim(MODEL, lease_s=30)).tasks] for _ in range(5)]
     assert got == [[ids[3]], [ids[4]], ids[0:2], [ids[2], ids[5]], ids[6:8]]
+
+
+async def test_a_limit_caps_a_batch_below_max_batch(queue: TaskQueue) -> None:
+    ids = [await _submit(queue, 5) for _ in range(7)]
+    batches = BatchQueue(queue, 4, {1: 0.0}, 10)
+    got = [[t.id for t in (await batches.claim(MODEL, lease_s=30, limit=limit)).tasks] for limit in (2, 9, 0)]
+    assert got == [ids[0:2], ids[2:6], ids[6:7]]  # 9 is above max_batch: max_batch holds; 0: no limit
 
 
 async def test_expired_and_orphaned_ids_are_reported_and_skipped(queue: TaskQueue) -> None:

@@ -219,3 +219,28 @@ def test_express_lane_of_whole_task_modes_skips_the_slots_batches_hold(stack: Lo
     finally:
         stack.restart_orchestrator(mode="split")
     assert any(overlapped), overlapped
+
+
+def test_while_urgent_tasks_come_a_batch_holds_at_most_urgent_max_batch(stack: LocalStack) -> None:
+    """An urgent task claimed first opens the urgent window: the 8 low tasks queued behind it go in
+    batches of ``urgent_max_batch`` (2), not ``max_batch`` (4). Without an urgent task (a fresh
+    orchestrator: no window) the same queue goes in batches of 4. All results exact."""
+    module = load_model(get_spec(MODEL), seed=0)
+    try:
+        stack.restart_orchestrator(urgent_max_batch=2, max_queue_delay_s=NO_DELAY)
+        with httpx.Client(base_url=stack.url, timeout=60) as c:
+            ids = _queued(stack, c, [(150, 1)] + [(151 + i, 5) for i in range(8)])
+            beside = [_result(c, i) for i in ids]
+            alone = [_result(c, i) for i in _queued(stack, c, [(151 + i, 5) for i in range(8)])]
+    finally:
+        stack.restart_orchestrator(urgent_max_batch=4)
+    assert all(r["status"] == "done" for r in beside + alone)
+    assert beside[0]["timings"]["batch"] == 1
+    assert [r["timings"]["batch"] for r in beside[1:]] == [2] * 8
+    assert [r["timings"]["batch"] for r in alone] == [4] * 8
+    for seed, r in zip(range(150, 159), beside, strict=True):
+        with torch.no_grad():
+            ref = module(torch.from_numpy(_input(seed)))
+        torch.testing.assert_close(torch.tensor(r["logits"]).view_as(ref), ref)
+    for b, a in zip(beside[1:], alone, strict=True):
+        torch.testing.assert_close(torch.tensor(b["logits"]), torch.tensor(a["logits"]))

@@ -24,11 +24,11 @@ MODEL = "alexnet-paper"
 TASKS = 30
 
 
-def _pid_listening(port: int) -> int:
+def _listener(port: int) -> int | None:
+    """The pid listening on ``port``, or None when nothing listens (a service restarting)."""
     out = subprocess.run(["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True).stdout
     match = re.search(r"pid=(\d+)", out)
-    assert match, out
-    return int(match.group(1))
+    return int(match.group(1)) if match else None
 
 
 def _banner(up: subprocess.Popen[str]) -> dict[str, int]:
@@ -68,16 +68,19 @@ def test_up_restarts_a_killed_executor_and_loses_no_task(tmp_path: Path) -> None
                 time.sleep(0.02)
             in_flight = sum(c.get(f"/v1/tasks/{i}", params={"logits": False}).json()["status"]
                             in ("queued", "running") for i in ids)
-            _pid = _pid_listening(ports[f"executor-{victim}"])
+            _pid = _listener(ports[f"executor-{victim}"])
+            assert _pid is not None
             subprocess.run(["kill", "-9", str(_pid)], check=True)
             infos = [c.get(f"/v1/tasks/{i}", params={"wait": 60}).json() for i in ids]
             time.sleep(2.0)
             again = [c.get(f"/v1/tasks/{i}").json() for i in ids]
+            # restarted: a new process listens on its port and the orchestrator sees it up (with
+            # batching the tasks may all be done before the orchestrator has noticed the kill)
             deadline = time.monotonic() + 120
-            while not all(e["up"] for e in c.get("/v1/status").json()["executors"]):
+            while _listener(ports[f"executor-{victim}"]) in (None, _pid) or not all(
+                    e["up"] for e in c.get("/v1/status").json()["executors"]):
                 assert time.monotonic() < deadline, "the killed executor was not restarted"
                 time.sleep(0.5)
-        assert _pid_listening(ports[f"executor-{victim}"]) != _pid
         print(f"\n[edgesplit up, kill -9 executor-{victim}] accepted {TASKS}, in flight at the fault "
               f"{in_flight}, done {sum(i['status'] == 'done' for i in infos)}")
         assert [i["status"] for i in infos] == ["done"] * TASKS, [i.get("error") for i in infos]

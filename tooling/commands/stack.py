@@ -19,6 +19,7 @@ from edgesplit.plan.modes import SERVING_MODES
 from edgesplit.plan.planner import PLANNER_FAMILIES
 from edgesplit.type_aliases import PipelineMode, ServingModeName, Split
 from services.common.channels import PREFIX_PATTERN
+from services.orchestrator.settings import SERVED_MAX_BATCH
 
 err = Console(stderr=True)
 CONV_GROUPS = "one conv per stage, a sub-zone each (needs threads >= convs)"
@@ -32,7 +33,7 @@ PREFIX = ("Redis key prefix (default: a new one per run, so stacks sharing a Red
           "queued or running at exit stay under it, and a later `up` with --prefix set to it resumes them")
 STATE = "where a redis-server started here keeps its append-only file"
 MAX_BATCH = ("dynamic batching: up to this many queued tasks of one model run as one unit, priority-1 "
-             "tasks never wait for a batch (1 = off)")
+             "tasks never wait for a batch, and beside them batches hold at most 4 (1 = off)")
 FSYNC = ("appendfsync of a redis-server started here: everysec (a crash may lose the last second of "
          "writes) or always (none lost, slower writes; docs/ARCHITECTURE.md, Guarantees)")
 
@@ -70,7 +71,8 @@ def up(
     prefix: str | None = typer.Option(None, help=PREFIX),
     state_dir: Path = typer.Option(STATE_DIR, help=STATE),
     fsync: str = typer.Option("everysec", help=FSYNC),
-    max_batch: int = typer.Option(1, min=1, max=256, help=MAX_BATCH + "; the chart's default"),
+    max_batch: int = typer.Option(SERVED_MAX_BATCH, min=1, max=256,
+                                  help=MAX_BATCH + " (the chart's default)"),
 ) -> None:
     """Start redis (if needed), the cloud, the executors, the orchestrator (and with ``--allocator`` the
     allocator service); restart any of them that dies (backoff 1 s to 30 s); on Ctrl-C or SIGTERM let
@@ -189,7 +191,7 @@ def bench_e2e(
     tasks: int = typer.Option(120, min=1, help="tasks submitted at once for the saturation throughput"),
     gap_ms: float = typer.Option(50.0, min=0.0, help="idle gap between sequential tasks (and torch "
                                                      "forwards), ms"),
-    max_batch: int = typer.Option(8, min=1, max=256, help=MAX_BATCH),
+    max_batch: int = typer.Option(SERVED_MAX_BATCH, min=1, max=256, help=MAX_BATCH),
     mode: ServingModeName = typer.Option("split", parser=SERVING_MODES.parse,
                                          help=SERVING_MODES.help()),
     pipeline: PipelineMode = typer.Option("async", help="async | lockstep"),

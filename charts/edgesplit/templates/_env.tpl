@@ -111,6 +111,8 @@ raises it without a restart (an env value would stay frozen at the pod's start).
   value: {{ $o.batchChunk | int64 | quote }}
 - name: EDGESPLIT_ORCHESTRATOR_URGENT_WINDOW_S
   value: {{ $o.urgentWindowS | quote }}
+- name: EDGESPLIT_ORCHESTRATOR_URGENT_MAX_BATCH
+  value: {{ $o.urgentMaxBatch | int64 | quote }}
 - name: EDGESPLIT_ORCHESTRATOR_EXPRESS_LANE
   value: {{ $o.expressLane | quote }}
 - name: EDGESPLIT_ORCHESTRATOR_DEFAULT_TIMEOUT_S
