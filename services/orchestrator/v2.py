@@ -11,6 +11,7 @@ call the orchestrator, encode. Bad requests answer 400, as the protocol says. Th
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Coroutine
@@ -29,12 +30,12 @@ from services.common import tracing
 from services.common.security import bearer_auth, read_body
 from services.orchestrator import oip
 from services.orchestrator.oip import BadRequest
-from services.orchestrator.queue import TERMINAL
+from services.orchestrator.queue import TERMINAL, Submitted
 from services.orchestrator.ratelimit import scoped_idempotency_key
 from services.orchestrator.service import MAX_WAIT_S, Orchestrator
 from services.orchestrator.settings import OrchestratorSettings
+from services.orchestrator.views import MAX_ROWS, model_metadata
 from services.orchestrator.views import MODEL_VERSION as VERSION
-from services.orchestrator.views import model_metadata
 
 INPUT = "input"
 INPUT_TYPES = ("FP32", "FP16", "FP64")
@@ -80,19 +81,24 @@ def schedule(params: oip.Parameters, s: OrchestratorSettings) -> tuple[int, floa
 
 
 def image_input(decoded: oip.Decoded, spec: ModelSpec) -> np.ndarray:
-    """The model's input (1, C, H, W) float32 from the request's one input ``input``."""
-    want = [1, *spec.input]
+    """The images (N, C, H, W) float32 of the request's one input ``input``: shape (N, C, H, W) with
+    1 <= N <= ``MAX_ROWS``, or one image (C, H, W)."""
+    image = list(spec.input)
     if len(decoded.arrays) != 1 or decoded.request.inputs[0].name != INPUT:
         names = [t.name for t in decoded.request.inputs]
         raise BadRequest(f"model {spec.name} takes one input named {INPUT!r}, got {names}")
     tensor, x = decoded.request.inputs[0], decoded.arrays[0]
     if tensor.datatype not in INPUT_TYPES:
         raise BadRequest(f"input datatype {tensor.datatype} is not accepted: send FP32 (or FP16, FP64)")
-    if tensor.shape not in (want, want[1:]):
-        raise BadRequest(f"input shape {tensor.shape} does not match model {spec.name}: expected {want}")
+    shape = list(tensor.shape)
+    rows = 1 if shape == image else shape[0] if len(shape) == len(image) + 1 and shape[1:] == image else 0
+    if not 1 <= rows <= MAX_ROWS:
+        raise BadRequest(f"input shape {shape} does not match model {spec.name}: expected [N, "
+                         f"{', '.join(map(str, image))}] with N from 1 to {MAX_ROWS} images (or "
+                         f"{image}, one image)")
     if not np.isfinite(x).all():
         raise BadRequest("input data has NaN or infinite values")
-    return np.ascontiguousarray(x, dtype=np.float32).reshape(want)
+    return np.ascontiguousarray(x, dtype=np.float32).reshape(rows, *image)
 
 
 def selected_outputs(request: oip.InferRequest, logits: np.ndarray) -> list[tuple[str, np.ndarray, bool]]:
@@ -110,9 +116,10 @@ def selected_outputs(request: oip.InferRequest, logits: np.ndarray) -> list[tupl
 
 
 def json_limit(spec: ModelSpec, max_body_bytes: int) -> int:
-    """Most bytes a JSON infer request of ``spec`` may have: room for every input value written out
-    in full (48 bytes each, more than ``repr`` of any float and its separator) plus 64 KiB."""
-    return min(max_body_bytes, 64 * 1024 + 48 * int(np.prod(spec.input)))
+    """Most bytes a JSON infer request of ``spec`` may have: room for every input value of ``MAX_ROWS``
+    images written out in full (48 bytes each, more than ``repr`` of any float and its separator) plus
+    64 KiB, and never more than the body limit."""
+    return min(max_body_bytes, 64 * 1024 + 48 * MAX_ROWS * int(np.prod(spec.input)))
 
 
 class V2Api:
@@ -172,28 +179,54 @@ class V2Api:
 
     async def run(self, model: str, version: str | None, decoded: oip.Decoded,
                   idem_key: str | None = None) -> tuple[dict[str, Any], list[tuple[str, np.ndarray, bool]]]:
-        """Queue a decoded request's task, wait for it; the response's head and its outputs (name,
-        array, as binary). Shared by REST and gRPC."""
+        """Queue a decoded request's tasks (one per image), wait for them; the response's head and its
+        outputs (name, array with a row per image, as binary). Shared by REST and gRPC."""
         spec = self.spec(model, version)
         x = image_input(decoded, spec)
         selected_outputs(decoded.request, np.zeros((1, spec.num_classes), np.float32))  # 400s first
         prio, limit = schedule(decoded.request.parameters, self.s)
         self.orch.check_request(prio, limit)
-        sub = await self.orch.enqueue(model, wire.encode(x), prio, limit, idem_key)
-        tracing.remember_task(sub.id)  # the pipeline's spans of this task continue this request's trace
+        subs = await self._enqueue(model, x, prio, limit, idem_key)
+        for sub in subs:  # the pipeline's spans of these tasks continue this request's trace
+            tracing.remember_task(sub.id)
         try:
-            info = await self._result(sub.id, limit, queued=not sub.duplicate)
+            infos = await asyncio.gather(*(self._result(sub.id, limit, queued=not sub.duplicate)
+                                           for sub in subs))
         finally:
-            tracing.forget_task(sub.id)
-        if info["status"] in ("queued", "running"):  # the request gives up: so does its task
-            with contextlib.suppress(EdgesplitError):
-                await self.orch.cancel(sub.id)
-        if info["status"] != "done":
-            raise self._failure(sub.id, info, limit)
-        logits = wire.decode(info["logits"]).reshape(1, spec.num_classes)
-        head = {"model_name": model, "model_version": VERSION, "id": decoded.request.id or sub.id,
-                "parameters": {"task_id": sub.id, "top_1": int(np.argmax(logits)), "priority": prio}}
+            for sub in subs:
+                tracing.forget_task(sub.id)
+        failed = [(sub, info) for sub, info in zip(subs, infos, strict=True) if info["status"] != "done"]
+        if failed:  # the request gives up: so do its tasks still queued or running
+            await self._cancel([sub.id for sub, info in zip(subs, infos, strict=True)
+                                if info["status"] in ("queued", "running")])
+            raise self._failure(failed[0][0].id, failed[0][1], limit)
+        logits = np.concatenate([wire.decode(info["logits"]).reshape(1, spec.num_classes) for info in infos])
+        params: dict[str, Any] = {"task_id": ",".join(sub.id for sub in subs), "priority": prio}
+        if len(subs) == 1:
+            params["top_1"] = int(np.argmax(logits))
+        head = {"model_name": model, "model_version": VERSION, "id": decoded.request.id or params["task_id"],
+                "parameters": params}
         return head, selected_outputs(decoded.request, logits)
+
+    async def _enqueue(self, model: str, x: np.ndarray, prio: int, limit: float,
+                       idem_key: str | None) -> list[Submitted]:
+        """One task per image (row i's Idempotency-Key is the request's with ``#i`` added when there are
+        several). When one is refused (a full queue), those already queued are cancelled: a request
+        is queued whole or not at all."""
+        subs: list[Submitted] = []
+        try:
+            for i in range(x.shape[0]):
+                key = idem_key if idem_key is None or x.shape[0] == 1 else f"{idem_key}#{i}"
+                subs.append(await self.orch.enqueue(model, wire.encode(x[i : i + 1]), prio, limit, key))
+        except Exception:
+            await self._cancel([sub.id for sub in subs if not sub.duplicate])
+            raise
+        return subs
+
+    async def _cancel(self, task_ids: list[str]) -> None:
+        for task_id in task_ids:
+            with contextlib.suppress(EdgesplitError):
+                await self.orch.cancel(task_id)
 
     async def _result(self, task_id: str, limit: float, queued: bool) -> dict[str, Any]:
         """The task once final, or as it is one second past its timeout (long timeouts: several waits)."""

@@ -50,15 +50,18 @@ def task_view(info: dict[str, Any], k: int = 5, with_logits: bool = True) -> dic
 
 MODEL_VERSION = "1"
 """The one version of every deployed model (its weights do not change while it is served)."""
+MAX_ROWS = 64
+"""Most images one V2 infer request may hold (its input's first dimension); each is a task of its own."""
 
 
 def model_metadata(spec: ModelSpec) -> dict[str, Any]:
-    """KServe V2 model metadata: one FP32 input ``input`` (1, C, H, W); outputs ``logits`` and their
-    softmax ``probabilities``, both FP32 (1, classes)."""
-    classes = [1, spec.num_classes]
+    """KServe V2 model metadata: one FP32 input ``input`` (N, C, H, W), N from 1 to ``MAX_ROWS`` (-1:
+    variable, as the protocol writes it); outputs ``logits`` and their softmax ``probabilities``, both
+    FP32 (N, classes). ``parameters.max_batch_size`` is N's bound, as Triton names it."""
+    classes = [-1, spec.num_classes]
     return {"name": spec.name, "versions": [MODEL_VERSION], "platform": "edgesplit",
-            "inputs": [{"name": "input", "datatype": "FP32", "shape": [1, *spec.input]}],
+            "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, *spec.input]}],
             "outputs": [{"name": "logits", "datatype": "FP32", "shape": classes},
                         {"name": "probabilities", "datatype": "FP32", "shape": classes}],
             "parameters": {"edge_layers": spec.n_edge, "edge_gflops": spec.edge_flops() / 1e9,
-                           "cloud_gflops": spec.cloud_flops() / 1e9}}
+                           "cloud_gflops": spec.cloud_flops() / 1e9, "max_batch_size": MAX_ROWS}}

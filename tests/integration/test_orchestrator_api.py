@@ -120,7 +120,8 @@ def test_kserve_v2_infer_is_synchronous_and_exact(client: httpx.Client) -> None:
     ref = _reference("digits-cnn", x)
     torch.testing.assert_close(torch.tensor(out["data"]).view(1, 10), ref, rtol=1e-4, atol=1e-4)
     meta = client.get("/v2/models/digits-cnn").json()
-    assert meta["inputs"][0]["shape"] == [1, 1, 8, 8] and meta["outputs"][0]["shape"] == [1, 10]
+    assert meta["inputs"][0]["shape"] == [-1, 1, 8, 8] and meta["outputs"][0]["shape"] == [-1, 10]
+    assert meta["parameters"]["max_batch_size"] == 64
     assert client.get("/v2/models/digits-cnn/ready").status_code == 200
 
 
@@ -209,3 +210,19 @@ def test_full_queue_answers_429_then_queued_tasks_expire_on_the_timer(api_only: 
             assert info["status"] == "expired" and "queued" in info["error"]
         again = c.post("/v1/tasks", params={"model": "digits-cnn", "timeout": 1}, content=body)
         assert again.status_code == 202
+
+
+def test_a_v2_request_of_images_the_queue_cannot_hold_queues_none(api_only: ServiceProcess) -> None:
+    """5 images against a queue of 3 places: 429, and the images queued before it filled are cancelled
+    (a request is queued whole or not at all)."""
+    x = np.zeros((5, 1, 8, 8), np.float32)
+    payload = {"inputs": [{"name": "input", "shape": [5, 1, 8, 8], "datatype": "FP32",
+                           "data": x.ravel().tolist()}], "parameters": {"timeout": 30_000_000}}
+    with httpx.Client(base_url=api_only.url, timeout=10) as c:
+        deadline = time.monotonic() + 10  # the previous test's last task expires after 1 s
+        while c.get("/v1/models").json()["models"]["digits-cnn"]["queued"]:
+            assert time.monotonic() < deadline, "the queue never emptied"
+            time.sleep(0.1)
+        r = c.post("/v2/models/digits-cnn/infer", json=payload)
+        assert r.status_code == 429 and "full" in r.json()["error"], r.text
+        assert c.get("/v1/models").json()["models"]["digits-cnn"]["queued"] == 0

@@ -44,8 +44,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         yield st
 
 
-def _image(seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal((1, *get_spec(MODEL).input)).astype(np.float32)
+def _image(seed: int, rows: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((rows, *get_spec(MODEL).input)).astype(np.float32)
 
 
 def _reference(x: np.ndarray) -> np.ndarray:
@@ -76,7 +76,7 @@ def test_tritonclient_http_health_metadata_versioned_readiness(stack: LocalStack
         server = client.get_server_metadata(headers=auth())
         assert server["name"] == "edgesplit" and "binary_tensor_data" in server["extensions"]
         meta = client.get_model_metadata(MODEL, "1", headers=auth())
-        assert meta["versions"] == ["1"] and meta["inputs"][0]["shape"] == [1, 1, 8, 8]
+        assert meta["versions"] == ["1"] and meta["inputs"][0]["shape"] == [-1, 1, 8, 8]
         assert [o["name"] for o in meta["outputs"]] == ["logits", "probabilities"]
         with pytest.raises(triton.InferenceServerException) as denied:
             client.get_model_metadata(MODEL)
@@ -118,7 +118,8 @@ def test_tritonclient_http_binary_and_json_infer_agree_with_torch(stack: LocalSt
         wrong.set_data_from_numpy(np.zeros((1, 1, 8, 7), np.float32))
         with pytest.raises(triton.InferenceServerException) as bad:
             client.infer(MODEL, [wrong], headers=auth())
-        assert bad.value.status() == "400" and "expected [1, 1, 8, 8]" in bad.value.message()
+        assert bad.value.status() == "400"
+        assert "expected [N, 1, 8, 8] with N from 1 to 64" in bad.value.message()
     finally:
         client.close()
 
@@ -204,3 +205,43 @@ def test_raw_http_binary_request_and_protocol_errors(stack: LocalStack) -> None:
     # tracing is off by default: no service wrote a span
     for log in stack.log_dir.glob("*.log"):
         assert not any(line.startswith('{"name"') for line in log.read_text(errors="replace").splitlines())
+
+
+def test_a_request_of_several_images_answers_a_row_per_image(stack: LocalStack) -> None:
+    """tritonclient sends a batch of 5 images as binary, and JSON a batch of 2 under an Idempotency-Key:
+    a row of logits per image, each equal to local torch's; each image was a task of its own (the
+    task ids in the response); the same request again returns the same tasks. N = 0 and N = 65
+    are 400."""
+    import tritonclient.http as triton
+
+    x = _image(7, rows=5)
+    client = triton.InferenceServerClient(stack.url.removeprefix("http://"), network_timeout=60)
+    try:
+        batch_in = triton.InferInput("input", list(x.shape), "FP32")
+        batch_in.set_data_from_numpy(x, binary_data=True)
+        got = client.infer(MODEL, [batch_in], priority=1, timeout=TIMEOUT_US, headers=auth())
+        assert got.as_numpy("logits").shape == (5, 10)
+        _check(got.as_numpy("logits"), got.as_numpy("probabilities"), x)
+        params = got.get_response()["parameters"]
+        assert len(set(params["task_id"].split(","))) == 5 and "top_1" not in params
+    finally:
+        client.close()
+
+    two = _image(8, rows=2)
+    body = {"inputs": [{"name": "input", "shape": [2, 1, 8, 8], "datatype": "FP32", "data": two.tolist()}],
+            "parameters": {"timeout": TIMEOUT_US}}
+    with httpx.Client(base_url=stack.url, headers=auth(), timeout=60) as http:
+        key = {"Idempotency-Key": "v2-rows-1"}
+        first = http.post(f"/v2/models/{MODEL}/infer", json=body, headers=key)
+        again = http.post(f"/v2/models/{MODEL}/infer", json=body, headers=key)
+        assert first.status_code == again.status_code == 200, (first.text, again.text)
+        ids = first.json()["parameters"]["task_id"]
+        assert len(set(ids.split(","))) == 2 and again.json()["parameters"]["task_id"] == ids
+        assert first.json()["id"] == first.json()["parameters"]["task_id"]  # no request id: the task ids
+        logits = np.array(first.json()["outputs"][0]["data"], np.float32).reshape(2, 10)
+        _check(logits, None, two)
+        for rows in (0, 65):
+            bad = {"inputs": [{"name": "input", "shape": [rows, 1, 8, 8], "datatype": "FP32",
+                               "data": [0.0] * (64 * rows)}]}
+            r = http.post(f"/v2/models/{MODEL}/infer", json=bad)
+            assert r.status_code == 400 and "N from 1 to 64" in r.json()["error"], r.text
