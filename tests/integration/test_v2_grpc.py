@@ -59,12 +59,13 @@ def _rest_logits(stack: LocalStack, x: np.ndarray) -> np.ndarray:
     r = httpx.post(f"{stack.url}/v2/models/{MODEL}/infer", json=body, timeout=60,
                    headers={"Authorization": f"Bearer {API_TOKEN}"})
     assert r.status_code == 200, r.text
-    return np.array(r.json()["outputs"][0]["data"], np.float32).reshape(1, -1)
+    return np.array(r.json()["outputs"][0]["data"], np.float32).reshape(len(x), -1)
 
 
-@pytest.mark.parametrize("which", ["triton", "kserve"])
-def test_official_grpc_clients(stack: LocalStack, which: str, tmp_path: Path) -> None:
-    x = np.random.default_rng(5).standard_normal((1, *get_spec(MODEL).input)).astype(np.float32)
+@pytest.mark.parametrize(("which", "images"), [("triton", 3), ("kserve", 1)])
+def test_official_grpc_clients(stack: LocalStack, which: str, images: int, tmp_path: Path) -> None:
+    """Each client over gRPC; tritonclient sends 3 images in one request (a row of logits each)."""
+    x = np.random.default_rng(5).standard_normal((images, *get_spec(MODEL).input)).astype(np.float32)
     got = _client(stack, which, x, tmp_path)
     assert got["live"] and got["ready"] and got["model_ready"]
     assert got["id"] == f"{which}-grpc"
