@@ -19,7 +19,7 @@ from edgesplit.plan.modes import SERVING_MODES
 from edgesplit.plan.planner import PLANNER_FAMILIES
 from edgesplit.type_aliases import PipelineMode, ServingModeName, Split
 from services.common.channels import PREFIX_PATTERN
-from services.orchestrator.settings import SERVED_MAX_BATCH
+from services.orchestrator.settings import SERVED_MAX_BATCH, OrchestratorSettings
 
 err = Console(stderr=True)
 CONV_GROUPS = "one conv per stage, a sub-zone each (needs threads >= convs)"
@@ -33,7 +33,8 @@ PREFIX = ("Redis key prefix (default: a new one per run, so stacks sharing a Red
           "queued or running at exit stay under it, and a later `up` with --prefix set to it resumes them")
 STATE = "where a redis-server started here keeps its append-only file"
 MAX_BATCH = ("dynamic batching: up to this many queued tasks of one model run as one unit, priority-1 "
-             "tasks never wait for a batch, and beside them batches hold at most 4 (1 = off)")
+             "tasks never wait for a batch, and beside them batches hold at most "
+             f"{OrchestratorSettings.model_fields['urgent_max_batch'].default} (1 = off)")
 FSYNC = ("appendfsync of a redis-server started here: everysec (a crash may lose the last second of "
          "writes) or always (none lost, slower writes; docs/ARCHITECTURE.md, Guarantees)")
 
