@@ -115,11 +115,23 @@ def selected_outputs(request: oip.InferRequest, logits: np.ndarray) -> list[tupl
     return [(n, arrays[n], oip.wants_binary(request, n)) for n in dict.fromkeys(names)]
 
 
+JSON_MAX_VALUES = 1 << 18
+"""Most input values a JSON (not binary) infer request may write out: 64 alexnet-paper images, one
+vgg16-paper image. Parsed, they are Python objects on the event loop: 262,144 took 30-60 ms; a 16 MB
+body of ``0,`` (8 million) took 1 s and 470 MB. More images go as binary tensors."""
+
+
+def json_values(spec: ModelSpec) -> int:
+    """Most input values a JSON infer request of ``spec`` may hold: ``MAX_ROWS`` images, at most
+    ``JSON_MAX_VALUES``."""
+    return min(MAX_ROWS * int(np.prod(spec.input)), JSON_MAX_VALUES)
+
+
 def json_limit(spec: ModelSpec, max_body_bytes: int) -> int:
-    """Most bytes a JSON infer request of ``spec`` may have: room for every input value of ``MAX_ROWS``
-    images written out in full (48 bytes each, more than ``repr`` of any float and its separator) plus
-    64 KiB, and never more than the body limit."""
-    return min(max_body_bytes, 64 * 1024 + 48 * MAX_ROWS * int(np.prod(spec.input)))
+    """Most bytes a JSON infer request of ``spec`` may have: room for its ``json_values`` written out in
+    full (48 bytes each, more than ``repr`` of any float and its separator) plus 64 KiB, and never
+    more than the body limit."""
+    return min(max_body_bytes, 64 * 1024 + 48 * json_values(spec))
 
 
 class V2Api:
@@ -168,7 +180,7 @@ class V2Api:
         raw = await read_body(request, self.s.max_body_bytes)
         body = oip.decompress(bytes(raw), request.headers.get("content-encoding"), self.s.max_body_bytes)
         decoded = oip.parse_request(body, request.headers.get(oip.HEADER_LENGTH),
-                                    json_limit(spec, self.s.max_body_bytes))
+                                    json_limit(spec, self.s.max_body_bytes), json_values(spec))
         idem = scoped_idempotency_key(request, self.s.api_token, request.headers.get("idempotency-key"))
         head, outputs = await self.run(model, version, decoded, idem)  # keys scoped per client
         content, json_len = oip.encode_response(head, outputs)

@@ -24,6 +24,8 @@ import httpx
 import pytest
 from hostile import Case, case, request
 
+from edgesplit.models import get_spec
+from services.orchestrator.v2 import json_limit
 from tooling.proc import ServiceProcess, free_port, start_module, wait_ready
 from tooling.stack import ExecutorGroup, LocalStack, OrchestratorGroup, StackSettings
 
@@ -323,6 +325,50 @@ def test_liveness_answers_during_a_flood_of_48_bombs(stack: LocalStack, bomb: st
     assert set(answers) <= allowed, answers
     for svc in stack.services():
         assert svc.alive and "Traceback" not in svc.log_path.read_text(errors="replace"), svc.log_tail(60)
+
+
+@pytest.fixture(scope="module")
+def full_body(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    """An API-only orchestrator (no pipelines) with the default 16 MB body limit, where the stack's
+    own is 1 MB: what a V2 JSON body may weigh by default."""
+    svc = start_module("orchestrator-full-body", "services.orchestrator", "EDGESPLIT_ORCHESTRATOR_",
+                       {"workers": "false", "models": "alexnet-paper", "prefix": f"{stack.prefix}body:",
+                        "api_token": API, "rate_per_s": 0}, tmp_path_factory.mktemp("full-body"))
+    yield svc
+    svc.stop()
+
+
+def test_liveness_answers_during_a_flood_of_v2_json_bombs(full_body: ServiceProcess) -> None:
+    """16 V2 infer requests at once, each ``[0],`` up to alexnet-paper's JSON byte limit (9.5 MB, 2.4
+    million brackets: 150 MB in all). Each is a 400 from a count of its separators before any parse
+    (the depth scan and the parser took 1.3 s and 470 MB of the event loop on each, so 16 stalled
+    liveness for 20 s); liveness answers every poll meanwhile."""
+    head = b'{"inputs": [{"name": "input", "shape": [1, 3, 32, 32], "datatype": "FP32", "data": ['
+    limit = json_limit(get_spec("alexnet-paper"), 16 * 1024 * 1024)
+    body = head + b"[0]," * ((limit - len(head) - 16) // 4) + b"[0]]}]}"
+    raw = request("POST", "/v2/models/alexnet-paper/infer",
+                  {"Authorization": f"Bearer {API}", "Content-Type": "application/json"}, body)
+    latencies: list[float] = []
+    statuses: list[int] = []
+    stop = threading.Event()
+    poller = threading.Thread(target=_poll_live, args=(full_body.url, stop, latencies, statuses))
+    poller.start()
+    time.sleep(0.3)
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            outcomes = list(pool.map(lambda _: h.send(full_body.port, h.case("v2 json bomb", "orch", raw)),
+                                     range(16)))
+    finally:
+        time.sleep(0.3)
+        stop.set()
+        poller.join()
+    answers = Counter(o.status for o in outcomes)
+    print(f"\n16 x V2 JSON bomb of {len(body)} bytes: answers {dict(answers)}; liveness polls "
+          f"{len(latencies)}: median {statistics.median(latencies) * 1000:.1f} ms, "
+          f"max {max(latencies) * 1000:.1f} ms")
+    assert statuses and all(s == 200 for s in statuses), statuses
+    assert set(answers) == {400}, answers
+    assert full_body.alive and "Traceback" not in full_body.log_path.read_text(errors="replace")
 
 
 @pytest.fixture(scope="module")
