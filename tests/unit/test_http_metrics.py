@@ -43,7 +43,7 @@ def test_requests_are_counted_and_timed_per_route_template_method_and_status() -
 
 def test_an_unexpected_exception_answers_a_json_500_that_names_it() -> None:
     """A bug in a handler (here a route added to raise) must still answer in the API's shape, not
-    Starlette's plain-text "Internal Server Error", and leave the service serving."""
+    Starlette's plain-text "Internal Server Error", leave the service serving, and count as a 500."""
     app = create_app(CloudSettings.model_validate(dict(token=TOKEN, models="digits-cnn", threads=1)))
 
     @app.get("/boom")
@@ -55,3 +55,5 @@ def test_an_unexpected_exception_answers_a_json_500_that_names_it() -> None:
         assert r.status_code == 500
         assert r.json()["type"] == "InternalError" and "RuntimeError" in r.json()["error"]
         assert client.get("/v2/health/live").status_code == 200
+        text = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text
+    assert _samples(text, "http_requests_total")[("/boom", "GET", "500")] == 1  # counted as the 500 it was
