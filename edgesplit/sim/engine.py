@@ -11,7 +11,9 @@ The model (DESIGN.md section 1, paper section 3.2):
   cloud part runs off the tick (the edge does not wait for it);
 * links are FIFO resources, one transfer at a time per direction: co1 -> server m and server m -> co1
   (full duplex), and one uplink to the cloud per sender (co1, or an edge server for DADS); the cloud
-  computes every task's FC layers in parallel (eq. 2 per task);
+  computes every task's FC layers in parallel (eq. 2 per task), as the paper's elastic cloud, or,
+  with ``cloud_serial``, one task at a time, the most urgent first, as the stack's cloud service
+  (one compute thread) does on a host of fixed CPU;
 * with a link spread ``s``, each transfer draws its rate uniformly in ``[1-s, 1+s]`` x nominal from a
   stream seeded by ``(seed, task id)``, so the draws do not depend on event order.
 
@@ -49,6 +51,7 @@ class SimConfig:
     edge_link_spread: float = 0.0
     cloud_link_spread: float = 0.0
     seed: int = 0
+    cloud_serial: bool = False  # the cloud computes one task at a time (module docstring)
 
 
 class Simulation:
@@ -62,6 +65,7 @@ class Simulation:
         self.draws: dict[int, np.ndarray] = {}
         self.records: dict[int, TaskRecord] = {}
         self.finished: set[int] = set()
+        self.cloud_cpu = simpy.PriorityResource(self.env, capacity=1) if config.cloud_serial else None
 
     # links -------------------------------------------------------------------------------------
     def _link(self, kind: str, index: int) -> simpy.Resource:
@@ -135,7 +139,13 @@ class Simulation:
             yield from self._transfer("cloud", sender, seconds, acc)
             crec.start_s = crec.ready_s + acc[0]
             crec.transfer_end_s, crec.transfer_s = self.env.now, acc[1]
-            yield self.env.timeout(cloud.overhead_s + cloud.compute_s)
+            if self.cloud_cpu is None:
+                yield self.env.timeout(cloud.overhead_s + cloud.compute_s)
+            else:  # the overhead (request, controller) beside others; the compute one task at a time
+                yield self.env.timeout(cloud.overhead_s)
+                with self.cloud_cpu.request(priority=rec.priority) as turn:
+                    yield turn
+                    yield self.env.timeout(cloud.compute_s)
             crec.compute_s, crec.overhead_s, crec.end_s = cloud.compute_s, cloud.overhead_s, self.env.now
         rec.end_s = self.env.now
         self.finished.add(rec.id)
