@@ -14,6 +14,9 @@ The model (DESIGN.md section 1, paper section 3.2):
   computes every task's FC layers in parallel (eq. 2 per task), as the paper's elastic cloud, or,
   with ``cloud_serial``, one task at a time, the most urgent first, as the stack's cloud service
   (one compute thread) does on a host of fixed CPU;
+* with ``cpu_groups``, the servers of one group (the executors of one host of at most a core, whose
+  every stage step already computes at the whole host's quota) compute one step at a time, the most
+  urgent first, where the paper's servers compute each sub-zone's step in parallel;
 * with a link spread ``s``, each transfer draws its rate uniformly in ``[1-s, 1+s]`` x nominal from a
   stream seeded by ``(seed, task id)``, so the draws do not depend on event order.
 
@@ -52,6 +55,7 @@ class SimConfig:
     cloud_link_spread: float = 0.0
     seed: int = 0
     cloud_serial: bool = False  # the cloud computes one task at a time (module docstring)
+    cpu_groups: tuple[int | None, ...] = ()  # per server: its shared CPU, or None (module docstring)
 
 
 class Simulation:
@@ -66,6 +70,8 @@ class Simulation:
         self.records: dict[int, TaskRecord] = {}
         self.finished: set[int] = set()
         self.cloud_cpu = simpy.PriorityResource(self.env, capacity=1) if config.cloud_serial else None
+        self.cpus = {g: simpy.PriorityResource(self.env, capacity=1)
+                     for g in config.cpu_groups if g is not None}
 
     # links -------------------------------------------------------------------------------------
     def _link(self, kind: str, index: int) -> simpy.Resource:
@@ -108,7 +114,14 @@ class Simulation:
         spread = self.config.edge_link_spread
         yield self.env.timeout(step.overhead_s)
         yield from self._transfer("down", step.server, step.send_s * self._factor(rec, slot, spread), acc)
-        yield self.env.timeout(step.compute_s)
+        groups = self.config.cpu_groups
+        group = groups[step.server] if step.server < len(groups) else None
+        if group is None:
+            yield self.env.timeout(step.compute_s)
+        else:  # the host's CPU, one step at a time
+            with self.cpus[group].request(priority=rec.priority) as turn:
+                yield turn
+                yield self.env.timeout(step.compute_s)
         yield from self._transfer("up", step.server, step.recv_s * self._factor(rec, slot + 1, spread), acc)
         out.append((self.env.now, step.compute_s, acc[1], step.overhead_s, acc[0], step.server))
 
