@@ -296,6 +296,25 @@ def _poll_live(url: str, stop: threading.Event, latencies: list[float], statuses
         time.sleep(0.05)
 
 
+def _flood(url: str, port: int, c: Case, count: int) -> tuple[list[h.Outcome], list[float], list[int]]:
+    """``count`` copies of ``c`` at once while ``/v2/health/live`` is polled: the outcomes, and the
+    polls' latencies and statuses."""
+    latencies: list[float] = []
+    statuses: list[int] = []
+    stop = threading.Event()
+    poller = threading.Thread(target=_poll_live, args=(url, stop, latencies, statuses))
+    poller.start()
+    time.sleep(0.3)
+    try:
+        with ThreadPoolExecutor(count) as pool:
+            outcomes = list(pool.map(lambda _: h.send(port, c), range(count)))
+    finally:
+        time.sleep(0.3)
+        stop.set()
+        poller.join()
+    return outcomes, latencies, statuses
+
+
 @pytest.mark.parametrize("bomb", ["jpeg-6000x6000", "png-1024x1024"])
 def test_liveness_answers_during_a_flood_of_48_bombs(stack: LocalStack, bomb: str) -> None:
     """48 bombs at once: declared 6000x6000 (refused from the header) or the largest image still taken
@@ -304,19 +323,7 @@ def test_liveness_answers_during_a_flood_of_48_bombs(stack: LocalStack, bomb: st
     body = h.jpeg_declaring(6000, 6000) if bomb.startswith("jpeg") else h.max_size_png(1024)
     raw = request("POST", "/v1/tasks?model=alexnet-paper&timeout=30",
                   {"Authorization": f"Bearer {API}"}, body)
-    latencies: list[float] = []
-    statuses: list[int] = []
-    stop = threading.Event()
-    poller = threading.Thread(target=_poll_live, args=(stack.url, stop, latencies, statuses))
-    poller.start()
-    time.sleep(0.3)
-    try:
-        with ThreadPoolExecutor(48) as pool:
-            outcomes = list(pool.map(lambda _: h.send(stack.orch_port, h.case(bomb, "orch", raw)), range(48)))
-    finally:
-        time.sleep(0.3)
-        stop.set()
-        poller.join()
+    outcomes, latencies, statuses = _flood(stack.url, stack.orch_port, h.case(bomb, "orch", raw), 48)
     answers = Counter(o.status for o in outcomes)
     print(f"\n48 x {bomb}: answers {dict(answers)}; liveness polls {len(latencies)}: "
           f"median {statistics.median(latencies) * 1000:.1f} ms, max {max(latencies) * 1000:.1f} ms")
@@ -348,20 +355,8 @@ def test_liveness_answers_during_a_flood_of_v2_json_bombs(full_body: ServiceProc
     body = head + b"[0]," * ((limit - len(head) - 16) // 4) + b"[0]]}]}"
     raw = request("POST", "/v2/models/alexnet-paper/infer",
                   {"Authorization": f"Bearer {API}", "Content-Type": "application/json"}, body)
-    latencies: list[float] = []
-    statuses: list[int] = []
-    stop = threading.Event()
-    poller = threading.Thread(target=_poll_live, args=(full_body.url, stop, latencies, statuses))
-    poller.start()
-    time.sleep(0.3)
-    try:
-        with ThreadPoolExecutor(16) as pool:
-            outcomes = list(pool.map(lambda _: h.send(full_body.port, h.case("v2 json bomb", "orch", raw)),
-                                     range(16)))
-    finally:
-        time.sleep(0.3)
-        stop.set()
-        poller.join()
+    outcomes, latencies, statuses = _flood(full_body.url, full_body.port, h.case("v2 json bomb", "orch", raw),
+                                           16)
     answers = Counter(o.status for o in outcomes)
     print(f"\n16 x V2 JSON bomb of {len(body)} bytes: answers {dict(answers)}; liveness polls "
           f"{len(latencies)}: median {statistics.median(latencies) * 1000:.1f} ms, "
