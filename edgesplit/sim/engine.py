@@ -107,6 +107,16 @@ class Simulation:
             acc[1] += seconds
             yield self.env.timeout(seconds)
 
+    def _compute(self, cpu: simpy.PriorityResource | None, priority: int, seconds: float) -> Proc:
+        """``seconds`` of compute: at once (None: the paper's servers and cloud), or holding ``cpu``,
+        one task at a time, the most urgent first (``cloud_serial``, ``cpu_groups``)."""
+        if cpu is None:
+            yield self.env.timeout(seconds)
+            return
+        with cpu.request(priority=priority) as turn:
+            yield turn
+            yield self.env.timeout(seconds)
+
     # one stage of one task -----------------------------------------------------------------------
     def _server_step(self, rec: TaskRecord, slot: int, step: ServerStep,
                      out: list[tuple[float, ...]]) -> Proc:
@@ -116,12 +126,7 @@ class Simulation:
         yield from self._transfer("down", step.server, step.send_s * self._factor(rec, slot, spread), acc)
         groups = self.config.cpu_groups
         group = groups[step.server] if step.server < len(groups) else None
-        if group is None:
-            yield self.env.timeout(step.compute_s)
-        else:  # the host's CPU, one step at a time
-            with self.cpus[group].request(priority=rec.priority) as turn:
-                yield turn
-                yield self.env.timeout(step.compute_s)
+        yield from self._compute(None if group is None else self.cpus[group], rec.priority, step.compute_s)
         yield from self._transfer("up", step.server, step.recv_s * self._factor(rec, slot + 1, spread), acc)
         out.append((self.env.now, step.compute_s, acc[1], step.overhead_s, acc[0], step.server))
 
@@ -152,13 +157,11 @@ class Simulation:
             yield from self._transfer("cloud", sender, seconds, acc)
             crec.start_s = crec.ready_s + acc[0]
             crec.transfer_end_s, crec.transfer_s = self.env.now, acc[1]
-            if self.cloud_cpu is None:
+            if self.cloud_cpu is None:  # the paper's elastic cloud: one timeout, as ever
                 yield self.env.timeout(cloud.overhead_s + cloud.compute_s)
-            else:  # the overhead (request, controller) beside others; the compute one task at a time
+            else:  # the overhead (request, controller) beside other tasks, the compute in turn
                 yield self.env.timeout(cloud.overhead_s)
-                with self.cloud_cpu.request(priority=rec.priority) as turn:
-                    yield turn
-                    yield self.env.timeout(cloud.compute_s)
+                yield from self._compute(self.cloud_cpu, rec.priority, cloud.compute_s)
             crec.compute_s, crec.overhead_s, crec.end_s = cloud.compute_s, cloud.overhead_s, self.env.now
         rec.end_s = self.env.now
         self.finished.add(rec.id)
